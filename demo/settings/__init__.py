@@ -1,0 +1,1 @@
+"""Settings of the demo site: base, dev (default), test, production."""

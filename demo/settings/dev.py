@@ -1,0 +1,6 @@
+"""The embedded default: SQLite, files on disk, a file-system broker, DEBUG on, loopback only."""
+from __future__ import annotations
+
+from .base import *  # noqa: F401,F403
+
+DEBUG = True

@@ -1,0 +1,14 @@
+"""Test settings: PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set, SQLite otherwise."""
+from __future__ import annotations
+
+import os
+
+from .base import *  # noqa: F401,F403
+from .base import DATABASES, MODERATION, VAR_DIR
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MODERATION = {**MODERATION, "PROFILE": "tiny"}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so that worker processes started by the tests see the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+ALLOWED_HOSTS = ["*"]

@@ -1,0 +1,1 @@
+"""Django app that moderates image-plus-text posts with vision-language models."""

@@ -1,0 +1,81 @@
+"""Post endpoints: submit, list and detail."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from moderation.api.base import BaseApi
+from moderation.api.serializers import PostOutputSerializer
+from moderation.models import Decision, PostState
+from moderation.selectors import post_get, post_list
+from moderation.services.posts import post_submit
+
+
+class JsonObjectField(serializers.JSONField):
+    """Accepts a JSON object, or a string holding one (multipart forms send strings)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON object.")
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return data
+
+
+class PostCursorPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class PostsApi(BaseApi):
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField(required=False, allow_empty_file=True)
+        text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+        external_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
+        metadata = JsonObjectField(required=False)
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=PostState.choices, required=False)
+        decision = serializers.ChoiceField(choices=Decision.choices, required=False)
+
+    @extend_schema(request={"multipart/form-data": InputSerializer, "application/json": InputSerializer},
+                   responses={200: PostOutputSerializer, 202: PostOutputSerializer}, operation_id="posts_submit")
+    def post(self, request: Request) -> Response:
+        data = self._validated(self.InputSerializer, request.data)
+        post, created = post_submit(client=request.user, **data)
+        body = PostOutputSerializer(post, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+    @extend_schema(parameters=[FilterSerializer], responses=PostOutputSerializer(many=True),
+                   operation_id="posts_list")
+    def get(self, request: Request) -> Response:
+        filters = self._validated(self.FilterSerializer, request.query_params)
+        paginator = PostCursorPagination()
+        page = paginator.paginate_queryset(post_list(client=request.user, **filters), request, view=self)
+        return paginator.get_paginated_response(
+            PostOutputSerializer(page, many=True, context={"request": request}).data)
+
+    @staticmethod
+    def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+class PostDetailApi(BaseApi):
+    @extend_schema(responses=PostOutputSerializer, operation_id="posts_retrieve",
+                   parameters=[OpenApiParameter("post_id", str, OpenApiParameter.PATH)])
+    def get(self, request: Request, post_id: str) -> Response:
+        post = post_get(client=request.user, post_id=post_id)
+        return Response(PostOutputSerializer(post, context={"request": request}).data)

@@ -1,0 +1,62 @@
+"""System checks for the MODERATION settings, with stable ids."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, register
+from drf_spectacular.openapi import AutoSchema
+
+from moderation.conf import DEFAULTS, moderation_settings
+
+PROFILES = ("tiny", "small", "large")
+DTYPES = ("float32", "bfloat16", "float16")
+FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
+POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_TEXT_LENGTH",
+                 "MAX_METADATA_BYTES", "MAX_ATTEMPTS", "CLAIM_TIMEOUT", "QUEUED_STALE_AFTER")
+
+
+@register()
+def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = [
+        Error(f"Unknown MODERATION setting {key!r}.",
+              hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.", id="moderation.E001")
+        for key in moderation_settings.unknown_keys()
+    ]
+    s = moderation_settings
+    if s.PROFILE not in PROFILES:
+        errors.append(Error(f"MODERATION['PROFILE'] must be one of {PROFILES}, not {s.PROFILE!r}.",
+                            id="moderation.E002"))
+    if s.DTYPE not in DTYPES:
+        errors.append(Error(f"MODERATION['DTYPE'] must be one of {DTYPES}, not {s.DTYPE!r}.",
+                            id="moderation.E003"))
+    for key in POSITIVE_INTS:
+        value = getattr(s, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            errors.append(Error(f"MODERATION[{key!r}] must be a positive integer, not {value!r}.",
+                                id="moderation.E004"))
+    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT"):
+        value = getattr(s, key)
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            errors.append(Error(f"MODERATION[{key!r}] must be a number between 0 and 1, not {value!r}.",
+                                id="moderation.E005"))
+    unknown_formats = set(s.ALLOWED_IMAGE_FORMATS) - FORMATS
+    if unknown_formats or not s.ALLOWED_IMAGE_FORMATS:
+        errors.append(Error(f"MODERATION['ALLOWED_IMAGE_FORMATS'] must be a non-empty subset of "
+                            f"{sorted(FORMATS)}; got {s.ALLOWED_IMAGE_FORMATS!r}.", id="moderation.E006"))
+    if not isinstance(s.MODELS, dict):
+        errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
+                            id="moderation.E007"))
+    return errors
+
+
+@register()
+def moderation_schema_class_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    from rest_framework.settings import api_settings
+
+    schema_class = api_settings.DEFAULT_SCHEMA_CLASS
+    if schema_class is None or not issubclass(schema_class, AutoSchema):
+        return [Error("REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] must be drf-spectacular's AutoSchema "
+                      "for the API's OpenAPI schema.",
+                      hint='REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}',
+                      id="moderation.E008")]
+    return []

@@ -1,0 +1,80 @@
+"""The app's settings: ``settings.MODERATION`` merged over documented defaults."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Engine profile: "tiny" (offline random weights), "small" (CPU-friendly real
+    # checkpoints) or "large" (GPU quality). "small"/"large" fall back to "tiny",
+    # loudly, when their checkpoints cannot be loaded.
+    "PROFILE": "small",
+    # Torch device of the worker ("cpu", "cuda", "cuda:1").
+    "DEVICE": "cpu",
+    # Torch dtype of the worker's models ("float32", "bfloat16", "float16").
+    "DTYPE": "float32",
+    # Per-role checkpoint overrides, e.g. {"clip": "/models/clip-vit-base-patch32"}.
+    "MODELS": {},
+    # Where the offline tiny checkpoints are written and read.
+    "TINY_CHECKPOINT_DIR": "",
+    # Seconds to wait for the model hub before falling back to "tiny".
+    "MODEL_LOAD_TIMEOUT": 5.0,
+    # Posts claimed and analysed together by one worker step.
+    "BATCH_SIZE": 16,
+    # Weight of the post text in the joint image+text embedding (0 = image only).
+    "TEXT_WEIGHT": 0.5,
+    # Upload limits. Pixels are checked from the header, before decoding.
+    "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
+    "MAX_IMAGE_PIXELS": 40_000_000,
+    "ALLOWED_IMAGE_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
+    "MAX_TEXT_LENGTH": 5000,
+    "MAX_METADATA_BYTES": 16 * 1024,
+    # Share of allowed posts also sent to review, for quality control (0..1).
+    "REVIEW_SAMPLE_RATE": 0.0,
+    # Delivery attempts before a post goes to "failed".
+    "MAX_ATTEMPTS": 3,
+    # Seconds after which a claimed ("analyzing") post is considered abandoned.
+    "CLAIM_TIMEOUT": 300,
+    # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
+    "QUEUED_STALE_AFTER": 30,
+    # Celery queue of the GPU workers, and the names of the tasks sent there.
+    "GPU_QUEUE": "gpu",
+    "ANALYZE_TASK": "moderation.analyze_pending",
+}
+
+
+class ModerationSettings:
+    """Attribute access to MODERATION settings, rejecting unknown keys."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._cache is None:
+            user = getattr(django_settings, "MODERATION", {}) or {}
+            self._cache = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+        return self._cache
+
+    def unknown_keys(self) -> list[str]:
+        user = getattr(django_settings, "MODERATION", {}) or {}
+        return sorted(set(user) - set(DEFAULTS))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Unknown MODERATION setting {name!r}")
+        return self._load()[name]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+moderation_settings = ModerationSettings()
+
+
+@receiver(setting_changed)
+def _moderation_settings_reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MODERATION":
+        moderation_settings.reload()

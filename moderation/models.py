@@ -1,0 +1,179 @@
+"""Database models: posts, their analyses and events, policies, API keys."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class PostState(models.TextChoices):
+    QUEUED = "queued"
+    ANALYZING = "analyzing"
+    ALLOWED = "allowed"
+    NEEDS_REVIEW = "needs_review"
+    REMOVED = "removed"
+    REVIEWED = "reviewed"
+    FAILED = "failed"
+
+
+class Decision(models.TextChoices):
+    ALLOW = "allow"
+    REVIEW = "review"
+    REMOVE = "remove"
+
+
+def post_image_path(instance: "Post", filename: str) -> str:
+    # The client's file name is never used: it may carry personal data or a lying extension.
+    return f"posts/{timezone.now():%Y/%m}/{instance.id}.jpg"
+
+
+class Policy(models.Model):
+    """One immutable version of the moderation policy; the highest version is active."""
+
+    version = models.PositiveIntegerField(unique=True)
+    benign_prompts = models.JSONField(default=list)
+    note = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-version"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return f"policy v{self.version}"
+
+
+class Category(models.Model):
+    """A policy category with its prompts, phrases, questions and thresholds."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="categories")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=128)
+    description = models.TextField(blank=True)
+    severity = models.FloatField(default=1.0)
+    prompts = models.JSONField(default=list)
+    phrases = models.JSONField(default=list)
+    questions = models.JSONField(default=list)
+    review_threshold = models.FloatField(default=0.5)
+    remove_threshold = models.FloatField(default=0.9)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["policy", "position", "slug"]
+        verbose_name_plural = "categories"
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "slug"], name="moderation_category_unique_slug"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.policy.version})" if self.policy_id else self.name
+
+
+class ApiKey(models.Model):
+    """An API key; only a SHA-256 of the secret is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="moderation_api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True)
+    hashed_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+
+class Post(models.Model):
+    """A submitted image-plus-text post and where it stands in the pipeline."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                               related_name="moderation_posts")
+    external_id = models.CharField(max_length=255, null=True, blank=True)
+    text = models.TextField(blank=True)
+    image = models.FileField(upload_to=post_image_path, blank=True, max_length=255)
+    image_sha256 = models.CharField(max_length=64, blank=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    image_format = models.CharField(max_length=8, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=PostState.choices, default=PostState.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=255, blank=True)
+    current_analysis = models.ForeignKey("Analysis", null=True, blank=True, on_delete=models.SET_NULL,
+                                         related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "external_id"], condition=Q(external_id__isnull=False),
+                                    name="moderation_post_unique_external_id"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="moderation_post_queue"),
+            models.Index(fields=["client", "-created_at", "id"], name="moderation_post_client"),
+            models.Index(fields=["client", "state", "-created_at"], name="moderation_post_client_state"),
+            models.Index(fields=["-created_at", "id"], name="moderation_post_changelist"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class Analysis(models.Model):
+    """One engine verdict on a post, with the model and policy versions that produced it."""
+
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="analyses")
+    # One analysis per claim: a duplicate delivery of the same claim cannot write twice.
+    claim_token = models.UUIDField(unique=True)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="analyses")
+    model_version = models.CharField(max_length=255)
+    scores = models.JSONField(default=dict)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    top_category = models.CharField(max_length=64, blank=True)
+    risk = models.FloatField(default=0.0)
+    explanation = models.JSONField(default=dict)
+    timings_ms = models.JSONField(default=dict)
+    image_embedding = models.BinaryField(null=True, blank=True)
+    text_embedding = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "analyses"
+        indexes = [models.Index(fields=["post", "-created_at"], name="moderation_analysis_post")]
+
+    def __str__(self) -> str:
+        return f"{self.decision} for {self.post_id}"
+
+
+class PostEvent(models.Model):
+    """Append-only audit row for every state change of a post."""
+
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16)
+    actor = models.CharField(max_length=150, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["post", "created_at"], name="moderation_event_post")]
+
+    def __str__(self) -> str:
+        return f"{self.post_id}: {self.from_state or '-'} → {self.to_state}"

@@ -1,0 +1,31 @@
+"""Selectors: the app's reads, scoped to the client that asks."""
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from moderation.models import Post, PostState
+from moderation.services.errors import NotFound
+
+DECISION_STATES = {"allow": PostState.ALLOWED, "review": PostState.NEEDS_REVIEW, "remove": PostState.REMOVED}
+
+
+def post_list(*, client: AbstractBaseUser, status: str | None = None,
+              decision: str | None = None) -> QuerySet[Post]:
+    """The client's own posts, newest first, with their current analysis joined."""
+    qs = Post.objects.filter(client=client).select_related("current_analysis", "current_analysis__policy")
+    if status:
+        qs = qs.filter(state=status)
+    if decision:
+        qs = qs.filter(current_analysis__decision=decision)
+    return qs.order_by("-created_at", "-id")
+
+
+def post_get(*, client: AbstractBaseUser, post_id: uuid.UUID | str) -> Post:
+    """One of the client's posts; another client's post is indistinguishable from a missing one."""
+    try:
+        return post_list(client=client).get(pk=post_id)
+    except (Post.DoesNotExist, ValueError):
+        raise NotFound("not_found", "No such post.")

@@ -1,0 +1,1 @@
+"""Services: every write the app makes goes through one of these modules."""

@@ -1,0 +1,206 @@
+"""Analysis services: claim queued posts, record verdicts, handle failures and stale claims."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable, Sequence
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from moderation.conf import moderation_settings
+from moderation.dispatch import analysis_wakeup
+from moderation.models import Analysis, Decision, Policy, Post, PostEvent, PostState
+from moderation.services.explanations import explanation_build
+from moderation.services.policies import policy_for_engine
+from vlm_engine.types import Analysis as EngineAnalysis
+from vlm_engine.types import Policy as EnginePolicy
+from vlm_engine.types import PostInput
+
+STATE_BY_DECISION = {Decision.ALLOW: PostState.ALLOWED, Decision.REVIEW: PostState.NEEDS_REVIEW,
+                     Decision.REMOVE: PostState.REMOVED}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str
+    top_category: str
+    risk: float
+
+
+def _lockable(qs: QuerySet[Post]) -> QuerySet[Post]:
+    # SKIP LOCKED lets concurrent workers take disjoint batches instead of queueing on locks.
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True)
+    return qs.select_for_update()
+
+
+def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str,
+            detail: dict | None = None) -> None:
+    PostEvent.objects.bulk_create(
+        PostEvent(post_id=p.pk, from_state=from_state, to_state=to_state, actor=actor, detail=detail or {})
+        for p in posts
+    )
+
+
+@transaction.atomic
+def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]:
+    """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token."""
+    token = uuid.uuid4()
+    ids = list(_lockable(Post.objects.filter(state=PostState.QUEUED).order_by("created_at"))
+               .values_list("id", flat=True)[:limit])
+    if not ids:
+        return token, []
+    # Conditional on the state, so a post claimed elsewhere meanwhile is not taken twice.
+    Post.objects.filter(id__in=ids, state=PostState.QUEUED).update(
+        state=PostState.ANALYZING, claim_token=token, claimed_at=timezone.now(), claimed_by=worker,
+        attempts=F("attempts") + 1)
+    posts = list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
+    _events(posts, from_state=PostState.QUEUED, to_state=PostState.ANALYZING, actor=worker)
+    return token, posts
+
+
+def post_engine_inputs(*, posts: Sequence[Post]) -> list[PostInput]:
+    """What the engine needs of each post: its key, image bytes and text."""
+    return [PostInput(key=str(p.pk), image=_image_bytes(p), text=p.text) for p in posts]
+
+
+def _image_bytes(post: Post) -> bytes | None:
+    if not post.image:
+        return None
+    with post.image.open("rb") as handle:
+        return handle.read()
+
+
+def analysis_decide(*, scores: dict[str, float], policy: EnginePolicy, post_id: uuid.UUID) -> Verdict:
+    """Remove / review / allow from per-category thresholds; allowed posts are sampled for QC."""
+    decision = Decision.ALLOW
+    for category in policy.categories:
+        score = scores.get(category.slug, 0.0)
+        if score >= category.remove_threshold:
+            decision = Decision.REMOVE
+        elif score >= category.review_threshold and decision == Decision.ALLOW:
+            decision = Decision.REVIEW
+    if decision == Decision.ALLOW and _sampled_for_review(post_id):
+        decision = Decision.REVIEW
+    weighted = {c.slug: c.severity * scores.get(c.slug, 0.0) for c in policy.categories}
+    top = max(weighted, key=weighted.__getitem__, default="")
+    return Verdict(decision=decision, top_category=top, risk=round(weighted.get(top, 0.0), 6))
+
+
+def _sampled_for_review(post_id: uuid.UUID) -> bool:
+    # A hash of the id, not random(): the same post is always sampled the same way.
+    rate = moderation_settings.REVIEW_SAMPLE_RATE
+    bucket = int.from_bytes(hashlib.sha256(post_id.bytes).digest()[:4], "big") / 2**32
+    return bucket < rate
+
+
+def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
+    return None if values is None else np.asarray(values, dtype="<f4").tobytes()
+
+
+@transaction.atomic
+def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
+                          worker: str) -> list[Analysis]:
+    """Store the verdicts of one claim; posts no longer held by this claim are skipped."""
+    held = {str(p.pk): p for p in Post.objects.select_for_update()
+            .filter(claim_token=token, state=PostState.ANALYZING)}
+    engine_policy = policy_for_engine(policy=policy)
+    analyses, posts = [], []
+    for result in results:
+        post = held.get(result.key)
+        if post is None:
+            continue
+        analyses.append(_analysis_build(post=post, token=token, policy=policy,
+                                        engine_policy=engine_policy, result=result))
+        posts.append(post)
+    Analysis.objects.bulk_create(analyses)
+    for post, analysis in zip(posts, analyses):
+        post.state = STATE_BY_DECISION[Decision(analysis.decision)]
+        post.current_analysis = analysis
+        post.claim_token = None
+        post.last_error = ""
+    Post.objects.bulk_update(posts, ["state", "current_analysis", "claim_token", "last_error", "updated_at"])
+    PostEvent.objects.bulk_create(
+        PostEvent(post_id=p.pk, from_state=PostState.ANALYZING, to_state=p.state, actor=worker,
+                  detail={"decision": a.decision, "policy_version": policy.version})
+        for p, a in zip(posts, analyses)
+    )
+    return analyses
+
+
+def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_policy: EnginePolicy,
+                    result: EngineAnalysis) -> Analysis:
+    scores = {slug: round(float(v), 6) for slug, v in result.scores.items()}
+    verdict = analysis_decide(scores=scores, policy=engine_policy, post_id=post.pk)
+    return Analysis(
+        post=post, claim_token=token, policy=policy, model_version=result.model_version, scores=scores,
+        decision=verdict.decision, top_category=verdict.top_category, risk=verdict.risk,
+        explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision),
+        timings_ms=dict(result.timings_ms), image_embedding=_embedding_bytes(result.image_embedding),
+        text_embedding=_embedding_bytes(result.text_embedding),
+    )
+
+
+@transaction.atomic
+def post_attempt_fail(*, token: uuid.UUID, post_id: uuid.UUID, error: str, worker: str,
+                      permanent: bool = False) -> str | None:
+    """Record a failed attempt: back to ``queued``, or ``failed`` once attempts run out."""
+    post = Post.objects.select_for_update().filter(
+        pk=post_id, claim_token=token, state=PostState.ANALYZING).first()
+    if post is None:
+        return None
+    exhausted = permanent or post.attempts >= moderation_settings.MAX_ATTEMPTS
+    new_state = PostState.FAILED if exhausted else PostState.QUEUED
+    Post.objects.filter(pk=post.pk).update(state=new_state, claim_token=None, last_error=error[:2000],
+                                           updated_at=timezone.now())
+    _events([post], from_state=PostState.ANALYZING, to_state=new_state, actor=worker,
+            detail={"error": error[:500], "attempt": post.attempts})
+    if new_state == PostState.QUEUED:
+        analysis_wakeup()
+    return new_state
+
+
+@transaction.atomic
+def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> int:
+    """Give abandoned claims back to the queue, or fail posts whose attempts ran out."""
+    held = list(_lockable(posts.filter(state=PostState.ANALYZING)))
+    limit = moderation_settings.MAX_ATTEMPTS
+    retry = [p for p in held if p.attempts < limit]
+    failed = [p for p in held if p.attempts >= limit]
+    Post.objects.filter(pk__in=[p.pk for p in retry]).update(
+        state=PostState.QUEUED, claim_token=None, updated_at=timezone.now())
+    Post.objects.filter(pk__in=[p.pk for p in failed]).update(
+        state=PostState.FAILED, claim_token=None, updated_at=timezone.now(),
+        last_error=f"{reason} after {limit} attempts")
+    _events(retry, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=actor,
+            detail={"reason": reason})
+    _events(failed, from_state=PostState.ANALYZING, to_state=PostState.FAILED, actor=actor,
+            detail={"reason": reason})
+    if retry:
+        analysis_wakeup()
+    return len(held)
+
+
+def post_release_worker_claims(*, worker: str) -> int:
+    """On worker start: claims still held under this worker's name belong to a dead process."""
+    return post_release_claims(posts=Post.objects.filter(claimed_by=worker), actor=worker,
+                               reason="worker restarted")
+
+
+def post_sweep() -> dict[str, int]:
+    """Release expired claims and re-wake the workers for posts left queued too long."""
+    now = timezone.now()
+    expired = Post.objects.filter(claimed_at__lt=now - timedelta(seconds=moderation_settings.CLAIM_TIMEOUT))
+    released = post_release_claims(posts=expired, actor="sweeper", reason="claim expired")
+    stale = Post.objects.filter(
+        state=PostState.QUEUED,
+        created_at__lt=now - timedelta(seconds=moderation_settings.QUEUED_STALE_AFTER)).exists()
+    if stale:
+        with transaction.atomic():
+            analysis_wakeup()
+    return {"released": released, "stale_queued": int(stale)}

@@ -1,0 +1,73 @@
+"""Policies: publish immutable versions, read the active one, convert it for the engine."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from django.db import transaction
+from django.db.models import Max
+
+from moderation.models import Category, Policy
+from vlm_engine.types import Category as EngineCategory
+from vlm_engine.types import Policy as EnginePolicy
+
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "default_policy.json"
+CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrases", "questions",
+                   "review_threshold", "remove_threshold")
+
+
+def default_policy_data() -> dict[str, Any]:
+    return json.loads(DEFAULT_POLICY_PATH.read_text())
+
+
+@transaction.atomic
+def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: Iterable[str],
+                   note: str = "", created_by: Any = None) -> Policy:
+    """Write a new policy version; earlier versions are never changed."""
+    # Locking the newest row serialises concurrent publishes on the version number.
+    latest = Policy.objects.select_for_update().order_by("-version").first()
+    policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
+                                   benign_prompts=list(benign_prompts), note=note, created_by=created_by)
+    Category.objects.bulk_create(
+        Category(policy=policy, position=i, **{f: c[f] for f in CATEGORY_FIELDS if f in c})
+        for i, c in enumerate(categories)
+    )
+    return policy
+
+
+def policy_active() -> Policy:
+    """The highest policy version (the app ships version 1 as a data migration)."""
+    policy = Policy.objects.order_by("-version").first()
+    if policy is None:
+        data = default_policy_data()
+        policy = policy_publish(categories=data["categories"], benign_prompts=data["benign_prompts"],
+                                note=data["note"])
+    return policy
+
+
+def policy_latest_version() -> int | None:
+    return Policy.objects.aggregate(v=Max("version"))["v"]
+
+
+_ENGINE_POLICIES: dict[tuple[int, str], EnginePolicy] = {}
+
+
+def policy_for_engine(*, policy: Policy) -> EnginePolicy:
+    """The engine's view of ``policy``, built once per version (versions are immutable)."""
+    key = (policy.pk, policy.created_at.isoformat())
+    if key not in _ENGINE_POLICIES:
+        _ENGINE_POLICIES[key] = _engine_policy_build(policy)
+    return _ENGINE_POLICIES[key]
+
+
+def _engine_policy_build(policy: Policy) -> EnginePolicy:
+    categories = tuple(
+        EngineCategory(slug=c.slug, name=c.name, description=c.description, severity=c.severity,
+                       prompts=tuple(c.prompts), phrases=tuple(c.phrases), questions=tuple(c.questions),
+                       review_threshold=c.review_threshold, remove_threshold=c.remove_threshold)
+        for c in policy.categories.order_by("position", "slug")
+    )
+    return EnginePolicy(version=str(policy.version), categories=categories,
+                        benign_prompts=tuple(policy.benign_prompts))
+

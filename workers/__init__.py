@@ -1,0 +1,1 @@
+"""Celery side: the app, the GPU worker's tasks, its engine and the beat schedule."""

@@ -1,0 +1,34 @@
+"""The Celery app: configured from Django settings (``CELERY_*``), GPU queue, beat schedule."""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings.dev")
+
+app = Celery("vlm_moderation")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    # The database is the source of truth; a message only says "look for work".
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_default_queue="default",
+    task_queues=[Queue("gpu"), Queue("default")],
+    task_routes={"moderation.analyze_pending": {"queue": "gpu"}, "moderation.sweep": {"queue": "default"}},
+    task_soft_time_limit=600,
+    task_time_limit=660,
+    broker_connection_retry_on_startup=True,
+    broker_connection_timeout=3,
+    task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                               "interval_max": 0.5},
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "moderation-sweep": {"task": "moderation.sweep",
+                             "schedule": float(os.environ.get("MODERATION_SWEEP_INTERVAL", "15"))},
+    },
+)
+app.autodiscover_tasks(["workers"])

@@ -1,0 +1,57 @@
+"""One worker step: claim a batch, run the engine on it, record the verdicts."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Sequence
+
+from moderation.models import Post
+from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
+                                          post_engine_inputs)
+from moderation.services.policies import policy_active, policy_for_engine
+from vlm_engine.engine import Engine
+from vlm_engine.types import EngineInputError
+
+logger = logging.getLogger(__name__)
+MAX_BATCHES_PER_WAKEUP = 64
+
+
+def worker_name(celery_hostname: str | None = None) -> str:
+    """A name that survives restarts (Celery's ``-n`` node name), so a restarted worker can
+    release what its dead predecessor had claimed."""
+    return os.environ.get("MODERATION_WORKER_NAME") or celery_hostname or socket.gethostname()
+
+
+def batches_drain(*, engine: Engine, batch_size: int, worker: str) -> int:
+    """Analyse queued posts batch after batch until none are left; returns how many were claimed."""
+    total = 0
+    for _ in range(MAX_BATCHES_PER_WAKEUP):
+        claimed = batch_analyze(engine=engine, batch_size=batch_size, worker=worker)
+        total += claimed
+        if claimed < batch_size:
+            break
+    return total
+
+
+def batch_analyze(*, engine: Engine, batch_size: int, worker: str) -> int:
+    token, posts = post_claim_batch(limit=batch_size, worker=worker)
+    if posts:
+        _analyze_claimed(engine=engine, token=token, posts=posts, worker=worker)
+    return len(posts)
+
+
+def _analyze_claimed(*, engine: Engine, token, posts: Sequence[Post], worker: str) -> None:  # type: ignore[no-untyped-def]
+    policy = policy_active()
+    engine_policy = policy_for_engine(policy=policy)
+    pending = list(posts)
+    # A bad input fails only its own post; the rest of the batch is analysed again without it.
+    while pending:
+        try:
+            results = engine.analyze(post_engine_inputs(posts=pending), engine_policy)
+        except EngineInputError as exc:
+            post_attempt_fail(token=token, post_id=exc.key, error=str(exc), worker=worker, permanent=True)
+            pending = [p for p in pending if str(p.pk) != exc.key]
+            continue
+        analysis_record_batch(token=token, policy=policy, results=results, worker=worker)
+        return

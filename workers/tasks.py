@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that carry no post data, only wake-ups."""
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from celery.signals import worker_ready
+
+from moderation.conf import moderation_settings
+from moderation.services.analysis import post_release_worker_claims, post_sweep
+from workers.engine import engine_get
+from workers.pipeline import batches_drain, worker_name
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="moderation.analyze_pending", bind=True, acks_late=True, reject_on_worker_lost=True)
+def analyze_pending(self: Task) -> int:
+    """Drain the queue of posts; the message carries nothing but the wake-up."""
+    return batches_drain(engine=engine_get(), batch_size=moderation_settings.BATCH_SIZE,
+                         worker=worker_name(self.request.hostname))
+
+
+@shared_task(name="moderation.sweep")
+def sweep() -> dict[str, int]:
+    return post_sweep()
+
+
+@worker_ready.connect
+def _worker_ready(sender: object = None, **kwargs: object) -> None:
+    # Claims held under this worker's name were left by a process that died (kill -9, OOM).
+    name = worker_name(getattr(sender, "hostname", None))
+    released = post_release_worker_claims(worker=name)
+    if released:
+        logger.warning("Released %d posts claimed by a previous run of %s", released, name)
