@@ -138,8 +138,8 @@ class Analysis(models.Model):
     """One engine verdict on a post, with the model and policy versions that produced it."""
 
     post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="analyses")
-    # One analysis per claim: a duplicate delivery of the same claim cannot write twice.
-    claim_token = models.UUIDField(unique=True)
+    # A claim covers a batch; one analysis per (post, claim) means a duplicate delivery can't write twice.
+    claim_token = models.UUIDField()
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="analyses")
     model_version = models.CharField(max_length=255)
     scores = models.JSONField(default=dict)
@@ -156,6 +156,9 @@ class Analysis(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "analyses"
         indexes = [models.Index(fields=["post", "-created_at"], name="moderation_analysis_post")]
+        constraints = [
+            models.UniqueConstraint(fields=["post", "claim_token"], name="moderation_analysis_once_per_claim"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.decision} for {self.post_id}"

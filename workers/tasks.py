@@ -7,7 +7,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready
 
 from moderation.conf import moderation_settings
-from moderation.services.analysis import post_release_worker_claims, post_sweep
+from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
 from workers.engine import engine_get
 from workers.pipeline import batches_drain, worker_name
 
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="moderation.analyze_pending", bind=True, acks_late=True, reject_on_worker_lost=True)
 def analyze_pending(self: Task) -> int:
     """Drain the queue of posts; the message carries nothing but the wake-up."""
-    return batches_drain(engine=engine_get(), batch_size=moderation_settings.BATCH_SIZE,
+    return batches_drain(engine=engine_get, batch_size=moderation_settings.BATCH_SIZE,
                          worker=worker_name(self.request.hostname))
 
 
@@ -33,3 +33,4 @@ def _worker_ready(sender: object = None, **kwargs: object) -> None:
     released = post_release_worker_claims(worker=name)
     if released:
         logger.warning("Released %d posts claimed by a previous run of %s", released, name)
+    post_queue_wakeup()

@@ -97,6 +97,7 @@ MODERATION = {
     "PROFILE": os.environ.get("MODERATION_PROFILE", "small"),
     "DEVICE": os.environ.get("MODERATION_DEVICE", "cpu"),
     "TINY_CHECKPOINT_DIR": str(Path(os.environ.get("MODERATION_TINY_DIR", VAR_DIR / "tiny-models"))),
+    "BATCH_SIZE": int(os.environ.get("MODERATION_BATCH_SIZE", "16")),
 }
 
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

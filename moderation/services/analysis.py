@@ -192,6 +192,14 @@ def post_release_worker_claims(*, worker: str) -> int:
                                reason="worker restarted")
 
 
+def post_queue_wakeup() -> bool:
+    """Wake the workers if anything is queued (after a restart, when no message may be left)."""
+    pending = Post.objects.filter(state=PostState.QUEUED).exists()
+    if pending:
+        analysis_wakeup()
+    return pending
+
+
 def post_sweep() -> dict[str, int]:
     """Release expired claims and re-wake the workers for posts left queued too long."""
     now = timezone.now()
@@ -201,6 +209,5 @@ def post_sweep() -> dict[str, int]:
         state=PostState.QUEUED,
         created_at__lt=now - timedelta(seconds=moderation_settings.QUEUED_STALE_AFTER)).exists()
     if stale:
-        with transaction.atomic():
-            analysis_wakeup()
+        analysis_wakeup()
     return {"released": released, "stale_queued": int(stale)}

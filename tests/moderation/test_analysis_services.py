@@ -63,6 +63,17 @@ def test_record_writes_one_analysis_and_final_state():  # type: ignore[no-untype
     assert list(post.events.values_list("to_state", flat=True)) == ["analyzing", "removed"]
 
 
+def test_record_a_whole_batch_under_one_claim():  # type: ignore[no-untyped-def]
+    posts = PostFactory.create_batch(3)
+    token, claimed = post_claim_batch(limit=3, worker="w1")
+
+    analyses = analysis_record_batch(token=token, policy=policy_active(), worker="w1",
+                                     results=[engine_result(p, hate=0.6) for p in claimed])
+
+    assert len(analyses) == 3 and {a.claim_token for a in analyses} == {token}
+    assert states(*posts) == ["needs_review"] * 3
+
+
 def test_record_for_a_lost_claim_writes_nothing():  # type: ignore[no-untyped-def]
     post = PostFactory()
     token, _ = post_claim_batch(limit=1, worker="w1")

@@ -1,0 +1,29 @@
+"""Tests for import boundaries: the web process imports the engine's light modules without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+LIGHT = ["vlm_engine", "vlm_engine.types", "vlm_engine.config", "vlm_engine.imaging", "vlm_engine.loading"]
+ALL = [*LIGHT, "vlm_engine.tiny", "vlm_engine.clip", "vlm_engine.engine"]
+
+
+def _imported_after(modules: list[str], watched: list[str]) -> list[str]:
+    script = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        f"print(sorted(w for w in {watched!r} if w in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return eval(done.stdout)  # noqa: S307 - our own subprocess prints a list literal
+
+
+def test_light_modules_do_not_import_torch() -> None:
+    assert _imported_after(LIGHT, ["torch", "transformers"]) == []
+
+
+@pytest.mark.parametrize("module", ALL)
+def test_engine_never_imports_the_web_side(module: str) -> None:
+    assert _imported_after([module], ["django", "celery", "moderation", "workers"]) == []

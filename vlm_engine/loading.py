@@ -1,0 +1,140 @@
+"""Picks a loadable engine configuration: local checkpoints, a download, or the tiny fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from vlm_engine.config import EngineConfig
+
+HUB_HOST = "huggingface.co"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A CLIP checkpoint needs one file of each group. Transformers 5 saves the image processor
+# inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
+_CHECKPOINT_FILE_GROUPS = (
+    ("config.json",),
+    ("preprocessor_config.json", "processor_config.json"),
+    ("tokenizer.json", "vocab.json"),
+    _WEIGHT_FILES,
+)
+_TINY_NOTICE = "using the random-weight 'tiny' checkpoints — verdicts are meaningless."
+
+
+def engine_config_resolve(
+    profile: str,
+    *,
+    tiny_dir: str,
+    device: str = "cpu",
+    overrides: Mapping[str, str] | None = None,
+    timeout_s: float = 5.0,
+) -> tuple[EngineConfig, str | None]:
+    """Return a config whose checkpoints are on disk, and a notice for the operator if any.
+
+    Real profiles use the local path / Hugging Face cache, else download when the hub is
+    reachable within `timeout_s`, else fall back to the tiny checkpoints.
+
+    Args:
+        profile: "tiny", "small" or "large".
+        tiny_dir: where the tiny checkpoints live (written there if missing).
+        device: torch device string.
+        overrides: setting name -> string value (e.g. from environment variables).
+        timeout_s: how long to wait for the hub before giving up on it.
+
+    Raises:
+        ValueError: unknown profile, setting, or an invalid value.
+    """
+    settings = _overrides_parse(overrides or {})
+    config = EngineConfig.for_profile(profile, tiny_dir=tiny_dir, device=device, **settings)
+    if profile == "tiny":
+        return _tiny_config(config, settings), f"NOTICE: {_TINY_NOTICE}"
+    problem = _checkpoint_obtain(config.clip, timeout_s)
+    if problem is None:
+        return config, None
+    notice = f"NOTICE: the {profile!r} models could not be loaded ({problem}); {_TINY_NOTICE}"
+    return _tiny_config(config, settings), notice
+
+
+def hub_reachable(timeout_s: float) -> bool:
+    """Whether a TCP connection to the Hugging Face hub opens within `timeout_s`."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def checkpoint_cached(name_or_path: str) -> bool:
+    """Whether the checkpoint's config, processor, tokenizer and weights are on disk (path or HF cache)."""
+    from transformers.utils import cached_file
+
+    def present(filename: str) -> bool:
+        path = cached_file(
+            name_or_path, filename, local_files_only=True, _raise_exceptions_for_missing_entries=False
+        )
+        return path is not None
+
+    try:
+        return all(any(present(name) for name in group) for group in _CHECKPOINT_FILE_GROUPS)
+    except (OSError, ValueError):
+        # ValueError: not a valid repo id nor an existing directory.
+        return False
+
+
+def checkpoint_download(name: str) -> None:
+    """Download a checkpoint into the HF cache, one weights format only (progress bars from huggingface_hub)."""
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    files = set(list_repo_files(name))
+    weights = next((weight for weight in _WEIGHT_FILES if weight in files), _WEIGHT_FILES[0])
+    snapshot_download(name, allow_patterns=["*.json", "*.txt", weights])
+
+
+def _checkpoint_obtain(name: str, timeout_s: float) -> str | None:
+    """Make the checkpoint available locally; return why not, or None on success."""
+    if checkpoint_cached(name):
+        return None
+    if not hub_reachable(timeout_s):
+        return f"{name} is not in the local cache and {HUB_HOST} is unreachable"
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        checkpoint_download(name)
+    except (OSError, HfHubHTTPError, ValueError) as err:
+        return f"downloading {name} failed: {err}"
+    return None if checkpoint_cached(name) else f"{name} is incomplete after download"
+
+
+def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineConfig:
+    """The tiny config, its checkpoints written if missing; keeps the operator's other settings."""
+    from vlm_engine.tiny import tiny_checkpoints_write
+
+    if config.profile == "tiny" and "clip" in settings:
+        return config  # the operator points at their own tiny checkpoint
+    fields = {key: value for key, value in settings.items() if key != "clip"}
+    tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
+    tiny_checkpoints_write(config.tiny_dir)
+    return tiny
+
+
+def _overrides_parse(overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Convert string settings (environment variables) to the types EngineConfig declares."""
+    types = {field.name: field.type for field in dataclasses.fields(EngineConfig)}
+    parsed: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name not in types or name in ("profile", "tiny_dir", "device"):
+            raise ValueError(f"unknown or non-overridable engine setting {name!r}")
+        parsed[name] = _value_parse(name, value, str(types[name]))
+    return parsed
+
+
+def _value_parse(name: str, value: str, type_name: str) -> Any:
+    converters: dict[str, type] = {"int": int, "float": float, "str": str}
+    try:
+        return converters[type_name](value)
+    except ValueError as err:
+        raise ValueError(f"engine setting {name}={value!r} is not a valid {type_name}") from err

@@ -1,0 +1,70 @@
+"""Plain-value types crossing the engine boundary: inputs, policy, and results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PostInput:
+    """One post to analyse.
+
+    `key` is an opaque id chosen by the caller (a post UUID string); `image` holds the
+    encoded bytes (JPEG/PNG/WebP/GIF) or None for a text-only post.
+    """
+
+    key: str
+    image: bytes | None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Category:
+    """A policy category: zero-shot prompts plus the thresholds that turn a score into a verdict."""
+
+    slug: str
+    name: str
+    prompts: tuple[str, ...]
+    severity: float = 1.0
+    phrases: tuple[str, ...] = ()
+    questions: tuple[str, ...] = ()
+    review_threshold: float = 0.5
+    remove_threshold: float = 0.9
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A versioned set of categories; benign prompts compete with every category's prompts."""
+
+    version: str
+    categories: tuple[Category, ...]
+    benign_prompts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The engine's result for one post, in plain Python values.
+
+    `scores` maps category slug to a probability in [0, 1]; embeddings are L2-normalised
+    CLIP embeddings (None when the post has no image / no text); `timings_ms` holds the
+    wall time of each stage ("decode", "embed", "score") of the batch the post was in.
+    """
+
+    key: str
+    scores: Mapping[str, float]
+    image_embedding: tuple[float, ...] | None
+    text_embedding: tuple[float, ...] | None
+    model_version: str
+    timings_ms: Mapping[str, float]
+
+
+class EngineInputError(ValueError):
+    """One post's input cannot be processed; `key` says which, so the caller can isolate it."""
+
+    def __init__(self, key: str, message: str, *, code: str = "input_invalid") -> None:
+        super().__init__(f"post {key}: {message}")
+        self.key = key
+        self.message = message
+        self.code = code
