@@ -50,7 +50,20 @@ def var_dir() -> Path:
     return path
 
 
-def banner(password: str, key: str) -> None:
+def models_notice() -> str:
+    """Resolve the models up front, so a fallback to random weights is shown at start, loudly."""
+    from vlm_engine.loading import engine_config_resolve
+
+    profile = os.environ.get("MODERATION_PROFILE", "small")
+    tiny_dir = os.environ.get("MODERATION_TINY_DIR", str(var_dir() / "tiny-models"))
+    config, notice = engine_config_resolve(profile, tiny_dir=tiny_dir,
+                                           device=os.environ.get("MODERATION_DEVICE", "cpu"))
+    if notice:
+        return f"\n{'!' * 78}\n {notice}\n{'!' * 78}"
+    return f"\n Models: {config.profile} profile ({config.clip})"
+
+
+def banner(password: str, key: str, notice: str) -> None:
     base = f"http://{HOST}:{PORT}"
     print(f"""
 ==============================================================================
@@ -62,7 +75,7 @@ def banner(password: str, key: str) -> None:
  Try:
    curl -H "Authorization: Api-Key {key}" -F image=@meme.jpg -F text="hello" {base}/api/v1/posts/
  Ctrl-C stops the web server and the worker.
-==============================================================================
+=============================================================================={notice}
 """, flush=True)
 
 
@@ -70,8 +83,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings.dev")
     manage("migrate", "--noinput")
     password, key = demo_credentials(var_dir())
+    notice = models_notice()
     children = processes_start()
-    banner(password, key)
+    banner(password, key, notice)
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
