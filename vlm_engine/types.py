@@ -68,3 +68,20 @@ class EngineInputError(ValueError):
         self.key = key
         self.message = message
         self.code = code
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """A box for a phrase, in original-image pixel coordinates (x0, y0, x1, y1)."""
+
+    phrase: str
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generated answer to a question about an image."""
+
+    question: str
+    answer: str
