@@ -114,6 +114,7 @@ class Post(models.Model):
     claimed_by = models.CharField(max_length=255, blank=True)
     current_analysis = models.ForeignKey("Analysis", null=True, blank=True, on_delete=models.SET_NULL,
                                          related_name="+")
+    content_deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,3 +181,65 @@ class PostEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.post_id}: {self.from_state or '-'} → {self.to_state}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a submit made with an ``Idempotency-Key``, replayed on retries."""
+
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="moderation_idempotency_unique_key"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="moderation_idempotency_age")]
+
+
+class WebhookEndpoint(models.Model):
+    """Where a client wants its verdicts pushed; the secret signs every delivery."""
+
+    client = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                  related_name="moderation_webhook")
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=128)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.client}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One notification of a post's final state, with its delivery attempts."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    post_state = models.CharField(max_length=16)
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            # Exactly one delivery per final state a post reaches, however often it is recorded.
+            models.UniqueConstraint(fields=["post", "post_state"], name="moderation_webhook_once_per_state"),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="moderation_webhook_due")]

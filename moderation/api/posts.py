@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
+from moderation.api.idempotency import idempotent_response
 from moderation.api.serializers import PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
@@ -50,8 +51,16 @@ class PostsApi(BaseApi):
         decision = serializers.ChoiceField(choices=Decision.choices, required=False)
 
     @extend_schema(request={"multipart/form-data": InputSerializer, "application/json": InputSerializer},
-                   responses={200: PostOutputSerializer, 202: PostOutputSerializer}, operation_id="posts_submit")
+                   responses={200: PostOutputSerializer, 202: PostOutputSerializer}, operation_id="posts_submit",
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                                                description="Replays the first response to retries of this key.")])
     def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return self._submit(request)
+        return idempotent_response(request=request, key=key, handler=self._submit)
+
+    def _submit(self, request: Request) -> Response:
         data = self._validated(self.InputSerializer, request.data)
         post, created = post_submit(client=request.user, **data)
         body = PostOutputSerializer(post, context={"request": request}).data
