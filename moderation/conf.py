@@ -40,9 +40,24 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300,
     # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
     "QUEUED_STALE_AFTER": 30,
+    # Webhooks: deliveries to private, loopback or link-local addresses are refused unless
+    # this is True (only for sites whose receivers live on their own network).
+    "WEBHOOK_ALLOW_PRIVATE": False,
+    # Seconds between attempts of a failing delivery; after the last one it is "failed".
+    "WEBHOOK_RETRY_DELAYS": [5, 30, 120, 600, 1800, 3600, 7200, 14400],
+    "WEBHOOK_TIMEOUT": 10.0,
+    # API requests per client, DRF rate syntax ("600/min"); None disables throttling.
+    "THROTTLE_RATE": "1200/min",
+    # Days after which a post's image and text are deleted (verdicts, decisions and
+    # embeddings are kept); None keeps content forever. "delete" or "anonymize"
+    # (anonymize also drops external_id and metadata).
+    "RETENTION_DAYS": None,
+    "RETENTION_MODE": "delete",
     # Celery queue of the GPU workers, and the names of the tasks sent there.
     "GPU_QUEUE": "gpu",
     "ANALYZE_TASK": "moderation.analyze_pending",
+    "WEBHOOK_TASK": "moderation.deliver_webhooks",
+    "DEFAULT_QUEUE": "default",
 }
 
 

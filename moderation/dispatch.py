@@ -1,4 +1,4 @@
-"""Wake the GPU workers after a commit, by task name (the app never imports ``workers``)."""
+"""Send tasks to the workers after a commit, by name (the app never imports ``workers``)."""
 from __future__ import annotations
 
 import logging
@@ -13,17 +13,21 @@ logger = logging.getLogger(__name__)
 
 
 def analysis_wakeup() -> None:
-    """Ask a worker to look for queued posts once the current transaction commits.
+    """Ask a GPU worker to look for queued posts once the current transaction commits.
 
     The database is the source of truth: a lost message only delays a post until
     the sweeper's next run, so a broker outage never fails the caller.
     """
-    transaction.on_commit(_analysis_wakeup_send)
+    task_send_on_commit(moderation_settings.ANALYZE_TASK, queue=moderation_settings.GPU_QUEUE)
 
 
-def _analysis_wakeup_send() -> None:
+def task_send_on_commit(name: str, *, queue: str) -> None:
+    """Send the argument-less task ``name`` after commit; nothing is sent if the transaction rolls back."""
+    transaction.on_commit(lambda: _task_send(name, queue))
+
+
+def _task_send(name: str, queue: str) -> None:
     try:
-        current_app.send_task(moderation_settings.ANALYZE_TASK, queue=moderation_settings.GPU_QUEUE,
-                              ignore_result=True)
+        current_app.send_task(name, queue=queue, ignore_result=True)
     except (OperationalError, KombuError, OSError) as exc:
-        logger.warning("Broker unreachable, the sweeper will wake the workers later: %s", exc)
+        logger.warning("Broker unreachable, the sweeper will resend %s later: %s", name, exc)

@@ -18,7 +18,8 @@ app.conf.update(
     task_ignore_result=True,
     task_default_queue="default",
     task_queues=[Queue("gpu"), Queue("default")],
-    task_routes={"moderation.analyze_pending": {"queue": "gpu"}, "moderation.sweep": {"queue": "default"}},
+    task_routes={"moderation.analyze_pending": {"queue": "gpu"}, "moderation.sweep": {"queue": "default"},
+                 "moderation.deliver_webhooks": {"queue": "default"}},
     task_soft_time_limit=600,
     task_time_limit=660,
     broker_connection_retry_on_startup=True,
@@ -29,6 +30,9 @@ app.conf.update(
     beat_schedule={
         "moderation-sweep": {"task": "moderation.sweep",
                              "schedule": float(os.environ.get("MODERATION_SWEEP_INTERVAL", "15"))},
+        # Retries of failing webhook deliveries come due without any new verdict to wake them.
+        "moderation-webhooks": {"task": "moderation.deliver_webhooks",
+                                "schedule": float(os.environ.get("MODERATION_WEBHOOK_INTERVAL", "10"))},
     },
 )
 app.autodiscover_tasks(["workers"])

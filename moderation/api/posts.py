@@ -46,6 +46,9 @@ class PostsApi(BaseApi):
         external_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
         metadata = JsonObjectField(required=False)
 
+        class Meta:
+            ref_name = "PostInput"
+
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=PostState.choices, required=False)
         decision = serializers.ChoiceField(choices=Decision.choices, required=False)

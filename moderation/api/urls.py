@@ -4,10 +4,12 @@ from __future__ import annotations
 from django.urls import path
 from moderation.api.posts import PostDetailApi, PostsApi
 from moderation.api.schema import DocsApi, SchemaApi
+from moderation.api.webhooks import WebhookApi
 
 urlpatterns = [
     path("posts/", PostsApi.as_view(), name="posts"),
     path("posts/<uuid:post_id>/", PostDetailApi.as_view(), name="post-detail"),
+    path("webhook/", WebhookApi.as_view(), name="webhook"),
     path("schema/", SchemaApi.as_view(), name="schema"),
     path("docs/", DocsApi.as_view(), name="docs"),
 ]

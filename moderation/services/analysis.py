@@ -17,6 +17,7 @@ from moderation.dispatch import analysis_wakeup
 from moderation.models import Analysis, Decision, Policy, Post, PostEvent, PostState
 from moderation.services.explanations import explanation_build
 from moderation.services.policies import policy_for_engine
+from moderation.services.webhooks import webhook_deliveries_create
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
@@ -130,6 +131,7 @@ def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence
                   detail={"decision": a.decision, "policy_version": policy.version})
         for p, a in zip(posts, analyses)
     )
+    webhook_deliveries_create(post_ids=[p.pk for p in posts])
     return analyses
 
 
@@ -162,6 +164,8 @@ def post_attempt_fail(*, token: uuid.UUID, post_id: uuid.UUID, error: str, worke
             detail={"error": error[:500], "attempt": post.attempts})
     if new_state == PostState.QUEUED:
         analysis_wakeup()
+    else:
+        webhook_deliveries_create(post_ids=[post.pk])
     return new_state
 
 
@@ -183,6 +187,7 @@ def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> in
             detail={"reason": reason})
     if retry:
         analysis_wakeup()
+    webhook_deliveries_create(post_ids=[p.pk for p in failed])
     return len(held)
 
 

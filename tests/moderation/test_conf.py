@@ -52,3 +52,12 @@ def test_configuration_errors_have_stable_ids(override, expected):  # type: igno
 def test_schema_class_must_be_spectacular():  # type: ignore[no-untyped-def]
     with override_settings(REST_FRAMEWORK={"DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema"}):
         assert check_ids() == ["moderation.E008"]
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():  # type: ignore[no-untyped-def]
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
