@@ -11,7 +11,7 @@ from moderation.conf import DEFAULTS, moderation_settings
 PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
-POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_TEXT_LENGTH",
+POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FRAMES", "MAX_TEXT_LENGTH",
                  "MAX_METADATA_BYTES", "MAX_ATTEMPTS", "CLAIM_TIMEOUT", "QUEUED_STALE_AFTER")
 
 
@@ -43,10 +43,22 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
     if unknown_formats or not s.ALLOWED_IMAGE_FORMATS:
         errors.append(Error(f"MODERATION['ALLOWED_IMAGE_FORMATS'] must be a non-empty subset of "
                             f"{sorted(FORMATS)}; got {s.ALLOWED_IMAGE_FORMATS!r}.", id="moderation.E006"))
+    if s.THROTTLE_RATE is not None and not _rate_valid(s.THROTTLE_RATE):
+        errors.append(Error(f"MODERATION['THROTTLE_RATE'] must look like '600/min' or be None, "
+                            f"not {s.THROTTLE_RATE!r}.", id="moderation.E009"))
+    if s.RETENTION_MODE not in ("delete", "anonymize") or not (
+            s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
+        errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
+                            "RETENTION_MODE 'delete' or 'anonymize'.", id="moderation.E010"))
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
     return errors
+
+
+def _rate_valid(rate: object) -> bool:
+    num, _, period = str(rate).partition("/")
+    return num.isdigit() and period[:1] in {"s", "m", "h", "d"}
 
 
 @register()

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
     "ALLOWED_IMAGE_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
+    # Animated images with more frames are refused (only the first frame is analysed).
+    "MAX_IMAGE_FRAMES": 100,
     "MAX_TEXT_LENGTH": 5000,
     "MAX_METADATA_BYTES": 16 * 1024,
     # Share of allowed posts also sent to review, for quality control (0..1).

@@ -19,7 +19,8 @@ app.conf.update(
     task_default_queue="default",
     task_queues=[Queue("gpu"), Queue("default")],
     task_routes={"moderation.analyze_pending": {"queue": "gpu"}, "moderation.sweep": {"queue": "default"},
-                 "moderation.deliver_webhooks": {"queue": "default"}},
+                 "moderation.deliver_webhooks": {"queue": "default"},
+                 "moderation.purge_content": {"queue": "default"}},
     task_soft_time_limit=600,
     task_time_limit=660,
     broker_connection_retry_on_startup=True,
@@ -33,6 +34,7 @@ app.conf.update(
         # Retries of failing webhook deliveries come due without any new verdict to wake them.
         "moderation-webhooks": {"task": "moderation.deliver_webhooks",
                                 "schedule": float(os.environ.get("MODERATION_WEBHOOK_INTERVAL", "10"))},
+        "moderation-retention": {"task": "moderation.purge_content", "schedule": 3600.0},
     },
 )
 app.autodiscover_tasks(["workers"])

@@ -8,6 +8,7 @@ from celery.signals import worker_ready
 
 from moderation.conf import moderation_settings
 from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
+from moderation.services.retention import post_content_purge
 from moderation.services.webhooks import webhook_deliver_due
 from workers.engine import engine_get
 from workers.pipeline import batches_drain, worker_name
@@ -25,6 +26,11 @@ def analyze_pending(self: Task) -> int:
 @shared_task(name="moderation.sweep")
 def sweep() -> dict[str, int]:
     return post_sweep()
+
+
+@shared_task(name="moderation.purge_content")
+def purge_content() -> int:
+    return post_content_purge()
 
 
 @shared_task(name="moderation.deliver_webhooks", acks_late=True)

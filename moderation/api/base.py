@@ -1,4 +1,4 @@
-"""The base view every v1 endpoint shares: API-key auth, JSON errors, OpenAPI schema."""
+"""The base view every v1 endpoint shares: API-key auth, throttling, a body cap, JSON errors."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -6,10 +6,17 @@ from typing import Any, Callable
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from moderation.api.authentication import ApiKeyAuthentication
 from moderation.api.errors import api_exception_handler
+from moderation.api.throttling import ClientRateThrottle
+from moderation.conf import moderation_settings
+from moderation.services.errors import ServiceError
+
+# Room for the text, metadata and multipart framing on top of the image itself.
+BODY_OVERHEAD_BYTES = 256 * 1024
 
 
 class BaseApi(APIView):
@@ -20,6 +27,18 @@ class BaseApi(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     renderer_classes = [JSONRenderer]
+    throttle_classes = [ClientRateThrottle]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Refuse an oversized body from its header, before anything reads or parses it.
+        limit = moderation_settings.MAX_UPLOAD_BYTES + BODY_OVERHEAD_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise ServiceError("request_too_large", f"The request body exceeds {limit} bytes.", status=413)
+        super().initial(request, *args, **kwargs)
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return api_exception_handler

@@ -15,6 +15,7 @@ from moderation.api.idempotency import idempotent_response
 from moderation.api.serializers import PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
+from moderation.services.errors import ServiceError
 from moderation.services.posts import post_submit
 
 
@@ -64,6 +65,8 @@ class PostsApi(BaseApi):
         return idempotent_response(request=request, key=key, handler=self._submit)
 
     def _submit(self, request: Request) -> Response:
+        if len(request.FILES.getlist("image")) > 1 or set(request.FILES) - {"image"}:
+            raise ServiceError("too_many_files", "Send at most one file, in the field 'image'.")
         data = self._validated(self.InputSerializer, request.data)
         post, created = post_submit(client=request.user, **data)
         body = PostOutputSerializer(post, context={"request": request}).data

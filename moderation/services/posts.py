@@ -18,6 +18,9 @@ from moderation.services.errors import ServiceError
 from vlm_engine.imaging import ImageRejected, image_decode, image_reencode
 
 TOO_LARGE_CODES = {"image_too_large"}
+# Browsers sniff the first bytes of a response; markup there makes a "PNG" renderable as HTML.
+MARKUP_SNIFF_BYTES = 1024
+MARKUP_MARKERS = (b"<html", b"<script", b"<svg", b"<!doctype", b"<iframe", b"<body", b"<head", b"<?xml")
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,23 @@ def post_image_validate(*, upload: UploadedFile) -> ValidatedImage:
     if upload.size is not None and upload.size > limit:
         raise ServiceError("image_too_large", f"The image exceeds {limit} bytes.", status=413)
     data = upload.read(limit + 1)
+    _markup_check(data)
     try:
         decoded = image_decode(data, allowed_formats=moderation_settings.ALLOWED_IMAGE_FORMATS,
                                max_pixels=moderation_settings.MAX_IMAGE_PIXELS, max_bytes=limit)
     except ImageRejected as exc:
         raise ServiceError(exc.code, exc.message, status=413 if exc.code in TOO_LARGE_CODES else 400)
+    if decoded.frames > moderation_settings.MAX_IMAGE_FRAMES:
+        raise ServiceError("image_too_many_frames",
+                           f"The image has {decoded.frames} frames; at most {moderation_settings.MAX_IMAGE_FRAMES}.")
     return ValidatedImage(data=image_reencode(decoded), sha256=hashlib.sha256(data).hexdigest(),
                           width=decoded.width, height=decoded.height, format=decoded.format)
+
+
+def _markup_check(data: bytes) -> None:
+    head = data[:MARKUP_SNIFF_BYTES].lower()
+    if any(marker in head for marker in MARKUP_MARKERS):
+        raise ServiceError("image_polyglot", "The file carries HTML or XML markup; it is refused.")
 
 
 def post_text_validate(*, text: str) -> str:
@@ -50,6 +63,9 @@ def post_text_validate(*, text: str) -> str:
         raise ServiceError("text_too_long", f"The text exceeds {limit} characters.")
     if "\x00" in text:
         raise ServiceError("text_invalid", "The text contains NUL characters.")
+    if "\ufffd" in text:
+        # Form fields are decoded with errors="replace": U+FFFD means the bytes were not UTF-8.
+        raise ServiceError("text_invalid", "The text is not valid UTF-8.")
     return text
 
 
