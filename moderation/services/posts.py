@@ -38,12 +38,12 @@ def post_image_validate(*, upload: UploadedFile) -> ValidatedImage:
     if upload.size is not None and upload.size > limit:
         raise ServiceError("image_too_large", f"The image exceeds {limit} bytes.", status=413)
     data = upload.read(limit + 1)
-    _markup_check(data)
     try:
         decoded = image_decode(data, allowed_formats=moderation_settings.ALLOWED_IMAGE_FORMATS,
                                max_pixels=moderation_settings.MAX_IMAGE_PIXELS, max_bytes=limit)
     except ImageRejected as exc:
         raise ServiceError(exc.code, exc.message, status=413 if exc.code in TOO_LARGE_CODES else 400)
+    _markup_check(data)  # a real image that also carries markup: a polyglot
     if decoded.frames > moderation_settings.MAX_IMAGE_FRAMES:
         raise ServiceError("image_too_many_frames",
                            f"The image has {decoded.frames} frames; at most {moderation_settings.MAX_IMAGE_FRAMES}.")
