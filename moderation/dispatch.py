@@ -28,6 +28,8 @@ def task_send_on_commit(name: str, *, queue: str) -> None:
 
 def _task_send(name: str, queue: str) -> None:
     try:
-        current_app.send_task(name, queue=queue, ignore_result=True)
+        # One quick retry at most: the request that committed must not hang on a dead broker.
+        current_app.send_task(name, queue=queue, ignore_result=True, retry=True,
+                              retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.1})
     except (OperationalError, KombuError, OSError) as exc:
         logger.warning("Broker unreachable, the sweeper will resend %s later: %s", name, exc)

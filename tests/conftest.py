@@ -18,10 +18,11 @@ def require_service(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_dir() -> Path:
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fresh tiny checkpoints per session, so a stale copy never hides a change to the builders."""
     from vlm_engine.tiny import tiny_checkpoints_write
 
-    directory = ROOT / "var" / "tiny-models"
+    directory = tmp_path_factory.mktemp("tiny")
     tiny_checkpoints_write(directory)
     return directory
 

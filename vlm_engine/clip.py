@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from vlm_engine.checkpoints import checkpoint_version
+
 if TYPE_CHECKING:
     import torch
+
 
 class ClipRole:
     """A loaded CLIP checkpoint; each call is preprocess → forward (device) → postprocess (numpy)."""
@@ -45,7 +46,7 @@ class ClipRole:
         model = AutoModel.from_pretrained(name_or_path, dtype=torch_dtype, local_files_only=local_files_only)
         model.to(device).eval()
         processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
-        version = f"clip:{_checkpoint_name(name_or_path)}@{_config_sha(name_or_path)}"
+        version = checkpoint_version("clip", name_or_path)
         return cls(model, processor, version=version, device=device)
 
     @property
@@ -102,18 +103,3 @@ def _normalised(features: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(features, axis=-1, keepdims=True)
     # An all-zero row stays zero instead of turning into NaN.
     return (features / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _checkpoint_name(name_or_path: str) -> str:
-    path = Path(name_or_path)
-    return path.name if path.is_dir() else name_or_path
-
-
-def _config_sha(name_or_path: str) -> str:
-    """Short sha256 of the checkpoint's config.json: changes whenever the checkpoint does."""
-    from transformers.utils import cached_file
-
-    config_path = cached_file(name_or_path, "config.json", local_files_only=True)
-    if config_path is None:
-        return "unknown"
-    return hashlib.sha256(Path(config_path).read_bytes()).hexdigest()[:12]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from vlm_engine.checkpoints import checkpoint_complete, checkpoint_save
 
 if TYPE_CHECKING:
     from transformers import CLIPProcessor
@@ -25,7 +25,6 @@ TINY_WORDS = (
     "landscape nature selfie meme screenshot graphic content buy now free money"
 ).split()
 # Files whose presence marks a complete checkpoint, so a rerun skips the work.
-_COMPLETE_MARKERS = ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json")
 
 
 def tiny_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -100,51 +99,38 @@ def _tiny_clip_config(vocab_size: int, bos_id: int, eos_id: int) -> object:
     return CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=32)
 
 
-def _checkpoint_complete(directory: Path) -> bool:
-    return all((directory / name).is_file() for name in _COMPLETE_MARKERS)
-
-
-def tiny_checkpoints_write(directory: str | Path) -> Path:
-    """Write the tiny CLIP checkpoint to `directory/clip`, unless it is already there.
-
-    Args:
-        directory: where the tiny checkpoints live (created if missing).
-
-    Returns:
-        The path of the CLIP checkpoint directory, loadable with `from_pretrained`.
-    """
+def tiny_clip_write(directory: str | Path) -> Path:
+    """Write the tiny CLIP checkpoint to `directory/clip`, unless it is already there."""
     import torch
     from transformers import CLIPModel
 
     clip_dir = Path(directory) / "clip"
-    if _checkpoint_complete(clip_dir):
+    if checkpoint_complete(clip_dir):
         return clip_dir
     processor = _tiny_processor()
     tokenizer = processor.tokenizer
     config = _tiny_clip_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     torch.manual_seed(TINY_SEED)
-    model = CLIPModel(config)  # type: ignore[arg-type]
-    # Write aside, then rename: a web and a worker process may both start on a fresh disk,
-    # and neither may ever see a half-written checkpoint.
-    clip_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".clip-", dir=clip_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; other users (the web process) read it too
-    processor.save_pretrained(staging)
-    model.save_pretrained(staging)
-    for path in staging.iterdir():
-        path.chmod(0o644)  # transformers 5 writes model.safetensors as 0600
-    _staging_publish(staging, clip_dir)
+    checkpoint_save(CLIPModel(config), processor, clip_dir)  # type: ignore[arg-type]
     return clip_dir
 
 
-def _staging_publish(staging: Path, clip_dir: Path) -> None:
-    if clip_dir.exists() and not _checkpoint_complete(clip_dir):
-        shutil.rmtree(clip_dir)  # left over from an interrupted older writer
-    try:
-        staging.rename(clip_dir)
-    except OSError:
-        # Another process published first; its files are identical (seeded).
-        shutil.rmtree(staging)
+def tiny_checkpoints_write(directory: str | Path) -> Path:
+    """Write every role's tiny checkpoint (clip/, owlv2/, generator/) under `directory`.
+
+    Args:
+        directory: where the tiny checkpoints live (created if missing).
+
+    Returns:
+        `directory`; each role's checkpoint loads with `from_pretrained` from its subdirectory.
+    """
+    from vlm_engine.tiny_generator import tiny_generator_write
+    from vlm_engine.tiny_grounder import tiny_grounder_write
+
+    tiny_clip_write(directory)
+    tiny_grounder_write(directory)
+    tiny_generator_write(directory)
+    return Path(directory)
 
 
 def main(argv: list[str]) -> int:

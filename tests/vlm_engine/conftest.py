@@ -9,22 +9,6 @@ import pytest
 from vlm_engine.types import Category, Policy
 
 
-@pytest.fixture(autouse=True)
-def _media_root() -> None:
-    """Shadows the suite's autouse MEDIA_ROOT fixture: the engine never touches Django settings,
-    so these tests also run without Django (`-p no:django`)."""
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Fresh tiny checkpoints per session, so a stale `var/tiny-models` never hides a change to tiny.py."""
-    from vlm_engine.tiny import tiny_checkpoints_write
-
-    directory = tmp_path_factory.mktemp("tiny")
-    tiny_checkpoints_write(directory)
-    return directory
-
-
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tiny_dir: Path) -> Path:
     return tiny_dir / "clip"

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from vlm_engine.tiny import TINY_WORDS, tiny_checkpoints_write
+from vlm_engine.tiny import TINY_WORDS, tiny_clip_write
 
 pytestmark = pytest.mark.slow
 
 
 def test_tiny_checkpoints_are_deterministic_and_idempotent(tiny_clip_dir: Path, tmp_path: Path) -> None:
-    again = tiny_checkpoints_write(tmp_path)
+    again = tiny_clip_write(tmp_path)
     assert (again / "model.safetensors").read_bytes() == (tiny_clip_dir / "model.safetensors").read_bytes()
     mtime = (again / "model.safetensors").stat().st_mtime_ns
-    assert tiny_checkpoints_write(tmp_path) == again
+    assert tiny_clip_write(tmp_path) == again
     assert (again / "model.safetensors").stat().st_mtime_ns == mtime
 
 
@@ -42,7 +42,8 @@ def test_tiny_module_command_prints_path_and_matches(tiny_clip_dir: Path, tmp_pa
     done = subprocess.run(
         [sys.executable, "-m", "vlm_engine.tiny", str(tmp_path)], capture_output=True, text=True, check=True
     )
-    assert done.stdout == f"{tmp_path}/clip\n"
+    assert done.stdout == f"{tmp_path}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "generator", "owlv2"]
     # Another process writes the very same files: nothing depends on hash seeds or tie order.
     for name in ("tokenizer.json", "config.json", "model.safetensors"):
         assert (tmp_path / "clip" / name).read_bytes() == (tiny_clip_dir / name).read_bytes(), name

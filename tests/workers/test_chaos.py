@@ -1,0 +1,164 @@
+"""Faults with real processes: a private Redis stopped and restarted, workers killed or stopped."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Iterator
+
+import pytest
+from celery import current_app
+from django.test import Client
+
+from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery
+from moderation.services.apikeys import apikey_create
+from moderation.services.posts import post_submit
+from moderation.services.webhooks import webhook_endpoint_set
+from tests.conftest import require_service
+from tests.factories import UserFactory
+from tests.workers.conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+FINAL = {PostState.ALLOWED, PostState.NEEDS_REVIEW, PostState.REMOVED}
+FAST_RECOVERY = json.dumps({"QUEUED_STALE_AFTER": 1, "CLAIM_TIMEOUT": 20, "WEBHOOK_ALLOW_PRIVATE": True})
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free loopback port, so stopping it harms nothing else."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        wait_until(self._answers, timeout=20, message="redis-server to answer")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def messages(self, queue: str) -> list[dict]:
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "LRANGE", queue, "0", "-1"],
+                             capture_output=True, text=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _publish_to(url: str | None) -> None:
+    """Point this process's Celery app (which the app's dispatch uses) at ``url``.
+
+    ``broker_write_url`` is what publishing reads, and it wins over ``broker_url`` once read.
+    """
+    current_app.conf.broker_write_url = url
+    if current_app._pool is not None:
+        current_app._pool.force_close_all()
+        current_app._pool = None
+    current_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def redis_server(worker_env) -> Iterator[PrivateRedis]:  # type: ignore[no-untyped-def]
+    if shutil.which("redis-server") is None:
+        require_service("redis-server is not installed")
+    server = PrivateRedis()
+    server.start()
+    _publish_to(server.url)
+    yield server
+    _publish_to(None)
+    server.stop()
+
+
+@pytest.fixture
+def chaos_worker(start_worker, redis_server):  # type: ignore[no-untyped-def]
+    def start(name: str = "chaos0@localhost", **env: str):  # type: ignore[no-untyped-def]
+        return start_worker(name, CELERY_BROKER_URL=redis_server.url, MODERATION_SETTINGS_JSON=FAST_RECOVERY,
+                            MODERATION_SWEEP_INTERVAL="1", MODERATION_WEBHOOK_INTERVAL="1", **env)
+    return start
+
+
+def test_tasks_carry_no_post_data(redis_server, worker_env):  # type: ignore[no-untyped-def]
+    client = UserFactory(username="privacy")
+    post, _ = post_submit(client=client, text="my phone number is 555-0100", external_id="ext-secret")
+
+    messages = redis_server.messages("gpu")
+
+    assert len(messages) == 1
+    raw = json.dumps(messages)
+    assert "555-0100" not in raw and "ext-secret" not in raw and str(post.pk) not in raw
+    headers = messages[0]["headers"]
+    assert headers["task"] == "moderation.analyze_pending"
+    assert headers["argsrepr"] == "()" and headers["kwargsrepr"] == "{}"
+
+
+def test_redis_down_at_submit_then_analysed_when_back(redis_server, chaos_worker):  # type: ignore[no-untyped-def]
+    worker = chaos_worker()
+    _, key = apikey_create(user=UserFactory(username="outage"))
+    redis_server.stop()
+    http = Client(HTTP_AUTHORIZATION=f"Api-Key {key}")
+
+    started = time.monotonic()
+    response = http.post("/api/v1/posts/", {"text": "sent while the broker is down"})
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 202 and elapsed < 5
+    post = Post.objects.get(pk=response.json()["id"])
+    assert post.state == PostState.QUEUED
+    redis_server.start()
+    wait_until(lambda: Post.objects.get(pk=post.pk).state in FINAL, timeout=120, interval=0.25,
+               message=f"analysis after the broker returned; log:\n{worker.log()[-3000:]}")
+    assert Analysis.objects.filter(post=post).count() == 1
+
+
+def test_redis_restart_under_load_and_worker_sigterm(redis_server, chaos_worker, live_server):  # type: ignore[no-untyped-def]
+    from tests.moderation.test_webhooks import Receiver
+
+    receiver = Receiver()
+    client = UserFactory(username="load")
+    WebhookEndpointSetter = webhook_endpoint_set
+    from django.test import override_settings
+
+    with override_settings(MODERATION={"WEBHOOK_ALLOW_PRIVATE": True}):
+        WebhookEndpointSetter(client=client, url=receiver.url)
+    worker = chaos_worker(MODERATION_BATCH_SIZE="4")
+    submitted: list[str] = []
+
+    def submit(count: int) -> None:
+        for i in range(count):
+            submitted.append(str(post_submit(client=client, text=f"load {len(submitted)} {i}")[0].pk))
+
+    submit(15)
+    redis_server.stop()
+    submit(5)  # accepted while the broker is down
+    redis_server.start()
+    submit(10)
+    worker.kill(signal.SIGTERM)  # warm shutdown: the current batch finishes
+    worker = chaos_worker(MODERATION_BATCH_SIZE="4")
+
+    wait_until(lambda: Post.objects.filter(state__in=FINAL).count() == len(submitted), timeout=180,
+               interval=0.25, message=f"every post final; log:\n{worker.log()[-3000:]}")
+    wait_until(lambda: WebhookDelivery.objects.filter(state="delivered").count() == len(submitted), timeout=120,
+               interval=0.25, message="every webhook delivered")
+    for post_id in submitted:
+        assert Analysis.objects.filter(post_id=post_id).count() == 1
+        assert PostEvent.objects.filter(post_id=post_id, to_state__in=FINAL).count() == 1
+        assert WebhookDelivery.objects.filter(post_id=post_id).count() == 1
+    delivered_ids = [json.loads(body)["post"]["id"] for _, body in receiver.requests]
+    assert sorted(delivered_ids) == sorted(submitted)
+    receiver.server.shutdown()

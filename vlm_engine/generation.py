@@ -1,0 +1,115 @@
+"""The vision-language generator role: answers, captions and text read from images, in one generate call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from vlm_engine.checkpoints import checkpoint_version
+
+if TYPE_CHECKING:
+    import torch
+
+# Instructions for the generator's standing tasks; a VQA question is sent as it is.
+PROMPTS = {
+    "caption": "Describe this image in one sentence.",
+    "detailed_caption": "Describe this image in detail.",
+    "ocr": "Read all the text written in this image. Answer with the text only.",
+}
+
+
+def conditional_caption_prompt(prompt: str) -> str:
+    """A caption steered by a prefix such as "a photo of", as BLIP's conditional captioning does.
+
+    Chat models do not continue a bare prefix, so the prefix becomes an instruction.
+    """
+    return f'Describe this image in one sentence that starts with "{prompt.strip()}".'
+
+
+class GeneratorRole:
+    """A loaded image-text-to-text checkpoint; each call is preprocess → generate (device) → decode (str)."""
+
+    def __init__(self, model: Any, processor: Any, *, version: str, device: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.version = version
+        self.device = device
+        # Decoder-only generation appends after the prompt, so prompts must end flush right.
+        self.processor.tokenizer.padding_side = "left"
+
+    @classmethod
+    def load(cls, name_or_path: str, *, device: str, dtype: str, local_files_only: bool = False) -> GeneratorRole:
+        """Load an image-text-to-text checkpoint and its processor with `from_pretrained`.
+
+        Args:
+            name_or_path: a Hugging Face model id or a local checkpoint directory.
+            device: torch device string, e.g. "cpu" or "cuda:0".
+            dtype: "float32", "bfloat16" or "float16".
+            local_files_only: never touch the network (local path or HF cache only).
+
+        Raises:
+            OSError: the checkpoint cannot be found or read.
+        """
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path, dtype=torch_dtype, local_files_only=local_files_only
+        )
+        model.to(device).eval()
+        processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
+        version = checkpoint_version("vlm", name_or_path)
+        return cls(model, processor, version=version, device=device)
+
+    def generate(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], *, max_new_tokens: int = 32
+    ) -> list[str]:
+        """Greedy answers, one per (image, prompt) pair, from ONE `generate` call for the whole batch.
+
+        Args:
+            images: `images[i]` is the image `prompts[i]` asks about; repeat an image for several prompts.
+            prompts: a question or instruction per image (see `PROMPTS`).
+            max_new_tokens: the longest answer, in tokens.
+
+        Returns:
+            The answers, without the prompt or special tokens, whitespace stripped.
+
+        Raises:
+            ValueError: `images` and `prompts` differ in length.
+        """
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        if not prompts:
+            return []
+        inputs = self._preprocess(images, prompts)
+        new_tokens = self._forward(inputs, max_new_tokens)
+        return self._postprocess(new_tokens)
+
+    def _preprocess(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
+        texts = [self._chat_text(prompt) for prompt in prompts]
+        # One image per conversation: a nested list keeps image i with text i.
+        return self.processor(
+            text=texts, images=[[image] for image in images], padding=True, return_tensors="pt"
+        )
+
+    def _chat_text(self, prompt: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text: str = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        return text
+
+    def _forward(self, inputs: Any, max_new_tokens: int) -> torch.Tensor:
+        import torch
+
+        with torch.inference_mode():
+            # BatchFeature.to casts only the floating tensors (the pixels) to the model's dtype.
+            inputs = inputs.to(device=self.device, dtype=self.model.dtype)
+            output = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+            # With left padding every prompt ends at the same column; the rest is new.
+            return output[:, inputs["input_ids"].shape[1] :].cpu()
+
+    def _postprocess(self, new_tokens: torch.Tensor) -> list[str]:
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [str(text).strip() for text in texts]
