@@ -42,6 +42,16 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300,
     # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
     "QUEUED_STALE_AFTER": 30,
+    # Ad-hoc requests: caps on what a client may ask of one post.
+    "MAX_QUESTION_LENGTH": 500,
+    "MAX_PHRASES": 20,
+    "MAX_PHRASE_LENGTH": 100,
+    "MAX_CAPTION_PROMPT_LENGTH": 200,
+    # Search: most results per query, and how long the web process waits for a worker to
+    # embed a new query (repeated queries are answered from the database at once).
+    "SEARCH_MAX_K": 100,
+    "SEARCH_TIMEOUT": 10.0,
+    "REQUEST_TASK": "moderation.run_requests",
     # Webhooks: deliveries to private, loopback or link-local addresses are refused unless
     # this is True (only for sites whose receivers live on their own network).
     "WEBHOOK_ALLOW_PRIVATE": False,

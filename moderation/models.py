@@ -243,3 +243,41 @@ class WebhookDelivery(models.Model):
             models.UniqueConstraint(fields=["post", "post_state"], name="moderation_webhook_once_per_state"),
         ]
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="moderation_webhook_due")]
+
+
+class EngineRequest(models.Model):
+    """An ad-hoc question, grounding, caption or search query, answered by a GPU worker."""
+
+    class Kind(models.TextChoices):
+        QUESTION = "question"
+        GROUNDING = "grounding"
+        CAPTION = "caption"
+        QUERY = "query"  # the text embedding of a search query
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    post = models.ForeignKey(Post, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    params = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    model_version = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="moderation_request_queue"),
+            models.Index(fields=["post", "-created_at"], name="moderation_request_post"),
+        ]

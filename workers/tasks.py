@@ -8,10 +8,12 @@ from celery.signals import worker_ready
 
 from moderation.conf import moderation_settings
 from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
+from moderation.services.requests import requests_release_stale
 from moderation.services.retention import post_content_purge
 from moderation.services.webhooks import webhook_deliver_due
 from workers.engine import engine_get
 from workers.pipeline import batches_drain, worker_name
+from workers.requests import requests_drain
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +25,17 @@ def analyze_pending(self: Task) -> int:
                          worker=worker_name(self.request.hostname))
 
 
+@shared_task(name="moderation.run_requests", acks_late=True, reject_on_worker_lost=True)
+def run_requests() -> int:
+    """Answer pending ad-hoc questions, groundings, captions and search queries."""
+    return requests_drain(engine=engine_get, batch_size=moderation_settings.BATCH_SIZE)
+
+
 @shared_task(name="moderation.sweep")
 def sweep() -> dict[str, int]:
-    return post_sweep()
+    released = post_sweep()
+    released["requests"] = requests_release_stale(older_than_s=moderation_settings.CLAIM_TIMEOUT)
+    return released
 
 
 @shared_task(name="moderation.purge_content")

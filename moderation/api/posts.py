@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
 from moderation.api.idempotency import idempotent_response
-from moderation.api.serializers import PostOutputSerializer
+from moderation.api.serializers import PostDetailOutputSerializer, PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
 from moderation.services.errors import ServiceError
@@ -89,8 +89,8 @@ class PostsApi(BaseApi):
 
 
 class PostDetailApi(BaseApi):
-    @extend_schema(responses=PostOutputSerializer, operation_id="posts_retrieve",
+    @extend_schema(responses=PostDetailOutputSerializer, operation_id="posts_retrieve",
                    parameters=[OpenApiParameter("post_id", str, OpenApiParameter.PATH)])
     def get(self, request: Request, post_id: str) -> Response:
         post = post_get(client=request.user, post_id=post_id)
-        return Response(PostOutputSerializer(post, context={"request": request}).data)
+        return Response(PostDetailOutputSerializer(post, context={"request": request}).data)

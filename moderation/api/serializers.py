@@ -43,3 +43,17 @@ class PostOutputSerializer(serializers.ModelSerializer):
 
     def get_error(self, post: Post) -> str | None:
         return post.last_error or None
+
+
+class PostDetailOutputSerializer(PostOutputSerializer):
+    """The detail view adds the post's ad-hoc questions, groundings and captions."""
+
+    requests = serializers.SerializerMethodField()
+
+    class Meta(PostOutputSerializer.Meta):
+        fields = PostOutputSerializer.Meta.fields + ["requests"]
+
+    def get_requests(self, post: Post) -> list[dict[str, Any]]:
+        recent = post.requests.order_by("-created_at")[:50]
+        return [{"id": str(r.pk), "kind": r.kind, "params": r.params, "status": r.state, "result": r.result,
+                 "error": r.error or None, "created_at": r.created_at.isoformat()} for r in recent]

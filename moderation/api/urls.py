@@ -3,12 +3,19 @@ from __future__ import annotations
 
 from django.urls import path
 from moderation.api.posts import PostDetailApi, PostsApi
+from moderation.api.requests import (PostCaptionApi, PostGroundingApi, PostQuestionApi, RequestDetailApi,
+                                     SearchApi)
 from moderation.api.schema import DocsApi, SchemaApi
 from moderation.api.webhooks import WebhookApi
 
 urlpatterns = [
     path("posts/", PostsApi.as_view(), name="posts"),
     path("posts/<uuid:post_id>/", PostDetailApi.as_view(), name="post-detail"),
+    path("posts/<uuid:post_id>/questions/", PostQuestionApi.as_view(), name="post-questions"),
+    path("posts/<uuid:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
+    path("posts/<uuid:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
+    path("requests/<uuid:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
+    path("search/", SearchApi.as_view(), name="search"),
     path("webhook/", WebhookApi.as_view(), name="webhook"),
     path("schema/", SchemaApi.as_view(), name="schema"),
     path("docs/", DocsApi.as_view(), name="docs"),

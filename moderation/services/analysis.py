@@ -142,7 +142,8 @@ def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_poli
     return Analysis(
         post=post, claim_token=token, policy=policy, model_version=result.model_version, scores=scores,
         decision=verdict.decision, top_category=verdict.top_category, risk=verdict.risk,
-        explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision),
+        explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision,
+                                      result=result),
         timings_ms=dict(result.timings_ms), image_embedding=_embedding_bytes(result.image_embedding),
         text_embedding=_embedding_bytes(result.text_embedding),
     )

@@ -1,18 +1,21 @@
 """Explanations: one structured record tying a verdict to the evidence behind it."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Mapping
 
+from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 
 DECISION_WORDS = {"allow": "allowed", "review": "sent to review", "remove": "removed"}
+SUMMARY_BOXES = 3
 
 
-def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy,
-                      verdict_decision: str) -> dict[str, Any]:
-    """Scores against thresholds, plus a summary naming the strongest signals.
+def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verdict_decision: str,
+                      result: EngineAnalysis | None = None) -> dict[str, Any]:
+    """Scores against thresholds, the engine's evidence, and a summary naming the strongest signals.
 
-    Every number in the summary is taken from ``scores`` and the policy; nothing is invented.
+    Every number, box and answer in the summary is taken from the stored evidence; nothing is invented.
     """
     rows = [
         {"category": c.slug, "name": c.name, "score": scores.get(c.slug, 0.0),
@@ -21,17 +24,38 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy,
         for c in policy.categories
     ]
     rows.sort(key=lambda r: r["score"], reverse=True)
-    return {"policy_version": policy.version, "scores": rows,
-            "summary": _summary(rows, verdict_decision)}
+    evidence = _evidence(result)
+    return {"policy_version": policy.version, "scores": rows, **evidence,
+            "nearest_examples": [], "summary": explanation_summary(rows, verdict_decision, evidence)}
 
 
-def _summary(rows: list[dict[str, Any]], decision: str) -> str:
-    flagged = [r for r in rows if r["score"] >= r["review_threshold"]]
+def _evidence(result: EngineAnalysis | None) -> dict[str, Any]:
+    if result is None:
+        return {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "rationale": None}
+    groundings = sorted((asdict(g) for g in getattr(result, "groundings", ())), key=lambda g: -g["score"])
+    for g in groundings:
+        g["box"] = list(g["box"])
+    return {"groundings": groundings, "answers": [asdict(a) for a in getattr(result, "answers", ())],
+            "caption": getattr(result, "caption", None), "ocr_text": getattr(result, "ocr_text", None),
+            "rationale": getattr(result, "rationale", None)}
+
+
+def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Mapping[str, Any]) -> str:
     verb = DECISION_WORDS.get(decision, decision)
-    if not flagged:
+    flagged = [r for r in rows if r["score"] >= r["review_threshold"]]
+    if flagged:
+        parts = [f"{r['name']} {r['score']:.2f} (review ≥ {r['review_threshold']:.2f}, "
+                 f"remove ≥ {r['remove_threshold']:.2f})" for r in flagged[:3]]
+        sentence = f"The post was {verb}. Signals above threshold: {'; '.join(parts)}."
+    else:
         top = rows[0] if rows else None
         strongest = f" Strongest signal: {top['name']} at {top['score']:.2f}." if top else ""
-        return f"The post was {verb}: no category reached its review threshold.{strongest}"
-    parts = [f"{r['name']} {r['score']:.2f} (review ≥ {r['review_threshold']:.2f}, "
-             f"remove ≥ {r['remove_threshold']:.2f})" for r in flagged[:3]]
-    return f"The post was {verb}. Signals above threshold: {'; '.join(parts)}."
+        sentence = f"The post was {verb}: no category reached its review threshold.{strongest}"
+    return sentence + _boxes_sentence(evidence.get("groundings") or [])
+
+
+def _boxes_sentence(groundings: list[dict[str, Any]]) -> str:
+    if not groundings:
+        return ""
+    shown = [f"“{g['phrase']}” ({g['score']:.2f})" for g in groundings[:SUMMARY_BOXES]]
+    return f" Found in the image: {', '.join(shown)}."

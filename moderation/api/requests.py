@@ -1,0 +1,134 @@
+"""Ad-hoc endpoints: ask a question, ground phrases, caption a post; read a request; search."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from moderation.api.base import BaseApi
+from moderation.models import EngineRequest
+from moderation.services.errors import NotFound
+from moderation.services.requests import post_caption_request, post_grounding_request, post_question_ask
+from moderation.services.search import search_posts
+from moderation.conf import moderation_settings
+
+
+class RequestOutputSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(source="state")
+    url = serializers.SerializerMethodField()
+    post_id = serializers.UUIDField(allow_null=True)
+
+    class Meta:
+        model = EngineRequest
+        fields = ["id", "url", "post_id", "kind", "params", "status", "result", "error", "model_version",
+                  "created_at", "completed_at"]
+
+    def get_url(self, request: EngineRequest) -> str:
+        path = reverse("moderation:request-detail", kwargs={"request_id": request.pk})
+        http = self.context.get("request")
+        return http.build_absolute_uri(path) if http else path
+
+
+def _accepted(request: Request, created: EngineRequest) -> Response:
+    body = RequestOutputSerializer(created, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class _PostRequestApi(BaseApi):
+    """POST a body, get 202 and the request's URL; a worker fills in the result."""
+
+    service: Callable[..., EngineRequest]
+    field: str
+
+    def post(self, request: Request, post_id: str) -> Response:
+        value = request.data.get(self.field) if hasattr(request.data, "get") else None
+        created = type(self).service(client=request.user, post_id=post_id, **{self.field: value})
+        return _accepted(request, created)
+
+
+class PostQuestionApi(_PostRequestApi):
+    service = staticmethod(post_question_ask)
+    field = "question"
+
+    class InputSerializer(serializers.Serializer):
+        question = serializers.CharField()
+
+        class Meta:
+            ref_name = "QuestionInput"
+
+    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_questions")
+    def post(self, request: Request, post_id: str) -> Response:
+        return super().post(request, post_id)
+
+
+class PostGroundingApi(_PostRequestApi):
+    service = staticmethod(post_grounding_request)
+    field = "phrases"
+
+    class InputSerializer(serializers.Serializer):
+        phrases = serializers.ListField(child=serializers.CharField())
+
+        class Meta:
+            ref_name = "GroundingInput"
+
+    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_groundings")
+    def post(self, request: Request, post_id: str) -> Response:
+        return super().post(request, post_id)
+
+
+class PostCaptionApi(_PostRequestApi):
+    service = staticmethod(post_caption_request)
+    field = "prompt"
+
+    class InputSerializer(serializers.Serializer):
+        prompt = serializers.CharField(required=False, allow_null=True)
+
+        class Meta:
+            ref_name = "CaptionInput"
+
+    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_captions")
+    def post(self, request: Request, post_id: str) -> Response:
+        return super().post(request, post_id)
+
+
+class RequestDetailApi(BaseApi):
+    @extend_schema(responses=RequestOutputSerializer, operation_id="requests_retrieve")
+    def get(self, request: Request, request_id: str) -> Response:
+        found = EngineRequest.objects.filter(pk=request_id, client=request.user).first()
+        if found is None:
+            raise NotFound("not_found", "No such request.")
+        return Response(RequestOutputSerializer(found, context={"request": request}).data)
+
+
+class SearchApi(BaseApi):
+    class FilterSerializer(serializers.Serializer):
+        q = serializers.CharField(max_length=500)
+        k = serializers.IntegerField(min_value=1, required=False, default=20)
+
+        class Meta:
+            ref_name = "SearchFilter"
+
+    class HitSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        url = serializers.URLField()
+        score = serializers.FloatField()
+
+        class Meta:
+            ref_name = "SearchHit"
+
+    @extend_schema(parameters=[FilterSerializer], responses=HitSerializer(many=True), operation_id="search")
+    def get(self, request: Request) -> Response:
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        k = min(params.validated_data["k"], moderation_settings.SEARCH_MAX_K)
+        hits = search_posts(client=request.user, query=params.validated_data["q"], k=k)
+        return Response({"query": params.validated_data["q"], "results": [self._hit(request, h) for h in hits]})
+
+    @staticmethod
+    def _hit(request: Request, hit: Any) -> dict[str, Any]:
+        url = request.build_absolute_uri(reverse("moderation:post-detail", kwargs={"post_id": hit.post_id}))
+        return {"id": hit.post_id, "url": url, "score": hit.score}
