@@ -112,6 +112,11 @@ class Post(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=255, blank=True)
+    # Review queue: who holds the post and until when (claims expire), and its priority.
+    review_claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                          on_delete=models.SET_NULL, related_name="+")
+    review_claimed_until = models.DateTimeField(null=True, blank=True)
+    review_priority = models.FloatField(default=0.0)
     current_analysis = models.ForeignKey("Analysis", null=True, blank=True, on_delete=models.SET_NULL,
                                          related_name="+")
     content_deleted_at = models.DateTimeField(null=True, blank=True)
@@ -129,6 +134,7 @@ class Post(models.Model):
             models.Index(fields=["client", "-created_at", "id"], name="moderation_post_client"),
             models.Index(fields=["client", "state", "-created_at"], name="moderation_post_client_state"),
             models.Index(fields=["-created_at", "id"], name="moderation_post_changelist"),
+            models.Index(fields=["state", "-review_priority", "created_at"], name="moderation_post_review_queue"),
         ]
 
     def __str__(self) -> str:
@@ -281,3 +287,39 @@ class EngineRequest(models.Model):
             models.Index(fields=["state", "created_at"], name="moderation_request_queue"),
             models.Index(fields=["post", "-created_at"], name="moderation_request_post"),
         ]
+
+
+class ReviewDecision(models.Model):
+    """A reviewer's decision on a post: append-only, never updated or deleted by the app.
+
+    The reviewer's username is stored beside the foreign key so the row keeps its meaning
+    after the account is deleted. These rows are the retraining labels.
+    """
+
+    class Verdict(models.TextChoices):
+        VIOLATING = "violating"
+        NOT_VIOLATING = "not_violating"
+        ESCALATE = "escalate"
+        UNDO = "undo"  # withdraws the decision named in ``undoes``
+
+    post = models.ForeignKey(Post, on_delete=models.PROTECT, related_name="review_decisions")
+    analysis = models.ForeignKey(Analysis, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    reviewer_username = models.CharField(max_length=150)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    category = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    undoes = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT, related_name="undone_by")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["post", "-created_at"], name="moderation_decision_post"),
+            models.Index(fields=["created_at"], name="moderation_decision_time"),
+            models.Index(fields=["reviewer_username", "created_at"], name="moderation_decision_reviewer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on {self.post_id} by {self.reviewer_username}"

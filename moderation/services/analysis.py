@@ -125,7 +125,9 @@ def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence
         post.current_analysis = analysis
         post.claim_token = None
         post.last_error = ""
-    Post.objects.bulk_update(posts, ["state", "current_analysis", "claim_token", "last_error", "updated_at"])
+        post.review_priority = analysis.risk  # severity × confidence; the queue adds age when it reads
+    Post.objects.bulk_update(posts, ["state", "current_analysis", "claim_token", "last_error", "review_priority",
+                                     "updated_at"])
     PostEvent.objects.bulk_create(
         PostEvent(post_id=p.pk, from_state=PostState.ANALYZING, to_state=p.state, actor=worker,
                   detail={"decision": a.decision, "policy_version": policy.version})
