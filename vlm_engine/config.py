@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
-# Default CLIP checkpoint per real profile; "tiny" lives under the caller's tiny_dir.
-PROFILE_CLIP = {
-    "small": "openai/clip-vit-base-patch32",
-    "large": "openai/clip-vit-large-patch14-336",
+# The config fields naming a checkpoint, one per role; "" disables the grounder or generator.
+ROLE_FIELDS = ("clip", "grounder", "generator")
+# Default checkpoints per real profile; "tiny" lives under the caller's tiny_dir.
+PROFILE_CHECKPOINTS = {
+    "small": {
+        "clip": "openai/clip-vit-base-patch32",
+        "grounder": "google/owlv2-base-patch16-ensemble",
+        "generator": "HuggingFaceTB/SmolVLM-256M-Instruct",
+    },
+    "large": {
+        "clip": "openai/clip-vit-large-patch14-336",
+        "grounder": "google/owlv2-large-patch14-ensemble",
+        "generator": "HuggingFaceTB/SmolVLM-Instruct",
+    },
 }
+# Subdirectory of tiny_dir holding each role's tiny checkpoint (see vlm_engine.tiny).
+TINY_SUBDIRS = {"clip": "clip", "grounder": "owlv2", "generator": "generator"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,13 @@ class EngineConfig:
     batch_size: int = 16
     text_weight: float = 0.5  # weight of the post-text embedding in the joint embedding
     tiny_dir: str = ""  # where the tiny checkpoints live
+    grounder: str = ""  # model id or local path of the OWLv2 grounder; "" disables grounding
+    generator: str = ""  # model id or local path of the image-text-to-text model; "" disables generation
+    # A post with an image whose highest category score reaches this is grounded and captioned;
+    # 0.0 looks closer at every post with an image (and lets the read text feed the scores).
+    look_closer: float = 0.35
+    grounding_threshold: float = 0.1  # keep a box whose score is above this
+    max_new_tokens: int = 48  # the longest generated answer, caption or rationale, in tokens
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -38,30 +58,52 @@ class EngineConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
         if not self.device:
             raise ValueError("device must not be empty (e.g. 'cpu', 'cuda', 'cuda:1')")
+        self._numbers_validate()
+
+    def _numbers_validate(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.text_weight <= 1.0:
             raise ValueError(f"text_weight must be within [0, 1], got {self.text_weight}")
+        # Above 1.0 is allowed: no score reaches it, so nobody gets a closer look.
+        if not (math.isfinite(self.look_closer) and self.look_closer >= 0.0):
+            raise ValueError(f"look_closer must be a number of at least 0, got {self.look_closer}")
+        if not 0.0 <= self.grounding_threshold <= 1.0:
+            raise ValueError(f"grounding_threshold must be within [0, 1], got {self.grounding_threshold}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+    def role_checkpoints(self) -> dict[str, str]:
+        """Role field name -> checkpoint, for every enabled role ("clip" first)."""
+        return {role: getattr(self, role) for role in ROLE_FIELDS if getattr(self, role)}
 
     @classmethod
     def for_profile(cls, profile: str, *, tiny_dir: str = "", **overrides: Any) -> EngineConfig:
-        """Build the config of a profile, with its default checkpoint, then apply overrides.
+        """Build the config of a profile, with its default checkpoints, then apply overrides.
+
+        An empty `clip` override means the profile's default; an empty `grounder` or
+        `generator` override disables that role.
 
         Raises:
-            ValueError: unknown profile or override name, or "tiny" without tiny_dir or clip.
+            ValueError: unknown profile or override name, an invalid value, or "tiny"
+                without tiny_dir while some role uses the tiny default.
         """
         unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown engine setting(s): {', '.join(unknown)}")
         if profile not in PROFILES:
             raise ValueError(f"unknown engine profile {profile!r}; expected one of {', '.join(PROFILES)}")
-        clip = overrides.pop("clip", "") or _profile_clip(profile, tiny_dir)
-        return cls(profile=profile, clip=clip, tiny_dir=tiny_dir, **overrides)
+        clip = overrides.pop("clip", "") or _profile_checkpoint(profile, "clip", tiny_dir)
+        roles = {
+            role: overrides.pop(role) if role in overrides else _profile_checkpoint(profile, role, tiny_dir)
+            for role in ("grounder", "generator")
+        }
+        return cls(profile=profile, clip=clip, tiny_dir=tiny_dir, **roles, **overrides)
 
 
-def _profile_clip(profile: str, tiny_dir: str) -> str:
+def _profile_checkpoint(profile: str, role: str, tiny_dir: str) -> str:
     if profile != "tiny":
-        return PROFILE_CLIP[profile]
+        return PROFILE_CHECKPOINTS[profile][role]
     if not tiny_dir:
         raise ValueError("the 'tiny' profile needs tiny_dir (where the tiny checkpoints live)")
-    return f"{tiny_dir.rstrip('/')}/clip"
+    return f"{tiny_dir.rstrip('/')}/{TINY_SUBDIRS[role]}"

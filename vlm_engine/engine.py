@@ -2,57 +2,86 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
+from vlm_engine.cascade import NO_FINDINGS, Findings, LookCloser, classifier_text
 from vlm_engine.clip import ClipRole
 from vlm_engine.config import EngineConfig
+from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
+from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import ImageRejected, image_decode
-from vlm_engine.types import Analysis, EngineInputError, Policy, PostInput
+from vlm_engine.scoring import PromptTable, ZeroShotScorer
+from vlm_engine.timing import stage_timed
+from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput
 
-_Embedder = Callable[[list[Any]], np.ndarray]
-# Policies change rarely; a handful of versions alive at once (during a rollout) is plenty.
-_PROMPT_CACHE_SIZE = 8
+_Role = TypeVar("_Role")
 
 
-@dataclass(frozen=True)
-class _PromptTable:
-    """Every distinct prompt of a policy, embedded once, and each category's label columns."""
+@dataclass
+class _Scored:
+    """A batch's embeddings, scores and findings, row per post; the re-scoring step updates rows."""
 
-    embeddings: np.ndarray
-    columns: dict[str, tuple[list[int], int]]  # slug -> (label columns, how many are the category's)
+    image_embs: list[np.ndarray | None]
+    text_embs: list[np.ndarray | None]
+    scores: list[dict[str, float]]
+    findings: list[Findings]
 
 
 class Engine:
-    """Scores posts with CLIP: zero-shot policy prompts against a joint image+text embedding."""
+    """Scores posts with CLIP, then looks closer with the grounder and generator where configured."""
 
-    def __init__(self, config: EngineConfig, clip: ClipRole) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        clip: ClipRole,
+        *,
+        grounder: GrounderRole | None = None,
+        generator: GeneratorRole | None = None,
+    ) -> None:
         self.config = config
         self.clip = clip
-        self.model_version = clip.version
-        self._prompt_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+        self.grounder = grounder
+        self.generator = generator
+        self.model_version = "+".join(role.version for role in (clip, grounder, generator) if role is not None)
+        self._look_closer = LookCloser(
+            grounder, generator, threshold=config.grounding_threshold, max_new_tokens=config.max_new_tokens
+        )
+        self._scorer = ZeroShotScorer(clip, batch_size=config.batch_size, text_weight=config.text_weight)
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
-        """Load the checkpoints named by `config`.
+        """Load the checkpoints named by `config`: CLIP, and the grounder and generator unless disabled.
 
         Raises:
             OSError: a checkpoint cannot be found or read.
+            ValueError: the grounder checkpoint is not OWLv2.
         """
-        return cls(config, ClipRole.load(config.clip, device=config.device, dtype=config.dtype))
+        options = {"device": config.device, "dtype": config.dtype}
+        return cls(
+            config,
+            ClipRole.load(config.clip, **options),
+            grounder=GrounderRole.load(config.grounder, **options) if config.grounder else None,
+            generator=GeneratorRole.load(config.generator, **options) if config.generator else None,
+        )
 
     def analyze(self, posts: Sequence[PostInput], policy: Policy) -> list[Analysis]:
-        """Analyse a batch of posts: one image forward and one text forward per `batch_size` chunk.
+        """Analyse a batch of posts: CLIP scores for all, a closer look for some.
+
+        Each model runs once per batch (CLIP in `batch_size` chunks). With `look_closer`
+        <= 0 every post with an image is grounded and generated for first, and the text read
+        from its image joins its text before the one scoring pass. Otherwise the batch is
+        scored first; posts with an image whose highest score reaches `look_closer` are
+        grounded and generated for; those whose image held text then get a SECOND CLIP text
+        pass (over that subset only) and are re-scored with their combined text.
 
         Args:
             posts: the batch; results come back in the same order.
-            policy: the categories to score.
+            policy: the categories to score, with the phrases to ground and questions to ask.
 
         Returns:
             One Analysis per post.
@@ -64,106 +93,200 @@ class Engine:
         if not posts:
             return []
         timings: dict[str, float] = {}
-        with _timed(timings, "decode"):
+        with stage_timed(timings, "decode"):
             images = [self._decode(post) for post in posts]
-        with _timed(timings, "embed"):
-            image_embs = self._embed_present(images, self._embed_images)
-            text_embs = self._embed_present([post.text.strip() or None for post in posts], self._embed_texts)
-            table = self._prompt_table(policy)
-        with _timed(timings, "score"):
-            scores = self._scores(image_embs, text_embs, table)
-        return [
-            Analysis(
-                key=post.key,
-                scores=post_scores,
-                image_embedding=_as_tuple(image_emb),
-                text_embedding=_as_tuple(text_emb),
-                model_version=self.model_version,
-                timings_ms=dict(timings),
-            )
-            for post, post_scores, image_emb, text_emb in zip(posts, scores, image_embs, text_embs)
-        ]
+        with stage_timed(timings, "embed"):
+            table = self._scorer.prompt_table(policy)
+        if self.config.look_closer <= 0:
+            scored = self._look_then_score(posts, images, policy, table, timings)
+        else:
+            scored = self._score_then_look(posts, images, policy, table, timings)
+        return [self._analysis(post, row, scored, policy, timings) for row, post in enumerate(posts)]
+
+    def ask(self, items: Sequence[tuple[PostInput, str]]) -> list[Answer]:
+        """Answer a question about each post's image, in ONE generate call for the whole list.
+
+        Args:
+            items: (post, question) pairs; answers come back in the same order.
+
+        Raises:
+            EngineInputError: a post has no image ("input_no_image") or a bad one, or the
+                generator is not configured ("role_unavailable").
+        """
+        if not items:
+            return []
+        generator, images = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        questions = [question for _, question in items]
+        answers = generator.generate(images, questions, max_new_tokens=self.config.max_new_tokens)
+        return [Answer(question=question, answer=answer) for (_, question), answer in zip(items, answers)]
+
+    def ground(self, items: Sequence[tuple[PostInput, Sequence[str]]]) -> list[list[Grounding]]:
+        """Boxes for each post's phrases (above `config.grounding_threshold`), in ONE grounder pass.
+
+        Args:
+            items: (post, phrases) pairs; results come back in the same order.
+
+        Raises:
+            EngineInputError: a post has no image ("input_no_image") or a bad one, or the
+                grounder is not configured ("role_unavailable").
+        """
+        if not items:
+            return []
+        grounder, images = self._adhoc_inputs(self.grounder, "grounder", [post for post, _ in items])
+        phrases = [list(wanted) for _, wanted in items]
+        return grounder.ground(images, phrases, threshold=self.config.grounding_threshold)
+
+    def caption(self, items: Sequence[tuple[PostInput, str | None]]) -> list[str]:
+        """Caption each post's image, in ONE generate call for the whole list.
+
+        Args:
+            items: (post, prefix) pairs: None asks for a plain caption, a prefix such as
+                "a photo of" steers it (`conditional_caption_prompt`). Same order back.
+
+        Raises:
+            EngineInputError: a post has no image ("input_no_image") or a bad one, or the
+                generator is not configured ("role_unavailable").
+        """
+        if not items:
+            return []
+        generator, images = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        prompts = [PROMPTS["caption"] if prefix is None else conditional_caption_prompt(prefix) for _, prefix in items]
+        return generator.generate(images, prompts, max_new_tokens=self.config.max_new_tokens)
 
     def embed_query(self, text: str) -> tuple[float, ...]:
         """L2-normalised CLIP text embedding of a search query, comparable to image embeddings."""
         return tuple(float(value) for value in self.clip.embed_texts([text])[0])
 
+    def _look_then_score(
+        self,
+        posts: Sequence[PostInput],
+        images: list[Image.Image | None],
+        policy: Policy,
+        table: PromptTable,
+        timings: dict[str, float],
+    ) -> _Scored:
+        """look_closer <= 0: look at every post with an image, then score once with the text read from it."""
+        with_image = [row for row, image in enumerate(images) if image is not None]
+        findings = self._findings(posts, images, with_image, policy, timings)
+        texts = [classifier_text(post.text, found.ocr_text) for post, found in zip(posts, findings)]
+        return self._scored(images, texts, table, findings, timings)
+
+    def _score_then_look(
+        self,
+        posts: Sequence[PostInput],
+        images: list[Image.Image | None],
+        policy: Policy,
+        table: PromptTable,
+        timings: dict[str, float],
+    ) -> _Scored:
+        """look_closer > 0: score all, look at the high scorers, re-score those whose image held text."""
+        scored = self._scored(images, [post.text for post in posts], table, [NO_FINDINGS] * len(posts), timings)
+        chosen = [
+            row
+            for row, (image, scores) in enumerate(zip(images, scored.scores))
+            if image is not None and max(scores.values(), default=0.0) >= self.config.look_closer
+        ]
+        scored.findings = self._findings(posts, images, chosen, policy, timings)
+        self._rescore(posts, [row for row in chosen if scored.findings[row].ocr_text], scored, table, timings)
+        return scored
+
+    def _findings(
+        self,
+        posts: Sequence[PostInput],
+        images: list[Image.Image | None],
+        rows: list[int],
+        policy: Policy,
+        timings: dict[str, float],
+    ) -> list[Findings]:
+        chosen_images = [image for image in (images[row] for row in rows) if image is not None]
+        found = self._look_closer.findings([posts[row] for row in rows], chosen_images, policy, timings)
+        by_row = dict(zip(rows, found))
+        return [by_row.get(row, NO_FINDINGS) for row in range(len(posts))]
+
+    def _scored(
+        self,
+        images: list[Image.Image | None],
+        texts: list[str],
+        table: PromptTable,
+        findings: list[Findings],
+        timings: dict[str, float],
+    ) -> _Scored:
+        with stage_timed(timings, "embed"):
+            image_embs = self._scorer.embed_images(images)
+            text_embs = self._scorer.embed_texts([text.strip() or None for text in texts])
+        with stage_timed(timings, "score"):
+            scores = self._scorer.scores(image_embs, text_embs, table)
+        return _Scored(image_embs, text_embs, scores, findings)
+
+    def _rescore(
+        self,
+        posts: Sequence[PostInput],
+        rows: list[int],
+        scored: _Scored,
+        table: PromptTable,
+        timings: dict[str, float],
+    ) -> None:
+        """The second CLIP text pass: the rows whose image text was read after they were scored."""
+        if not rows:
+            return
+        texts = [classifier_text(posts[row].text, scored.findings[row].ocr_text) for row in rows]
+        with stage_timed(timings, "embed"):
+            text_embs = self._scorer.embed_texts(texts)
+        with stage_timed(timings, "score"):
+            scores = self._scorer.scores([scored.image_embs[row] for row in rows], text_embs, table)
+        for row, text_emb, row_scores in zip(rows, text_embs, scores):
+            scored.text_embs[row], scored.scores[row] = text_emb, row_scores
+
+    def _analysis(
+        self, post: PostInput, row: int, scored: _Scored, policy: Policy, timings: dict[str, float]
+    ) -> Analysis:
+        found, scores = scored.findings[row], scored.scores[row]
+        # A rationale argues for review; below every review threshold it would only mislead.
+        review = any(scores[category.slug] >= category.review_threshold for category in policy.categories)
+        return Analysis(
+            key=post.key,
+            scores=scores,
+            image_embedding=_as_tuple(scored.image_embs[row]),
+            text_embedding=_as_tuple(scored.text_embs[row]),
+            model_version=self.model_version,
+            timings_ms=dict(timings),
+            groundings=found.groundings,
+            answers=found.answers,
+            caption=found.caption,
+            ocr_text=found.ocr_text,
+            rationale=found.rationale if review else None,
+        )
+
+    def _adhoc_inputs(
+        self, role: _Role | None, name: str, posts: Sequence[PostInput]
+    ) -> tuple[_Role, list[Image.Image]]:
+        """The role an ad-hoc call needs, and every post's decoded image; `posts` is not empty."""
+        if role is None:
+            raise EngineInputError(posts[0].key, f"the {name} role is not configured", code="role_unavailable")
+        return role, [self._decode_image(post) for post in posts]
+
     def _decode(self, post: PostInput) -> Image.Image | None:
+        if post.image is None and not post.text.strip():
+            raise EngineInputError(post.key, "post has neither an image nor text", code="input_empty")
+        return None if post.image is None else self._decode_image(post)
+
+    def _decode_image(self, post: PostInput) -> Image.Image:
         if post.image is None:
-            if not post.text.strip():
-                raise EngineInputError(post.key, "post has neither an image nor text", code="input_empty")
-            return None
-        # Twice the model's input side: JPEG draft decoding stays fast without hurting the crop.
-        side = 2 * self.clip.image_size
+            raise EngineInputError(post.key, "this request needs an image and the post has none", code="input_no_image")
+        side = self._draft_side()
         try:
             return image_decode(post.image, draft_size=(side, side)).image
         except ImageRejected as err:
             raise EngineInputError(post.key, err.message, code=err.code) from err
 
-    def _embed_present(self, items: Sequence[object | None], embed: _Embedder) -> list[np.ndarray | None]:
-        """Embed the non-None items in batches; None stays None, order is kept."""
-        present = [item for item in items if item is not None]
-        rows = iter(embed(present))
-        return [None if item is None else next(rows) for item in items]
+    def _draft_side(self) -> int:
+        """Decode JPEGs in draft mode at the largest side a role wants: fast, without hurting the crop.
 
-    def _embed_images(self, images: list[Any]) -> np.ndarray:
-        return self._chunked(images, self.clip.embed_images)
-
-    def _embed_texts(self, texts: list[Any]) -> np.ndarray:
-        return self._chunked(texts, self.clip.embed_texts)
-
-    def _chunked(self, items: list[Any], embed: _Embedder) -> np.ndarray:
-        size = self.config.batch_size
-        chunks = [embed(items[start : start + size]) for start in range(0, len(items), size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.clip.embedding_dim), np.float32)
-
-    def _scores(
-        self,
-        image_embs: list[np.ndarray | None],
-        text_embs: list[np.ndarray | None],
-        table: _PromptTable,
-    ) -> list[dict[str, float]]:
-        joint = np.stack([self._joint(image, text) for image, text in zip(image_embs, text_embs)])
-        per_category: dict[str, np.ndarray] = {}
-        for slug, (columns, own) in table.columns.items():
-            probs = self.clip.label_probs(joint, table.embeddings[columns])
-            per_category[slug] = probs[:, :own].sum(axis=-1)
-        return [{slug: float(values[row]) for slug, values in per_category.items()} for row in range(len(joint))]
-
-    def _joint(self, image_emb: np.ndarray | None, text_emb: np.ndarray | None) -> np.ndarray:
-        if image_emb is None or text_emb is None:
-            only = image_emb if image_emb is not None else text_emb
-            assert only is not None, "_decode rejects posts with neither image nor text"
-            return only
-        weight = self.config.text_weight
-        mixed = (1.0 - weight) * image_emb + weight * text_emb
-        return mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-
-    def _prompt_table(self, policy: Policy) -> _PromptTable:
-        prompts = tuple(dict.fromkeys(p for c in policy.categories for p in c.prompts + policy.benign_prompts))
-        index = {prompt: column for column, prompt in enumerate(prompts)}
-        columns = {
-            c.slug: ([index[p] for p in c.prompts + policy.benign_prompts], len(c.prompts))
-            for c in policy.categories
-        }
-        return _PromptTable(embeddings=self._prompt_embeddings(policy.version, prompts), columns=columns)
-
-    def _prompt_embeddings(self, version: str, prompts: tuple[str, ...]) -> np.ndarray:
-        """Embed a policy's prompts once per (version, prompts), not once per batch."""
-        key = (version, prompts)
-        if key not in self._prompt_cache:
-            if len(self._prompt_cache) >= _PROMPT_CACHE_SIZE:
-                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # oldest first
-            self._prompt_cache[key] = self._embed_texts(list(prompts))
-        return self._prompt_cache[key]
+        CLIP gets twice its input side; OWLv2 its own (much larger) input side.
+        """
+        grounder_side = self.grounder.image_size if self.grounder is not None else 0
+        return max(2 * self.clip.image_size, grounder_side)
 
 
 def _as_tuple(embedding: np.ndarray | None) -> tuple[float, ...] | None:
     return None if embedding is None else tuple(float(value) for value in embedding)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[stage] = round((time.perf_counter() - start) * 1000.0, 3)

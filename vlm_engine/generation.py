@@ -28,6 +28,22 @@ def conditional_caption_prompt(prompt: str) -> str:
     return f'Describe this image in one sentence that starts with "{prompt.strip()}".'
 
 
+# Enough of a post's text for the rationale to weigh it, without crowding out the image tokens.
+RATIONALE_TEXT_CHARS = 300
+
+
+def rationale_prompt(category_names: Sequence[str], post_text: str) -> str:
+    """Ask for one paragraph on whether the post (this image plus its text) breaks any of the rules."""
+    text = post_text.strip()
+    if len(text) > RATIONALE_TEXT_CHARS:
+        text = text[:RATIONALE_TEXT_CHARS].rstrip() + "…"
+    quoted = f'The post\'s text: "{text}".' if text else "The post has no text."
+    return (
+        f"{quoted} In one paragraph, say whether this post breaks any of these rules, "
+        f"and why: {'; '.join(category_names)}."
+    )
+
+
 class GeneratorRole:
     """A loaded image-text-to-text checkpoint; each call is preprocess → generate (device) → decode (str)."""
 

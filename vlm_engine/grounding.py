@@ -36,6 +36,11 @@ class GrounderRole:
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
         self._query_embeds: dict[str, torch.Tensor] = {}
 
+    @property
+    def image_size(self) -> int:
+        """Side of the padded square the model sees, in pixels (960 for OWLv2 base)."""
+        return int(self.processor.image_processor.size["height"])
+
     @classmethod
     def load(
         cls, name_or_path: str, *, device: str, dtype: str, local_files_only: bool = False

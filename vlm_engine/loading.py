@@ -8,11 +8,11 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vlm_engine.config import EngineConfig
+from vlm_engine.config import ROLE_FIELDS, EngineConfig
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# A CLIP checkpoint needs one file of each group. Transformers 5 saves the image processor
+# A checkpoint (CLIP, OWLv2 or a VLM) needs one file of each group. Transformers 5 saves the image processor
 # inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
 _CHECKPOINT_FILE_GROUPS = (
     ("config.json",),
@@ -33,8 +33,10 @@ def engine_config_resolve(
 ) -> tuple[EngineConfig, str | None]:
     """Return a config whose checkpoints are on disk, and a notice for the operator if any.
 
-    Real profiles use the local path / Hugging Face cache, else download when the hub is
-    reachable within `timeout_s`, else fall back to the tiny checkpoints.
+    A real profile is usable only when every enabled role's checkpoint (CLIP, and the
+    grounder and generator unless disabled with "") is a local path or in the Hugging Face
+    cache, or downloads once the hub answers within `timeout_s`; otherwise the tiny
+    checkpoints stand in for all of them.
 
     Args:
         profile: "tiny", "small" or "large".
@@ -50,7 +52,7 @@ def engine_config_resolve(
     config = EngineConfig.for_profile(profile, tiny_dir=tiny_dir, device=device, **settings)
     if profile == "tiny":
         return _tiny_config(config, settings), f"NOTICE: {_TINY_NOTICE}"
-    problem = _checkpoint_obtain(config.clip, timeout_s)
+    problem = _checkpoints_obtain(list(config.role_checkpoints().values()), timeout_s)
     if problem is None:
         return config, None
     notice = f"NOTICE: the {profile!r} models could not be loaded ({problem}); {_TINY_NOTICE}"
@@ -91,15 +93,27 @@ def checkpoint_download(name: str) -> None:
 
     files = set(list_repo_files(name))
     weights = next((weight for weight in _WEIGHT_FILES if weight in files), _WEIGHT_FILES[0])
-    snapshot_download(name, allow_patterns=["*.json", "*.txt", weights])
+    # Transformers 5 processors may keep their chat template in chat_template.jinja.
+    snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.jinja", weights])
 
 
-def _checkpoint_obtain(name: str, timeout_s: float) -> str | None:
-    """Make the checkpoint available locally; return why not, or None on success."""
-    if checkpoint_cached(name):
+def _checkpoints_obtain(names: list[str], timeout_s: float) -> str | None:
+    """Make every checkpoint available locally; return why not, or None on success."""
+    missing = [name for name in names if not checkpoint_cached(name)]
+    if not missing:
         return None
+    # Probe the hub once for all roles: each probe may wait the whole timeout.
     if not hub_reachable(timeout_s):
-        return f"{name} is not in the local cache and {HUB_HOST} is unreachable"
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{', '.join(missing)} {verb} not in the local cache and {HUB_HOST} is unreachable"
+    for name in missing:
+        problem = _checkpoint_download_checked(name)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _checkpoint_download_checked(name: str) -> str | None:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
@@ -110,15 +124,27 @@ def _checkpoint_obtain(name: str, timeout_s: float) -> str | None:
 
 
 def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineConfig:
-    """The tiny config, its checkpoints written if missing; keeps the operator's other settings."""
+    """The tiny config, its checkpoints written if any role uses them; keeps the operator's other settings.
+
+    A real profile's checkpoint overrides are dropped (they could not be loaded), but a
+    role disabled with "" stays disabled.
+    """
     from vlm_engine.tiny import tiny_checkpoints_write
 
-    if config.profile == "tiny" and "clip" in settings:
-        return config  # the operator points at their own tiny checkpoint
-    fields = {key: value for key, value in settings.items() if key != "clip"}
-    tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
-    tiny_checkpoints_write(config.tiny_dir)
+    if config.profile == "tiny":
+        tiny = config  # the operator may point some roles at their own tiny checkpoints
+    else:
+        fields = {key: value for key, value in settings.items() if key not in ROLE_FIELDS or value == ""}
+        fields.pop("clip", None)  # CLIP cannot be disabled; "" means the default
+        tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
+    if _uses_tiny_dir(tiny):
+        tiny_checkpoints_write(tiny.tiny_dir)
     return tiny
+
+
+def _uses_tiny_dir(config: EngineConfig) -> bool:
+    prefix = config.tiny_dir.rstrip("/") + "/"
+    return bool(config.tiny_dir) and any(name.startswith(prefix) for name in config.role_checkpoints().values())
 
 
 def _overrides_parse(overrides: Mapping[str, str]) -> dict[str, Any]:

@@ -48,8 +48,17 @@ class Analysis:
     """The engine's result for one post, in plain Python values.
 
     `scores` maps category slug to a probability in [0, 1]; embeddings are L2-normalised
-    CLIP embeddings (None when the post has no image / no text); `timings_ms` holds the
-    wall time of each stage ("decode", "embed", "score") of the batch the post was in.
+    CLIP embeddings (None when the post has no image / no text; the text embedding is of
+    the post's text followed by the text read from its image, when any was read);
+    `timings_ms` holds the wall time of each stage that ran ("decode", "embed", "score",
+    "ground", "generate") for the batch the post was in. `model_version` names every
+    loaded role, e.g. "clip:name@sha+owlv2:name@sha+vlm:name@sha".
+
+    The cascade fills the rest for posts it looked closer at (else they stay empty):
+    `groundings` boxes the policy's phrases, `answers` answers the policy's questions in
+    policy order, `caption` describes the image, `ocr_text` is the text read from it (None
+    when none was read), and `rationale` argues the verdict, kept only when some category's
+    score reaches its review threshold.
     """
 
     key: str
@@ -58,6 +67,11 @@ class Analysis:
     text_embedding: tuple[float, ...] | None
     model_version: str
     timings_ms: Mapping[str, float]
+    groundings: tuple[Grounding, ...] = ()
+    answers: tuple[Answer, ...] = ()
+    caption: str | None = None
+    ocr_text: str | None = None
+    rationale: str | None = None
 
 
 class EngineInputError(ValueError):

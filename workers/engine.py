@@ -1,6 +1,7 @@
 """The engine of this worker process: loaded once, lazily, from the MODERATION settings."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -35,8 +36,9 @@ def _engine_build() -> Engine:
     if notice:
         banner = "!" * 78
         logger.warning("\n%s\n%s\n%s", banner, notice, banner)
-    config = config.__class__(**{**config.__dict__, "batch_size": s.BATCH_SIZE, "dtype": s.DTYPE,
-                                 "text_weight": s.TEXT_WEIGHT})
+    config = dataclasses.replace(config, batch_size=s.BATCH_SIZE, dtype=s.DTYPE, text_weight=s.TEXT_WEIGHT,
+                                 look_closer=s.LOOK_CLOSER, grounding_threshold=s.GROUNDING_THRESHOLD,
+                                 max_new_tokens=s.MAX_NEW_TOKENS)
     engine = Engine.from_config(config)
     logger.info("Engine ready: profile=%s model=%s device=%s", config.profile, engine.model_version,
                 config.device)

@@ -32,12 +32,11 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verd
 def _evidence(result: EngineAnalysis | None) -> dict[str, Any]:
     if result is None:
         return {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "rationale": None}
-    groundings = sorted((asdict(g) for g in getattr(result, "groundings", ())), key=lambda g: -g["score"])
+    groundings = sorted((asdict(g) for g in result.groundings), key=lambda g: -g["score"])
     for g in groundings:
         g["box"] = list(g["box"])
-    return {"groundings": groundings, "answers": [asdict(a) for a in getattr(result, "answers", ())],
-            "caption": getattr(result, "caption", None), "ocr_text": getattr(result, "ocr_text", None),
-            "rationale": getattr(result, "rationale", None)}
+    return {"groundings": groundings, "answers": [asdict(a) for a in result.answers],
+            "caption": result.caption, "ocr_text": result.ocr_text, "rationale": result.rationale}
 
 
 def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Mapping[str, Any]) -> str:

@@ -10,17 +10,40 @@ from vlm_engine.config import EngineConfig
 
 
 @pytest.mark.parametrize(
-    ("profile", "clip"),
+    ("profile", "clip", "grounder", "generator"),
     [
-        ("tiny", "/models/tiny/clip"),
-        ("small", "openai/clip-vit-base-patch32"),
-        ("large", "openai/clip-vit-large-patch14-336"),
+        ("tiny", "/models/tiny/clip", "/models/tiny/owlv2", "/models/tiny/generator"),
+        (
+            "small",
+            "openai/clip-vit-base-patch32",
+            "google/owlv2-base-patch16-ensemble",
+            "HuggingFaceTB/SmolVLM-256M-Instruct",
+        ),
+        (
+            "large",
+            "openai/clip-vit-large-patch14-336",
+            "google/owlv2-large-patch14-ensemble",
+            "HuggingFaceTB/SmolVLM-Instruct",
+        ),
     ],
 )
-def test_for_profile_defaults(profile: str, clip: str) -> None:
+def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str) -> None:
     config = EngineConfig.for_profile(profile, tiny_dir="/models/tiny")
-    assert config == EngineConfig(profile=profile, clip=clip, tiny_dir="/models/tiny")
+    expected = EngineConfig(profile=profile, clip=clip, grounder=grounder, generator=generator, tiny_dir="/models/tiny")
+    assert config == expected
     assert (config.device, config.dtype, config.batch_size, config.text_weight) == ("cpu", "float32", 16, 0.5)
+    assert (config.look_closer, config.grounding_threshold, config.max_new_tokens) == (0.35, 0.1, 48)
+    assert config.role_checkpoints() == {"clip": clip, "grounder": grounder, "generator": generator}
+
+
+def test_for_profile_empty_role_disables_it_but_empty_clip_means_default() -> None:
+    config = EngineConfig.for_profile("small", clip="", grounder="", generator="")
+    assert config.role_checkpoints() == {"clip": "openai/clip-vit-base-patch32"}
+
+
+def test_for_profile_role_overrides() -> None:
+    config = EngineConfig.for_profile("small", grounder="/ckpt/owl", generator="/ckpt/vlm", look_closer=0.0)
+    assert (config.grounder, config.generator, config.look_closer) == ("/ckpt/owl", "/ckpt/vlm", 0.0)
 
 
 def test_for_profile_overrides() -> None:
@@ -38,6 +61,10 @@ def test_for_profile_overrides() -> None:
         ("small", {"device": ""}, "device must not be empty (e.g. 'cpu', 'cuda', 'cuda:1')"),
         ("small", {"colour": "red"}, "unknown engine setting(s): colour"),
         ("tiny", {}, "the 'tiny' profile needs tiny_dir (where the tiny checkpoints live)"),
+        ("small", {"look_closer": -0.1}, "look_closer must be a number of at least 0, got -0.1"),
+        ("small", {"look_closer": float("nan")}, "look_closer must be a number of at least 0, got nan"),
+        ("small", {"grounding_threshold": 1.5}, "grounding_threshold must be within [0, 1], got 1.5"),
+        ("small", {"max_new_tokens": 0}, "max_new_tokens must be at least 1, got 0"),
     ],
 )
 def test_for_profile_rejects(profile: str, kwargs: dict[str, Any], message: str) -> None:

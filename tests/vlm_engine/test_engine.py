@@ -18,10 +18,15 @@ from vlm_engine.types import Analysis, EngineInputError, Policy, PostInput
 pytestmark = pytest.mark.slow
 
 
+def _clip_only(tiny_dir: Path, **settings: Any) -> EngineConfig:
+    """CLIP scoring alone, to compare with CLIP references; test_cascade.py covers the other roles."""
+    return EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", **settings)
+
+
 @pytest.fixture
 def engine(tiny_dir: Path) -> Engine:
     """A fresh engine per test: its prompt cache must start empty for the forward counts."""
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir)))
+    return Engine.from_config(_clip_only(tiny_dir))
 
 
 @pytest.fixture
@@ -86,10 +91,10 @@ def test_analyze_costs_one_forward_per_tower(engine: Engine, forward_calls: dict
 
 
 def test_analyze_chunks_by_batch_size(tiny_dir: Path, policy: Policy) -> None:
-    engine = Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), batch_size=2))
+    engine = Engine.from_config(_clip_only(tiny_dir, batch_size=2))
     posts = [PostInput(key=f"p{i}", image=image_bytes((32, 32), seed=i)) for i in range(5)]
     chunked = engine.analyze(posts, policy)
-    whole = Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir))).analyze(posts, policy)
+    whole = Engine.from_config(_clip_only(tiny_dir)).analyze(posts, policy)
     for small, big in zip(chunked, whole):
         assert small.scores == pytest.approx(big.scores, abs=1e-6)
 

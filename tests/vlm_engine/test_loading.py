@@ -14,9 +14,15 @@ TINY_NOTICE = "using the random-weight 'tiny' checkpoints — verdicts are meani
 
 def test_resolve_tiny_writes_checkpoints_and_warns(tmp_path: Path) -> None:
     config, notice = loading.engine_config_resolve("tiny", tiny_dir=str(tmp_path), overrides={"batch_size": "4"})
-    assert config == EngineConfig(profile="tiny", clip=f"{tmp_path}/clip", batch_size=4, tiny_dir=str(tmp_path))
+    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tmp_path), batch_size=4)
+    assert (config.clip, config.grounder, config.generator) == (
+        f"{tmp_path}/clip",
+        f"{tmp_path}/owlv2",
+        f"{tmp_path}/generator",
+    )
     assert notice == f"NOTICE: {TINY_NOTICE}"
-    assert (tmp_path / "clip" / "model.safetensors").is_file()
+    for role in ("clip", "owlv2", "generator"):
+        assert (tmp_path / role / "model.safetensors").is_file()
 
 
 def test_resolve_falls_back_to_tiny_when_offline(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,9 +31,10 @@ def test_resolve_falls_back_to_tiny_when_offline(tiny_dir: Path, monkeypatch: py
     config, notice = loading.engine_config_resolve(
         "small", tiny_dir=str(tiny_dir), device="cpu", overrides={"text_weight": "0.25"}
     )
-    assert config == EngineConfig(profile="tiny", clip=f"{tiny_dir}/clip", text_weight=0.25, tiny_dir=str(tiny_dir))
+    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), text_weight=0.25)
     assert notice == (
-        "NOTICE: the 'small' models could not be loaded (openai/clip-vit-base-patch32 is not in the local "
+        "NOTICE: the 'small' models could not be loaded (openai/clip-vit-base-patch32, "
+        "google/owlv2-base-patch16-ensemble, HuggingFaceTB/SmolVLM-256M-Instruct are not in the local "
         f"cache and huggingface.co is unreachable); {TINY_NOTICE}"
     )
 
@@ -52,9 +59,51 @@ def test_resolve_uses_local_checkpoint_without_network(tiny_dir: Path, monkeypat
         raise AssertionError("a local checkpoint must not probe the network")
 
     monkeypatch.setattr(loading, "hub_reachable", no_network)
-    clip = str(tiny_dir / "clip")
-    config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides={"clip": clip})
-    assert (config, notice) == (EngineConfig(profile="small", clip=clip, tiny_dir=str(tiny_dir)), None)
+    roles = {"clip": str(tiny_dir / "clip"), "grounder": str(tiny_dir / "owlv2"), "generator": ""}
+    config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=roles)
+    assert (config, notice) == (EngineConfig(profile="small", tiny_dir=str(tiny_dir), **roles), None)
+
+
+def test_resolve_falls_back_when_the_grounder_is_missing_though_clip_is_cached(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = {"openai/clip-vit-base-patch32", "HuggingFaceTB/SmolVLM-256M-Instruct"}
+    monkeypatch.setattr(loading, "checkpoint_cached", lambda name: name in cached)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: False)
+    config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir))
+    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir))
+    assert notice == (
+        "NOTICE: the 'small' models could not be loaded (google/owlv2-base-patch16-ensemble is not in the "
+        f"local cache and huggingface.co is unreachable); {TINY_NOTICE}"
+    )
+
+
+def test_resolve_needs_only_the_enabled_roles(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(loading, "checkpoint_cached", lambda name: checked.append(name) or True)
+    overrides = {"grounder": "", "generator": ""}
+    config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=overrides)
+    assert (config.role_checkpoints(), notice) == ({"clip": "openai/clip-vit-base-patch32"}, None)
+    assert checked == ["openai/clip-vit-base-patch32"]
+
+
+def test_resolve_fallback_keeps_a_disabled_role_disabled(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loading, "checkpoint_cached", lambda name: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: False)
+    overrides = {"generator": "", "grounder": "google/owlv2-large-patch14-ensemble"}
+    config, _ = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=overrides)
+    assert config.role_checkpoints() == {"clip": f"{tiny_dir}/clip", "grounder": f"{tiny_dir}/owlv2"}
+
+
+def test_resolve_downloads_each_missing_role_after_one_probe(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    downloaded: list[str] = []
+    probes: list[float] = []
+    monkeypatch.setattr(loading, "checkpoint_cached", lambda name: name in downloaded or name.startswith("openai/"))
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: probes.append(timeout_s) or True)
+    monkeypatch.setattr(loading, "checkpoint_download", downloaded.append)
+    config, notice = loading.engine_config_resolve("large", tiny_dir=str(tiny_dir), timeout_s=2.0)
+    assert (config.profile, notice, probes) == ("large", None, [2.0])
+    assert downloaded == ["google/owlv2-large-patch14-ensemble", "HuggingFaceTB/SmolVLM-Instruct"]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +113,8 @@ def test_resolve_uses_local_checkpoint_without_network(tiny_dir: Path, monkeypat
         ({"profile": "large"}, "unknown or non-overridable engine setting 'profile'"),
         ({"batch_size": "four"}, "engine setting batch_size='four' is not a valid int"),
         ({"dtype": "int8"}, "unknown dtype 'int8'; expected one of float32, bfloat16, float16"),
+        ({"look_closer": "high"}, "engine setting look_closer='high' is not a valid float"),
+        ({"max_new_tokens": "0"}, "max_new_tokens must be at least 1, got 0"),
     ],
 )
 def test_resolve_rejects_bad_overrides(overrides: dict[str, str], message: str, tmp_path: Path) -> None:
