@@ -82,6 +82,7 @@ def banner(password: str, key: str, notice: str) -> None:
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings.dev")
     manage("migrate", "--noinput")
+    manage("moderation_setup_groups")
     password, key = demo_credentials(var_dir())
     notice = models_notice()
     children = processes_start()

@@ -14,7 +14,7 @@ FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
 POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FRAMES", "MAX_TEXT_LENGTH",
                  "MAX_METADATA_BYTES", "MAX_ATTEMPTS", "CLAIM_TIMEOUT", "QUEUED_STALE_AFTER",
                  "MAX_QUESTION_LENGTH", "MAX_PHRASES", "MAX_PHRASE_LENGTH", "MAX_CAPTION_PROMPT_LENGTH",
-                 "SEARCH_MAX_K")
+                 "SEARCH_MAX_K", "MAX_NEW_TOKENS", "REVIEW_CLAIM_MINUTES", "REVIEW_UNDO_SECONDS")
 
 
 @register()
@@ -36,7 +36,7 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             errors.append(Error(f"MODERATION[{key!r}] must be a positive integer, not {value!r}.",
                                 id="moderation.E004"))
-    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT"):
+    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT", "GROUNDING_THRESHOLD"):
         value = getattr(s, key)
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             errors.append(Error(f"MODERATION[{key!r}] must be a number between 0 and 1, not {value!r}.",

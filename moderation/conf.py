@@ -16,7 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE": "cpu",
     # Torch dtype of the worker's models ("float32", "bfloat16", "float16").
     "DTYPE": "float32",
-    # Per-role checkpoint overrides, e.g. {"clip": "/models/clip-vit-base-patch32"}.
+    # Per-role checkpoint overrides: {"clip": ..., "grounder": ..., "generator": ...}, each a hub
+    # id or a local path; "" disables the grounder or the generator.
     "MODELS": {},
     # Where the offline tiny checkpoints are written and read.
     "TINY_CHECKPOINT_DIR": "",
@@ -26,6 +27,13 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 16,
     # Weight of the post text in the joint image+text embedding (0 = image only).
     "TEXT_WEIGHT": 0.5,
+    # Cascade: posts whose highest category score reaches this get grounding and the
+    # generator's caption, text reading, answers and rationale (0 = every post with an image;
+    # above 1 = none). Grounding boxes below GROUNDING_THRESHOLD are dropped.
+    "LOOK_CLOSER": 0.35,
+    "GROUNDING_THRESHOLD": 0.1,
+    # Longest generated answer, caption or rationale, in tokens.
+    "MAX_NEW_TOKENS": 48,
     # Upload limits. Pixels are checked from the header, before decoding.
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
@@ -42,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300,
     # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
     "QUEUED_STALE_AFTER": 30,
+    # Review queue: how long a reviewer's claim on a post lasts, what an escalation adds to a
+    # post's priority, and how long a reviewer may undo their last decision.
+    "REVIEW_CLAIM_MINUTES": 10,
+    "REVIEW_ESCALATE_BOOST": 1.0,
+    "REVIEW_UNDO_SECONDS": 30,
     # Ad-hoc requests: caps on what a client may ask of one post.
     "MAX_QUESTION_LENGTH": 500,
     "MAX_PHRASES": 20,

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import factory
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
 from PIL import Image
 
-from moderation.models import Post
+from moderation.models import Analysis, Post, PostState
+from moderation.services.policies import policy_active
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30),
@@ -31,3 +34,35 @@ class PostFactory(factory.django.DjangoModelFactory):
 
     client = factory.SubFactory(UserFactory)
     text = factory.Sequence(lambda n: f"post number {n}")
+
+
+class AnalysisFactory(factory.django.DjangoModelFactory):
+    """An engine verdict of ``review`` on the active policy, with one grounding box."""
+
+    class Meta:
+        model = Analysis
+
+    post = factory.SubFactory(PostFactory)
+    claim_token = factory.LazyFunction(uuid.uuid4)
+    policy = factory.LazyFunction(lambda: policy_active())
+    model_version = "tiny:test"
+    scores = factory.LazyFunction(lambda: {"hate": 0.72, "extremism": 0.31, "violence": 0.05})
+    decision = "review"
+    top_category = "hate"
+    risk = 0.648
+    explanation = factory.LazyFunction(lambda: {
+        "summary": "The post was sent to review. Signals above threshold: Hate 0.72.",
+        "groundings": [{"phrase": "racist symbol", "box": [64.0, 48.0, 320.0, 240.0], "score": 0.81}],
+        "answers": [{"question": "Is there a weapon?", "answer": "no"}],
+        "caption": "a red square", "ocr_text": "SAMPLE TEXT", "rationale": None, "nearest_examples": []})
+
+
+def post_in_review(*, priority: float = 0.5, image_size: tuple[int, int] | None = None, **fields: object) -> Post:
+    """A post in ``needs_review`` with a current analysis (and a stored JPEG when ``image_size`` is given)."""
+    post = PostFactory(**{"state": PostState.NEEDS_REVIEW, "review_priority": priority, **fields})
+    if image_size:
+        post.image.save("upload.jpg", ContentFile(image_bytes("JPEG", size=image_size)), save=False)
+        post.image_width, post.image_height, post.image_format = image_size[0], image_size[1], "JPEG"
+    post.current_analysis = AnalysisFactory(post=post, risk=priority)
+    post.save()
+    return post

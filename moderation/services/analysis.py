@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Iterable, Sequence
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -16,6 +16,7 @@ from moderation.conf import moderation_settings
 from moderation.dispatch import analysis_wakeup
 from moderation.models import Analysis, Decision, Policy, Post, PostEvent, PostState
 from moderation.services.explanations import explanation_build
+from moderation.services.locking import rows_lock_skipping_locked
 from moderation.services.policies import policy_for_engine
 from moderation.services.webhooks import webhook_deliveries_create
 from vlm_engine.types import Analysis as EngineAnalysis
@@ -33,13 +34,6 @@ class Verdict:
     risk: float
 
 
-def _lockable(qs: QuerySet[Post]) -> QuerySet[Post]:
-    # SKIP LOCKED lets concurrent workers take disjoint batches instead of queueing on locks.
-    if connection.features.has_select_for_update_skip_locked:
-        return qs.select_for_update(skip_locked=True)
-    return qs.select_for_update()
-
-
 def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str,
             detail: dict | None = None) -> None:
     PostEvent.objects.bulk_create(
@@ -52,7 +46,7 @@ def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str
 def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]:
     """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token."""
     token = uuid.uuid4()
-    ids = list(_lockable(Post.objects.filter(state=PostState.QUEUED).order_by("created_at"))
+    ids = list(rows_lock_skipping_locked(Post.objects.filter(state=PostState.QUEUED).order_by("created_at"))
                .values_list("id", flat=True)[:limit])
     if not ids:
         return token, []
@@ -175,7 +169,7 @@ def post_attempt_fail(*, token: uuid.UUID, post_id: uuid.UUID, error: str, worke
 @transaction.atomic
 def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> int:
     """Give abandoned claims back to the queue, or fail posts whose attempts ran out."""
-    held = list(_lockable(posts.filter(state=PostState.ANALYZING)))
+    held = list(rows_lock_skipping_locked(posts.filter(state=PostState.ANALYZING)))
     limit = moderation_settings.MAX_ATTEMPTS
     retry = [p for p in held if p.attempts < limit]
     failed = [p for p in held if p.attempts >= limit]

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -15,6 +15,7 @@ from moderation.dispatch import task_send_on_commit
 from moderation.models import EngineRequest
 from moderation.selectors import post_get
 from moderation.services.errors import ServiceError
+from moderation.services.locking import rows_lock_skipping_locked
 
 Kind = EngineRequest.Kind
 
@@ -63,17 +64,11 @@ def post_caption_request(*, client: AbstractBaseUser, post_id: Any, prompt: Any 
     return _request_create(client=client, post_id=post_id, kind=Kind.CAPTION, params={"prompt": prompt})
 
 
-def _lockable(qs):  # type: ignore[no-untyped-def]
-    if connection.features.has_select_for_update_skip_locked:
-        return qs.select_for_update(skip_locked=True)
-    return qs.select_for_update()
-
-
 @transaction.atomic
 def request_claim_batch(*, limit: int) -> tuple[uuid.UUID, list[EngineRequest]]:
     """Move up to ``limit`` pending requests to ``running`` under a new claim token."""
     token = uuid.uuid4()
-    ids = list(_lockable(EngineRequest.objects.filter(state=EngineRequest.State.PENDING).order_by("created_at"))
+    ids = list(rows_lock_skipping_locked(EngineRequest.objects.filter(state=EngineRequest.State.PENDING).order_by("created_at"))
                .values_list("id", flat=True)[:limit])
     EngineRequest.objects.filter(id__in=ids, state=EngineRequest.State.PENDING).update(
         state=EngineRequest.State.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1)

@@ -1,0 +1,25 @@
+"""The review ledger in the admin: read-only, because decisions are append-only."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from moderation.models import ReviewDecision
+
+
+@admin.register(ReviewDecision)
+class ReviewDecisionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "reviewer_username", "verdict", "category", "post", "undoes"]
+    list_filter = ["verdict"]
+    search_fields = ["=reviewer_username", "=post__id"]
+    readonly_fields = [f.name for f in ReviewDecision._meta.fields]
+    show_full_result_count = False
+    list_select_related = ["undoes"]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False

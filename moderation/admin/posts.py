@@ -1,0 +1,129 @@
+"""Post admin: the changelist (with the policy version that judged each post), bulk review actions,
+and the URLs of the reviewer dashboard, hung under the post admin so the default ``admin.site`` serves them."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from moderation.admin import review_views, stats
+from moderation.admin.access import REVIEW_PERM, permission_require
+from moderation.models import Analysis, Post, PostEvent, PostState, ReviewDecision
+from moderation.services.reviews import review_decide_many
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class AnalysisInline(ReadOnlyInline):
+    model = Analysis
+    fields = ["created_at", "decision", "top_category", "risk", "model_version", "policy"]
+
+
+class PostEventInline(ReadOnlyInline):
+    model = PostEvent
+    fields = ["created_at", "from_state", "to_state", "actor", "detail"]
+
+
+class ReviewDecisionInline(ReadOnlyInline):
+    model = ReviewDecision
+    fk_name = "post"
+    fields = ["created_at", "reviewer_username", "verdict", "category", "reason", "undoes"]
+
+
+def _bulk_decide(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Post], *,
+                 verdict: str, label: str) -> HttpResponse | None:
+    """First show the confirmation page; on confirm, write one decision per selected post."""
+    permission_require(request.user, REVIEW_PERM)
+    if request.POST.get("confirm") != "yes":
+        context = {**modeladmin.admin_site.each_context(request), "opts": Post._meta, "title": f"{label}?",
+                   "posts": list(queryset[:500]), "count": queryset.count(), "label": label,
+                   "action": request.POST.get("action"), "waiting": PostState.NEEDS_REVIEW}
+        return TemplateResponse(request, "moderation/admin/bulk_confirm.html", context)
+    decided, skipped = review_decide_many(posts=queryset, reviewer=request.user, verdict=verdict,
+                                          reason=request.POST.get("reason", ""))
+    modeladmin.message_user(request, f"{label}: {len(decided)} post(s) decided.", messages.SUCCESS)
+    if skipped:
+        modeladmin.message_user(request, f"{len(skipped)} post(s) skipped: not waiting for review or held by "
+                                         "another reviewer.", messages.WARNING)
+    return None
+
+
+@admin.action(permissions=["change"], description="Mark selected posts not violating")
+def mark_not_violating(modeladmin, request, queryset):  # type: ignore[no-untyped-def]
+    return _bulk_decide(modeladmin, request, queryset, verdict=ReviewDecision.Verdict.NOT_VIOLATING,
+                        label="Mark not violating")
+
+
+@admin.action(permissions=["change"], description="Escalate selected posts")
+def escalate(modeladmin, request, queryset):  # type: ignore[no-untyped-def]
+    return _bulk_decide(modeladmin, request, queryset, verdict=ReviewDecision.Verdict.ESCALATE, label="Escalate")
+
+
+@admin.register(Post)
+class PostAdmin(admin.ModelAdmin):
+    list_display = ["id", "state", "top_category", "risk", "policy_version", "client", "external_id",
+                    "created_at", "review_link"]
+    list_filter = ["state"]
+    search_fields = ["=id", "=external_id"]
+    readonly_fields = [f.name for f in Post._meta.fields]
+    inlines = [AnalysisInline, ReviewDecisionInline, PostEventInline]
+    show_full_result_count = False
+    list_select_related = ["client", "current_analysis__policy"]
+    actions = [mark_not_violating, escalate]
+    change_list_template = "moderation/admin/post_change_list.html"
+
+    @admin.display(description="top category", ordering="current_analysis__top_category")
+    def top_category(self, post: Post) -> str:
+        return post.current_analysis.top_category if post.current_analysis else "—"
+
+    @admin.display(description="risk")
+    def risk(self, post: Post) -> str:
+        return f"{post.current_analysis.risk:.2f}" if post.current_analysis else "—"
+
+    @admin.display(description="policy")
+    def policy_version(self, post: Post) -> str:
+        return f"v{post.current_analysis.policy.version}" if post.current_analysis else "—"
+
+    @admin.display(description="review")
+    def review_link(self, post: Post) -> str:
+        return format_html('<a href="{}">open</a>', review_views.post_review_url(post.pk))
+
+    def get_urls(self) -> list[URLPattern]:
+        return self._review_urls() + super().get_urls()
+
+    def _review_urls(self) -> list[URLPattern]:
+        def wrap(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+            return self.admin_site.admin_view(partial(view, site=self.admin_site))
+
+        v = review_views
+        return [
+            path("queue/", wrap(v.queue_view), name="moderation_review_queue"),
+            path("queue/claim/", wrap(v.claim_next_view), name="moderation_review_claim"),
+            path("queue/undo/", wrap(v.undo_view), name="moderation_review_undo"),
+            path("stats/", wrap(stats.stats_view), name="moderation_review_stats"),
+            path("requests/<uuid:request_id>/", wrap(v.request_poll_view), name="moderation_review_request"),
+            path("<uuid:post_id>/review/", wrap(v.post_review_view), name="moderation_review_post"),
+            path("<uuid:post_id>/review/decide/", wrap(v.decide_view), name="moderation_review_decide"),
+            path("<uuid:post_id>/review/image/", wrap(v.image_view), name="moderation_review_image"),
+            path("<uuid:post_id>/review/ask/", wrap(v.ask_view), name="moderation_review_ask"),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        links = {"queue_url": reverse("admin:moderation_review_queue"),
+                 "stats_url": reverse("admin:moderation_review_stats")}
+        return super().changelist_view(request, {**(extra_context or {}), **links})

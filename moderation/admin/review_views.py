@@ -1,0 +1,150 @@
+"""The reviewer's pages in the admin: the queue, one post, deciding, undoing, asking the image."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from moderation.admin.access import REVIEW_PERM, VIEW_PERM, can_review, permission_require
+from moderation.models import Category, EngineRequest, Post, PostState
+from moderation.selectors_reviews import (post_review_evidence, review_last_decision, review_neighbours,
+                                          review_outcome, review_queue_page, review_queue_summary)
+from moderation.services.errors import ServiceError
+from moderation.services.requests import post_grounding_request, post_question_ask
+from moderation.services.reviews import review_claim_next, review_decide, review_undo
+
+# The image is served only to staff, never from MEDIA_URL; these headers stop it from ever running as a page.
+IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300",
+                 "Content-Security-Policy": "default-src 'none'; sandbox", "Content-Disposition": "inline"}
+
+
+def _context(request: HttpRequest, site: admin.AdminSite, title: str, **extra: Any) -> dict[str, Any]:
+    return {**site.each_context(request), "opts": Post._meta, "title": title, **extra}
+
+
+def post_review_url(post_id: Any) -> str:
+    return reverse("admin:moderation_review_post", kwargs={"post_id": post_id})
+
+
+@require_GET
+def queue_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, VIEW_PERM)
+    context = _context(request, site, "Review queue", summary=review_queue_summary(),
+                       posts=review_queue_page(), now=timezone.now(), can_review=can_review(request.user))
+    return TemplateResponse(request, "moderation/admin/queue.html", context)
+
+
+def _next_post_redirect(request: HttpRequest) -> HttpResponse:
+    post = review_claim_next(reviewer=request.user)
+    if post is None:
+        messages.info(request, "The queue is empty: nothing left to claim.")
+        return redirect("admin:moderation_review_queue")
+    return redirect(post_review_url(post.pk))
+
+
+@require_POST
+def claim_next_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, REVIEW_PERM)
+    return _next_post_redirect(request)
+
+
+def _categories(post: Post) -> list[Category]:
+    analysis = post.current_analysis
+    policy_filter = {"policy_id": analysis.policy_id} if analysis else {}
+    categories = Category.objects.filter(**policy_filter).select_related("policy")
+    if not analysis:
+        latest = categories.order_by("-policy__version").first()
+        categories = categories.filter(policy_id=latest.policy_id) if latest else categories
+    return list(categories.order_by("position", "slug"))
+
+
+@require_GET
+def post_review_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, VIEW_PERM)
+    post = get_object_or_404(Post.objects.select_related("current_analysis__policy", "review_claimed_by"), pk=post_id)
+    previous_id, next_id = review_neighbours(post=post)
+    context = _context(
+        request, site, f"Review post {post.pk}", post=post, **post_review_evidence(post=post),
+        categories=_categories(post), previous_id=previous_id, next_id=next_id, outcome=review_outcome(post=post),
+        can_decide=can_review(request.user) and post.state == PostState.NEEDS_REVIEW,
+        claimed_by_other=_claimed_by_other(post, request.user), last_decision=review_last_decision(
+            reviewer=request.user))
+    return TemplateResponse(request, "moderation/admin/post_review.html", context)
+
+
+def _claimed_by_other(post: Post, user: Any) -> bool:
+    return bool(post.review_claimed_by_id and post.review_claimed_by_id != user.pk
+                and post.review_claimed_until and post.review_claimed_until >= timezone.now())
+
+
+@require_POST
+def decide_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, REVIEW_PERM)
+    post = get_object_or_404(Post, pk=post_id)
+    try:
+        decision = review_decide(post=post, reviewer=request.user, verdict=request.POST.get("verdict", ""),
+                                 category=request.POST.get("category", ""), reason=request.POST.get("reason", ""))
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect(post_review_url(post.pk))
+    messages.success(request, f"Recorded “{decision.get_verdict_display()}” for post {post.pk}. "
+                              "Press u within 30 seconds to undo.")
+    return _next_post_redirect(request)
+
+
+@require_POST
+def undo_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, REVIEW_PERM)
+    undo = review_undo(reviewer=request.user)
+    if undo is None:
+        messages.warning(request, "Nothing to undo: your last decision is older than 30 seconds, "
+                                  "already undone, or superseded.")
+        return redirect("admin:moderation_review_queue")
+    messages.success(request, f"Undid your “{undo.undoes.get_verdict_display()}”; the post is back in review.")
+    return redirect(post_review_url(undo.post_id))
+
+
+@require_GET
+def image_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, VIEW_PERM)
+    post = get_object_or_404(Post, pk=post_id)
+    if not post.image or post.content_deleted_at:
+        raise Http404("This post has no image.")
+    response = FileResponse(post.image.open("rb"), content_type="image/jpeg")
+    for header, value in IMAGE_HEADERS.items():
+        response[header] = value
+    return response
+
+
+def _request_json(found: EngineRequest) -> dict[str, Any]:
+    return {"id": str(found.pk), "kind": found.kind, "params": found.params, "status": found.state,
+            "result": found.result, "error": found.error,
+            "poll_url": reverse("admin:moderation_review_request", kwargs={"request_id": found.pk})}
+
+
+@require_POST
+def ask_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, REVIEW_PERM)
+    post = get_object_or_404(Post, pk=post_id)
+    try:
+        if request.POST.get("kind") == EngineRequest.Kind.GROUNDING:
+            phrases = [p.strip() for p in request.POST.get("phrases", "").split(",") if p.strip()]
+            created = post_grounding_request(client=post.client, post_id=post.pk, phrases=phrases)
+        else:
+            created = post_question_ask(client=post.client, post_id=post.pk, question=request.POST.get("question"))
+    except ServiceError as exc:
+        return JsonResponse({"code": exc.code, "message": exc.message}, status=400)
+    return JsonResponse(_request_json(created), status=202)
+
+
+@require_GET
+def request_poll_view(request: HttpRequest, request_id: Any, *, site: admin.AdminSite) -> HttpResponse:
+    permission_require(request.user, VIEW_PERM)
+    found = get_object_or_404(EngineRequest, pk=request_id, post__isnull=False)
+    return JsonResponse(_request_json(found))

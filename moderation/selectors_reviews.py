@@ -1,0 +1,137 @@
+"""Review selectors: the queue in priority order, a post's evidence, its standing decision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
+from django.utils import timezone
+
+from moderation.models import EngineRequest, Post, PostEvent, PostState, ReviewDecision
+
+# Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
+QUEUE_COUNT_CAP = 1000
+QUEUE_PAGE_SIZE = 50
+
+
+class AgeDays(Func):
+    """Days between ``created`` and ``now`` as a float, in the database's own date arithmetic."""
+
+    output_field = FloatField()
+
+    def __init__(self, created: Any, *, now: datetime) -> None:
+        super().__init__(Value(now, output_field=DateTimeField()), created)
+
+    def as_sql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        raise NotImplementedError(f"AgeDays has no SQL for {connection.vendor}")
+
+    def as_postgresql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return super().as_sql(compiler, connection, arg_joiner=" - ",
+                              template="(EXTRACT(EPOCH FROM (%(expressions)s)) / 86400.0)::double precision")
+
+    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return super().as_sql(compiler, connection, arg_joiner=") - julianday(",
+                              template="(julianday(%(expressions)s))")
+
+    def as_mysql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+        return super().as_sql(compiler, connection, arg_joiner=", ",
+                              template="(TIMESTAMPDIFF(MICROSECOND, %(expressions)s) / -86400e6)")
+
+
+def review_queue(*, now: datetime | None = None) -> QuerySet[Post]:
+    """Posts waiting for review, highest priority first: ``review_priority × (1 + age in days)``.
+
+    ``review_priority`` is the analysis' risk (severity × confidence), raised on escalation.
+    """
+    now = now or timezone.now()
+    priority = F("review_priority") * (Value(1.0) + AgeDays(F("created_at"), now=now))
+    return (Post.objects.filter(state=PostState.NEEDS_REVIEW).annotate(priority=priority)
+            .order_by("-priority", "created_at", "pk"))
+
+
+def review_queue_page(*, now: datetime | None = None, limit: int = QUEUE_PAGE_SIZE) -> list[Post]:
+    return list(review_queue(now=now).select_related("current_analysis", "review_claimed_by")[:limit])
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    waiting: int
+    capped: bool
+    oldest_at: datetime | None
+
+
+def review_queue_summary() -> QueueSummary:
+    waiting = Post.objects.filter(state=PostState.NEEDS_REVIEW)
+    count = len(waiting.values_list("pk", flat=True)[:QUEUE_COUNT_CAP + 1])
+    oldest = waiting.order_by("created_at").values_list("created_at", flat=True).first()
+    return QueueSummary(waiting=min(count, QUEUE_COUNT_CAP), capped=count > QUEUE_COUNT_CAP, oldest_at=oldest)
+
+
+def review_outcome(*, post: Post) -> ReviewDecision | None:
+    """The post's standing decision: its latest one that is not an undo and was not undone."""
+    return (ReviewDecision.objects.filter(post_id=post.pk, undone_by__isnull=True)
+            .exclude(verdict=ReviewDecision.Verdict.UNDO).order_by("-created_at", "-id").first())
+
+
+def review_neighbours(*, post: Post, now: datetime | None = None) -> tuple[Any, Any]:
+    """The posts before and after ``post`` in the queue's first page (for j/k), or None."""
+    ids = [p.pk for p in review_queue(now=now).only("pk")[:QUEUE_PAGE_SIZE]]
+    if post.pk not in ids:
+        return None, ids[0] if ids else None
+    at = ids.index(post.pk)
+    return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
+
+
+@dataclass(frozen=True)
+class BoxView:
+    """A grounding box in percentages of the displayed image, so it scales with it."""
+
+    phrase: str
+    score: float
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+def grounding_boxes_to_percent(*, groundings: list[dict[str, Any]], width: int, height: int) -> list[BoxView]:
+    """Original-pixel boxes ``[x0, y0, x1, y1]`` → percentages of the image's width and height."""
+    boxes = []
+    for g in groundings:
+        x0, y0, x1, y1 = (float(v) for v in g["box"])
+        boxes.append(BoxView(phrase=str(g["phrase"]), score=float(g.get("score", 0.0)),
+                             left=100 * x0 / width, top=100 * y0 / height,
+                             width=100 * (x1 - x0) / width, height=100 * (y1 - y0) / height))
+    return boxes
+
+
+def post_review_evidence(*, post: Post) -> dict[str, Any]:
+    """Everything the post page shows besides the post itself, read from the current analysis."""
+    analysis = post.current_analysis
+    explanation = analysis.explanation if analysis else {}
+    sized = bool(post.image and post.image_width and post.image_height)
+    groundings = explanation.get("groundings") or []
+    return {
+        "analysis": analysis,
+        "explanation": explanation,
+        "scores": explanation.get("scores") or _score_rows(analysis),
+        "boxes": grounding_boxes_to_percent(groundings=groundings, width=post.image_width,
+                                            height=post.image_height) if sized else [],
+        "phrases": list(dict.fromkeys(str(g["phrase"]) for g in groundings)),
+        "events": list(PostEvent.objects.filter(post=post).order_by("created_at", "id")),
+        "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),
+        "requests": list(EngineRequest.objects.filter(post=post).order_by("-created_at")[:10]),
+    }
+
+
+def _score_rows(analysis: Any) -> list[dict[str, Any]]:
+    if analysis is None:
+        return []
+    rows = [{"category": slug, "name": slug, "score": score} for slug, score in analysis.scores.items()]
+    return sorted(rows, key=lambda r: -r["score"])
+
+
+def review_last_decision(*, reviewer: Any) -> ReviewDecision | None:
+    """The reviewer's latest row in the ledger (the one ``u`` would undo)."""
+    return ReviewDecision.objects.filter(reviewer=reviewer).order_by("-created_at", "-id").first()

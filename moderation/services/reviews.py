@@ -1,0 +1,161 @@
+"""Review services: claim the next post of the queue, decide it, undo the last decision."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from moderation.conf import moderation_settings
+from moderation.models import Category, Post, PostEvent, PostState, ReviewDecision
+from moderation.selectors_reviews import review_outcome, review_queue
+from moderation.services.errors import ServiceError
+from moderation.services.locking import rows_lock_skipping_locked
+
+
+Verdict = ReviewDecision.Verdict
+DECIDING_VERDICTS = (Verdict.VIOLATING, Verdict.NOT_VIOLATING, Verdict.ESCALATE)
+
+
+def _claim_free(now: datetime) -> Q:
+    return Q(review_claimed_until__isnull=True) | Q(review_claimed_until__lt=now)
+
+
+def _event(*, post: Post, from_state: str, to_state: str, reviewer: Any, detail: dict[str, Any]) -> None:
+    PostEvent.objects.create(post=post, from_state=from_state, to_state=to_state,
+                             actor=f"reviewer:{reviewer.get_username()}", detail=detail)
+
+
+def review_claim_held(*, reviewer: Any, now: datetime | None = None) -> Post | None:
+    """The post this reviewer holds an unexpired claim on, if any."""
+    now = now or timezone.now()
+    return Post.objects.filter(state=PostState.NEEDS_REVIEW, review_claimed_by=reviewer,
+                               review_claimed_until__gte=now).first()
+
+
+@transaction.atomic
+def review_claim_next(*, reviewer: Any, now: datetime | None = None) -> Post | None:
+    """Claim the highest-priority post in ``needs_review`` that nobody else holds.
+
+    A reviewer who already holds a claim gets that post back (a reload never grabs a second one).
+    """
+    now = now or timezone.now()
+    if held := review_claim_held(reviewer=reviewer, now=now):
+        return held
+    candidate = rows_lock_skipping_locked(review_queue(now=now).filter(_claim_free(now))).only("pk").first()
+    if candidate is None:
+        return None
+    # Conditional on the claim still being free: without SKIP LOCKED (SQLite) this is what stops a double claim.
+    claimed = Post.objects.filter(_claim_free(now), pk=candidate.pk, state=PostState.NEEDS_REVIEW).update(
+        review_claimed_by=reviewer, review_claimed_until=now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES))
+    if not claimed:
+        return None
+    post = Post.objects.get(pk=candidate.pk)
+    _event(post=post, from_state=post.state, to_state=post.state, reviewer=reviewer, detail={"action": "claim"})
+    return post
+
+
+def _decision_check(*, post: Post, verdict: str, category: str, reason: str) -> None:
+    if verdict not in DECIDING_VERDICTS:
+        raise ServiceError("verdict_invalid", f"verdict must be one of {', '.join(DECIDING_VERDICTS)}.")
+    if verdict == Verdict.VIOLATING and not (category and reason.strip()):
+        raise ServiceError("decision_incomplete", "A violating decision needs a category and a reason.")
+    if verdict == Verdict.VIOLATING and category not in review_category_slugs(post=post):
+        raise ServiceError("category_invalid", f"{category!r} is not a category of the post's policy.")
+
+
+def review_category_slugs(*, post: Post) -> list[str]:
+    """The categories a reviewer may choose: those of the policy version that judged the post."""
+    analysis = post.current_analysis
+    qs = Category.objects.filter(policy_id=analysis.policy_id) if analysis else Category.objects.filter(
+        policy=Category.objects.order_by("-policy__version").values("policy")[:1])
+    return list(qs.order_by("position", "slug").values_list("slug", flat=True))
+
+
+def _locked_for_decision(*, post: Post, reviewer: Any, now: datetime) -> Post:
+    locked = Post.objects.select_for_update().get(pk=post.pk)
+    if locked.state != PostState.NEEDS_REVIEW:
+        raise ServiceError("post_not_in_review", f"The post is {locked.state}, not waiting for review.", status=409)
+    held_by_other = (locked.review_claimed_by_id not in (None, reviewer.pk)
+                     and locked.review_claimed_until and locked.review_claimed_until >= now)
+    if held_by_other:
+        raise ServiceError("post_claimed", "Another reviewer holds this post.", status=409)
+    return locked
+
+
+@transaction.atomic
+def review_decide(*, post: Post, reviewer: Any, verdict: str, category: str = "",
+                  reason: str = "") -> ReviewDecision:
+    """Write one ledger row and release the claim; escalated posts stay in review with a higher priority."""
+    now = timezone.now()
+    locked = _locked_for_decision(post=post, reviewer=reviewer, now=now)
+    category = category if verdict == Verdict.VIOLATING else ""
+    _decision_check(post=locked, verdict=verdict, category=category, reason=reason)
+    decision = ReviewDecision.objects.create(
+        post=locked, analysis=locked.current_analysis, reviewer=reviewer, reviewer_username=reviewer.get_username(),
+        verdict=verdict, category=category, reason=reason.strip(), created_at=now)
+    new_state = PostState.NEEDS_REVIEW if verdict == Verdict.ESCALATE else PostState.REVIEWED
+    boost = moderation_settings.REVIEW_ESCALATE_BOOST if verdict == Verdict.ESCALATE else 0.0
+    Post.objects.filter(pk=locked.pk).update(state=new_state, review_claimed_by=None, review_claimed_until=None,
+                                             review_priority=F("review_priority") + boost, updated_at=now)
+    _event(post=locked, from_state=locked.state, to_state=new_state, reviewer=reviewer,
+           detail={"decision": decision.pk, "verdict": verdict, "category": category})
+    return decision
+
+
+def _undoable(*, reviewer: Any, since: datetime) -> ReviewDecision | None:
+    last = (ReviewDecision.objects.filter(reviewer=reviewer).exclude(verdict=Verdict.UNDO)
+            .order_by("-created_at", "-id").first())
+    if last is None or last.created_at < since or ReviewDecision.objects.filter(undoes=last).exists():
+        return None
+    # Only the post's latest word can be taken back: a later decision by someone else stands.
+    return last if review_outcome(post=last.post) == last else None
+
+
+@transaction.atomic
+def review_undo(*, reviewer: Any, within_seconds: float | None = None) -> ReviewDecision | None:
+    """Withdraw the reviewer's last decision if it is recent; the post returns to review, claimed by them."""
+    now = timezone.now()
+    window = moderation_settings.REVIEW_UNDO_SECONDS if within_seconds is None else within_seconds
+    last = _undoable(reviewer=reviewer, since=now - timedelta(seconds=window))
+    if last is None:
+        return None
+    post = Post.objects.select_for_update().get(pk=last.post_id)
+    undo = ReviewDecision.objects.create(post=post, analysis=last.analysis, reviewer=reviewer,
+                                         reviewer_username=reviewer.get_username(), verdict=Verdict.UNDO,
+                                         undoes=last, created_at=now)
+    boost = moderation_settings.REVIEW_ESCALATE_BOOST if last.verdict == Verdict.ESCALATE else 0.0
+    new_state = review_state_derive(decision=review_outcome(post=post))
+    Post.objects.filter(pk=post.pk).update(
+        state=new_state, review_claimed_by=reviewer, review_claimed_until=now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES),
+        review_priority=F("review_priority") - boost, updated_at=now)
+    _event(post=post, from_state=post.state, to_state=new_state, reviewer=reviewer,
+           detail={"decision": undo.pk, "verdict": Verdict.UNDO, "undoes": last.pk})
+    return undo
+
+
+def review_state_derive(*, decision: ReviewDecision | None) -> str:
+    """A post's state from its latest standing decision: none or escalate → still in review."""
+    if decision is None or decision.verdict == Verdict.ESCALATE:
+        return PostState.NEEDS_REVIEW
+    return PostState.REVIEWED
+
+
+def review_claim_release(*, post: Post, reviewer: Any) -> bool:
+    """Give a claimed post back to the queue (the reviewer skips it)."""
+    return bool(Post.objects.filter(pk=post.pk, review_claimed_by=reviewer).update(
+        review_claimed_by=None, review_claimed_until=None))
+
+
+def review_decide_many(*, posts: Iterable[Post], reviewer: Any, verdict: str,
+                       reason: str = "") -> tuple[list[ReviewDecision], list[Post]]:
+    """A bulk action: one decision per post, each in its own transaction; posts that can't be decided are skipped."""
+    decided, skipped = [], []
+    for post in posts:
+        try:
+            decided.append(review_decide(post=post, reviewer=reviewer, verdict=verdict, reason=reason))
+        except ServiceError:
+            skipped.append(post)
+    return decided, skipped
