@@ -1,0 +1,195 @@
+"""End-to-end pipeline benchmark: gunicorn + real Celery workers + PostgreSQL + Redis, tiny models.
+
+Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100]
+Needs PostgreSQL and Redis (DATABASE_URL / CELERY_BROKER_URL, default 127.0.0.1). Writes
+bench/results/pipeline.json. The batched build and a naive build (batch size 1: one claim,
+one engine call and one set of row writes per post) run in the same invocation on the same
+load; every figure is reported for both, and ratios only when both sides completed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+import requests
+from PIL import Image
+
+from bench.common import BenchmarkFailed, ratio, results_write, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 8765
+BASE = f"http://127.0.0.1:{PORT}"
+ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+DB_NAME = "moderation_bench"
+BENCH_DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
+BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/7")
+VAR = ROOT / "var" / "bench"
+
+
+def env_for(batch_size: int) -> dict[str, str]:
+    settings = {"PROFILE": "tiny", "THROTTLE_RATE": None, "QUEUED_STALE_AFTER": 5}
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", "CELERY_BROKER_URL": BROKER,
+            "MODERATION_VAR_DIR": str(VAR), "MODERATION_TINY_DIR": str(VAR / "tiny"),
+            "MODERATION_BATCH_SIZE": str(batch_size), "MODERATION_SETTINGS_JSON": json.dumps(settings),
+            "LOG_LEVEL": "WARNING"}
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", ADMIN_URL, "-q", "-c", sql], check=True, capture_output=True)
+
+
+def database_reset(env: dict[str, str]) -> str:
+    """A fresh database with the default policy and one API client; returns the client's key."""
+    psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    psql(f"CREATE DATABASE {DB_NAME}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run([sys.executable, "manage.py", "moderation_apikey", "bench"], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    subprocess.run(["redis-cli", "-u", BROKER, "FLUSHDB"], check=True, capture_output=True)
+    return out.strip().splitlines()[-1]
+
+
+@contextmanager
+def services(env: dict[str, str]) -> Iterator[None]:
+    """gunicorn (2 workers) and one solo Celery worker on the gpu and default queues."""
+    log = (VAR / "services.log").open("ab")
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "demo.wsgi", "-b", f"127.0.0.1:{PORT}", "-w", "2",
+                            "--access-logfile", "-"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "gpu,default",
+                               "-P", "solo", "-c", "1", "-n", "bench@%h", "--without-gossip", "--without-mingle",
+                               "--without-heartbeat", "-l", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        _wait_http(f"{BASE}/healthz", timeout=60)
+        yield
+    finally:
+        for proc in (web, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (web, worker):
+            proc.wait(timeout=60)
+        log.close()
+
+
+def _wait_http(url: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise BenchmarkFailed(f"{url} did not come up")
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def open_loop(key: str, *, count: int, rate: float) -> list[float]:
+    """Submit ``count`` posts at a fixed arrival rate (not waiting for answers); submit latencies in ms."""
+    image, latencies, errors = png_bytes(), [], []
+    lock = threading.Lock()
+    session_local = threading.local()
+
+    def submit(i: int) -> None:
+        session = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = session
+        start = time.perf_counter()
+        response = session.post(f"{BASE}/api/v1/posts/", headers={"Authorization": f"Api-Key {key}"},
+                                files={"image": ("p.png", image, "image/png")}, data={"text": f"bench post {i}"},
+                                timeout=30)
+        with lock:
+            (latencies if response.status_code == 202 else errors).append((time.perf_counter() - start) * 1000)
+
+    threads, start = [], time.perf_counter()
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        thread = threading.Thread(target=submit, args=(i,))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise BenchmarkFailed(f"{len(errors)} submits failed")
+    return latencies
+
+
+def verdict_times(expected: int, timeout: float) -> dict[str, Any]:
+    """Wait until every post has a verdict; time-to-verdict per post and the end-to-end rate."""
+    sql = ("SELECT extract(epoch FROM p.created_at), extract(epoch FROM a.created_at) FROM moderation_post p "
+           "JOIN moderation_analysis a ON a.id = p.current_analysis_id")
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(BENCH_DB_URL, autocommit=True) as conn:
+        while len(rows := conn.execute(sql).fetchall()) < expected:
+            if time.monotonic() > deadline:
+                raise BenchmarkFailed(f"only {len(rows)}/{expected} verdicts after {timeout}s")
+            time.sleep(0.5)
+    pairs = [(float(c), float(d)) for c, d in rows]
+    ttv = [(done - created) * 1000 for created, done in pairs]
+    first, last = min(c for c, _ in pairs), max(d for _, d in pairs)
+    return {"time_to_verdict_ms": summary(ttv), "posts_per_s": expected / (last - first)}
+
+
+def idle_latency(key: str, *, count: int) -> dict[str, float]:
+    """Lone posts, one at a time: batching must not hold them back."""
+    for i in range(count):
+        open_loop(key, count=1, rate=1)
+        time.sleep(0.5)
+    return verdict_times(count, timeout=60)["time_to_verdict_ms"]
+
+
+def run_build(name: str, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
+    env = env_for(batch_size)
+    key = database_reset(env)
+    with services(env):
+        idle = idle_latency(key, count=args.idle_posts)
+        database_reset_posts()
+        submit = open_loop(key, count=args.posts, rate=args.rate)
+        load = verdict_times(args.posts, timeout=args.timeout)
+    result = {"batch_size": batch_size, "submit_latency_ms": summary(submit), "idle_time_to_verdict_ms": idle, **load}
+    print(f"{name}: {load['posts_per_s']:.1f} posts/s, submit p95 {result['submit_latency_ms']['p95']:.1f} ms, "
+          f"TTV p95 {load['time_to_verdict_ms']['p95']:.0f} ms, idle TTV p95 {idle['p95']:.0f} ms", flush=True)
+    return result
+
+
+def database_reset_posts() -> None:
+    with psycopg.connect(BENCH_DB_URL, autocommit=True) as conn:
+        conn.execute("TRUNCATE moderation_postevent, moderation_analysis, moderation_post CASCADE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--posts", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=100.0, help="arrival rate, posts per second")
+    parser.add_argument("--idle-posts", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=240.0)
+    args = parser.parse_args()
+    VAR.mkdir(parents=True, exist_ok=True)
+    builds = {"batched": run_build("batched", 16, args), "naive": run_build("naive", 1, args)}
+    payload = {"command": f".venv/bin/python -m bench.pipeline --posts {args.posts} --rate {args.rate}",
+               "arrival_rate": args.rate, "posts": args.posts, "builds": builds,
+               "ratio_throughput_batched_over_naive": ratio(builds["batched"]["posts_per_s"],
+                                                            builds["naive"]["posts_per_s"])}
+    path = results_write("pipeline", payload)
+    print(f"batched / naive throughput: {payload['ratio_throughput_batched_over_naive']:.2f}x; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
