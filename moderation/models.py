@@ -135,6 +135,8 @@ class Post(models.Model):
             models.Index(fields=["client", "state", "-created_at"], name="moderation_post_client_state"),
             models.Index(fields=["-created_at", "id"], name="moderation_post_changelist"),
             models.Index(fields=["state", "-review_priority", "created_at"], name="moderation_post_review_queue"),
+            models.Index(fields=["created_at"], condition=Q(state="queued", attempts__gt=0),
+                         name="moderation_post_retry_queue"),
         ]
 
     def __str__(self) -> str:

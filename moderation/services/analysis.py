@@ -44,10 +44,15 @@ def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str
 
 @transaction.atomic
 def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]:
-    """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token."""
+    """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token.
+
+    A post retried after a failed attempt is claimed alone: if it is what killed its worker,
+    it fails by itself and the posts that shared its batch are not charged again.
+    """
     token = uuid.uuid4()
-    ids = list(rows_lock_skipping_locked(Post.objects.filter(state=PostState.QUEUED).order_by("created_at"))
-               .values_list("id", flat=True)[:limit])
+    queued = Post.objects.filter(state=PostState.QUEUED)
+    ids = (_ids_locked(queued.filter(attempts__gt=0), limit=1)
+           or _ids_locked(queued, limit=limit))
     if not ids:
         return token, []
     # Conditional on the state, so a post claimed elsewhere meanwhile is not taken twice.
@@ -57,6 +62,10 @@ def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]
     posts = list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
     _events(posts, from_state=PostState.QUEUED, to_state=PostState.ANALYZING, actor=worker)
     return token, posts
+
+
+def _ids_locked(qs: QuerySet[Post], *, limit: int) -> list[uuid.UUID]:
+    return list(rows_lock_skipping_locked(qs.order_by("created_at")).values_list("id", flat=True)[:limit])
 
 
 def post_engine_inputs(*, posts: Sequence[Post]) -> list[PostInput]:

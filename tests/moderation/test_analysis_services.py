@@ -36,6 +36,18 @@ def test_claim_takes_oldest_queued_posts_up_to_limit():  # type: ignore[no-untyp
     assert states(*posts) == ["analyzing", "analyzing", "queued"]
 
 
+def test_a_retried_post_is_claimed_alone_before_fresh_ones():  # type: ignore[no-untyped-def]
+    now = timezone.now()
+    fresh = [PostFactory(created_at=now - timedelta(minutes=9 - i)) for i in range(3)]
+    retried = PostFactory(attempts=1, created_at=now)
+
+    _, first = post_claim_batch(limit=8, worker="w")
+    _, second = post_claim_batch(limit=8, worker="w")
+
+    assert [p.pk for p in first] == [retried.pk]
+    assert [p.pk for p in second] == [p.pk for p in fresh]
+
+
 def test_second_claim_never_takes_a_claimed_post():  # type: ignore[no-untyped-def]
     PostFactory.create_batch(3)
 
@@ -150,10 +162,11 @@ def test_permanent_failure_fails_at_once():  # type: ignore[no-untyped-def]
 
 def test_sweep_releases_expired_claims_and_fails_exhausted_ones(settings):  # type: ignore[no-untyped-def]
     settings.MODERATION = {**settings.MODERATION, "MAX_ATTEMPTS": 2, "CLAIM_TIMEOUT": 60}
-    retry, exhausted, fresh = PostFactory(), PostFactory(attempts=1), PostFactory()
+    retry, exhausted, fresh = PostFactory(), PostFactory(), PostFactory()
     post_claim_batch(limit=3, worker="dead")
     old = timezone.now() - timedelta(minutes=5)
     Post.objects.filter(pk__in=[retry.pk, exhausted.pk]).update(claimed_at=old)
+    Post.objects.filter(pk=exhausted.pk).update(attempts=2)  # its second attempt was this claim
 
     result = post_sweep()
 

@@ -162,3 +162,51 @@ def test_redis_restart_under_load_and_worker_sigterm(redis_server, chaos_worker,
     delivered_ids = [json.loads(body)["post"]["id"] for _, body in receiver.requests]
     assert sorted(delivered_ids) == sorted(submitted)
     receiver.server.shutdown()
+
+
+def test_rolled_back_transaction_enqueues_nothing(redis_server, worker_env):  # type: ignore[no-untyped-def]
+    from django.db import transaction
+
+    client = UserFactory(username="rollback")
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        post_submit(client=client, text="never committed")
+        raise RuntimeError("the caller's transaction fails after the submit")
+
+    assert Post.objects.count() == 0
+    assert redis_server.messages("gpu") == []
+
+
+def test_post_that_kills_its_worker_fails_alone(redis_server, chaos_worker):  # type: ignore[no-untyped-def]
+    """The test plays the OOM killer: whenever the poisoned post is being analysed, kill -9."""
+    client = UserFactory(username="poison")
+    poisoned = post_submit(client=client, text="this one kills the worker")[0]
+    others = [post_submit(client=client, text=f"innocent {i}")[0] for i in range(5)]
+    name = "poisoned@localhost"
+    kills, last_claim = 0, None
+
+    def claimed_anew_or_failed() -> bool:
+        post = Post.objects.get(pk=poisoned.pk)
+        fresh_claim = post.state == PostState.ANALYZING and post.claim_token != last_claim
+        return fresh_claim or post.state == PostState.FAILED
+
+    while Post.objects.get(pk=poisoned.pk).state != PostState.FAILED and kills < 5:
+        worker = chaos_worker(name, MODERATION_BATCH_SIZE="4")
+        wait_until(claimed_anew_or_failed, timeout=120, interval=0.005,
+                   message=f"the poisoned post claimed; log:\n{worker.log()[-2000:]}")
+        post = Post.objects.get(pk=poisoned.pk)
+        if post.state == PostState.ANALYZING:
+            worker.kill(signal.SIGKILL)
+            kills, last_claim = kills + 1, post.claim_token
+    if worker.proc.poll() is not None:  # the last one was killed: a new one finishes the rest
+        worker = chaos_worker(name, MODERATION_BATCH_SIZE="4")
+    wait_until(lambda: Post.objects.filter(pk__in=[p.pk for p in others], state__in=FINAL).count() == len(others),
+               timeout=180, interval=0.25, message=f"the innocent posts analysed; log:\n{worker.log()[-3000:]}")
+
+    poisoned.refresh_from_db()
+    assert (poisoned.state, poisoned.attempts, kills) == (PostState.FAILED, 3, 3)
+    assert poisoned.last_error == "worker restarted after 3 attempts"
+    assert Analysis.objects.filter(post=poisoned).count() == 0
+    for post in others:
+        assert Analysis.objects.filter(post=post).count() == 1
+        assert Post.objects.get(pk=post.pk).attempts <= 2
