@@ -50,6 +50,14 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300,
     # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
     "QUEUED_STALE_AFTER": 30,
+    # Learning: a category is scored by a vote of its nearest labelled posts once it has this
+    # many labels (until a trained head is active); the head is retrained by beat once this
+    # many new decisions have arrived; a candidate is promoted automatically when its held-out
+    # macro AUROC beats the active version's by AUTO_PROMOTE_MARGIN (None: leads promote).
+    "KNN_MIN_LABELS": 20,
+    "KNN_K": 15,
+    "RETRAIN_MIN_NEW_LABELS": 200,
+    "AUTO_PROMOTE_MARGIN": None,
     # Review queue: how long a reviewer's claim on a post lasts, what an escalation adds to a
     # post's priority, and how long a reviewer may undo their last decision.
     "REVIEW_CLAIM_MINUTES": 10,

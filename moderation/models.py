@@ -143,6 +143,49 @@ class Post(models.Model):
         return str(self.id)
 
 
+def model_artifact_path(instance: "ModelVersion", filename: str) -> str:
+    return f"models/fusion-head-v{instance.version}-{instance.digest}.safetensors"
+
+
+class ModelVersion(models.Model):
+    """A trained classifier head with its held-out metrics; at most one is active.
+
+    Never deleted while an analysis refers to it (PROTECT), so every verdict stays traceable.
+    """
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    version = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    artifact = models.FileField(upload_to=model_artifact_path, max_length=255)
+    digest = models.CharField(max_length=64)
+    categories = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict)
+    baseline_metrics = models.JSONField(default=dict)
+    dataset_digest = models.CharField(max_length=64)
+    dataset_sizes = models.JSONField(default=dict)
+    training_config = models.JSONField(default=dict)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"),
+                                    name="moderation_modelversion_one_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"head v{self.version} ({self.status})"
+
+
 class Analysis(models.Model):
     """One engine verdict on a post, with the model and policy versions that produced it."""
 
@@ -151,6 +194,9 @@ class Analysis(models.Model):
     claim_token = models.UUIDField()
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="analyses")
     model_version = models.CharField(max_length=255)
+    classifier = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="analyses")
+    scoring = models.CharField(max_length=16, default="zero_shot")  # zero_shot | knn | head
     scores = models.JSONField(default=dict)
     decision = models.CharField(max_length=8, choices=Decision.choices)
     top_category = models.CharField(max_length=64, blank=True)

@@ -23,9 +23,17 @@ def post_list(*, client: AbstractBaseUser, status: str | None = None,
     return qs.order_by("-created_at", "-id")
 
 
+def uuid_or_not_found(value: uuid.UUID | str, *, what: str) -> uuid.UUID:
+    """A path id as a UUID; anything else is simply not found (a JSON 404, never an HTML page)."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound("not_found", f"No such {what}.")
+
+
 def post_get(*, client: AbstractBaseUser, post_id: uuid.UUID | str) -> Post:
     """One of the client's posts; another client's post is indistinguishable from a missing one."""
     try:
-        return post_list(client=client).get(pk=post_id)
-    except (Post.DoesNotExist, ValueError):
+        return post_list(client=client).get(pk=uuid_or_not_found(post_id, what="post"))
+    except Post.DoesNotExist:
         raise NotFound("not_found", "No such post.")

@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from moderation.admin import review_views, stats
 from moderation.admin.access import REVIEW_PERM, permission_require
+from moderation.admin.pagination import CappedCountPaginator
 from moderation.models import Analysis, Post, PostEvent, PostState, ReviewDecision
 from moderation.services.reviews import review_decide_many
 
@@ -83,6 +84,8 @@ class PostAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Post._meta.fields]
     inlines = [AnalysisInline, ReviewDecisionInline, PostEventInline]
     show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 50
     list_select_related = ["client", "current_analysis__policy"]
     actions = [mark_not_violating, escalate]
     change_list_template = "moderation/admin/post_change_list.html"

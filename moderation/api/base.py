@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from moderation.api.authentication import ApiKeyAuthentication
 from moderation.api.errors import api_exception_handler
+from moderation.api.schema_support import ModerationAutoSchema
 from moderation.api.throttling import ClientRateThrottle
 from moderation.conf import moderation_settings
 from moderation.services.errors import ServiceError
@@ -28,6 +29,11 @@ class BaseApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     renderer_classes = [JSONRenderer]
     throttle_classes = [ClientRateThrottle]
+    schema = ModerationAutoSchema()
+    error_statuses: tuple[int, ...] = ()
+    # The query parameters a GET understands; others are refused, so a typo ("stauts=") is not
+    # silently ignored. None: the view takes no query parameters worth checking.
+    query_parameters: frozenset[str] | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Refuse an oversized body from its header, before anything reads or parses it.
@@ -39,6 +45,10 @@ class BaseApi(APIView):
         if length > limit:
             raise ServiceError("request_too_large", f"The request body exceeds {limit} bytes.", status=413)
         super().initial(request, *args, **kwargs)
+        if request.method == "GET" and self.query_parameters is not None:
+            unknown = sorted(set(request.query_params) - self.query_parameters)
+            if unknown:
+                raise ServiceError("unknown_parameter", f"Unknown query parameter(s): {', '.join(unknown)}.")
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return api_exception_handler

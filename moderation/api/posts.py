@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
 from moderation.api.idempotency import idempotent_response
+from moderation.api.schema_support import BinaryFileField, JsonObjectSchemaField
 from moderation.api.serializers import PostDetailOutputSerializer, PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
@@ -19,7 +22,7 @@ from moderation.services.errors import ServiceError
 from moderation.services.posts import post_submit
 
 
-class JsonObjectField(serializers.JSONField):
+class JsonObjectField(JsonObjectSchemaField):
     """Accepts a JSON object, or a string holding one (multipart forms send strings)."""
 
     def to_internal_value(self, data: Any) -> Any:
@@ -39,10 +42,29 @@ class PostCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request: Request) -> int:
+        # DRF silently ignores a bad page_size; a client sending one has a bug worth hearing about.
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ServiceError("page_size_invalid", f"page_size must be an integer from 1 to {self.max_page_size}.")
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return parameters
+
 
 class PostsApi(BaseApi):
+    pagination_class = PostCursorPagination
+    error_statuses = (409, 413, 422)
+    query_parameters = frozenset({"status", "decision", "cursor", "page_size"})
     class InputSerializer(serializers.Serializer):
-        image = serializers.FileField(required=False, allow_empty_file=True)
+        image = BinaryFileField(required=False, allow_empty_file=True)
         text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
         external_id = serializers.CharField(required=False, max_length=255, allow_blank=False)
         metadata = JsonObjectField(required=False)
@@ -51,14 +73,16 @@ class PostsApi(BaseApi):
             ref_name = "PostInput"
 
     class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=PostState.choices, required=False)
-        decision = serializers.ChoiceField(choices=Decision.choices, required=False)
+        status = serializers.ChoiceField(choices=PostState.choices, required=False, allow_blank=True)
+        decision = serializers.ChoiceField(choices=Decision.choices, required=False, allow_blank=True)
 
     @extend_schema(request={"multipart/form-data": InputSerializer, "application/json": InputSerializer},
                    responses={200: PostOutputSerializer, 202: PostOutputSerializer}, operation_id="posts_submit",
                    parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
                                                 description="Replays the first response to retries of this key.")])
     def post(self, request: Request) -> Response:
+        if not isinstance(request.data, Mapping):
+            raise ServiceError("invalid", "The body must be a JSON object or a form.")
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return self._submit(request)
@@ -75,7 +99,7 @@ class PostsApi(BaseApi):
     @extend_schema(parameters=[FilterSerializer], responses=PostOutputSerializer(many=True),
                    operation_id="posts_list")
     def get(self, request: Request) -> Response:
-        filters = self._validated(self.FilterSerializer, request.query_params)
+        filters = {k: v for k, v in self._validated(self.FilterSerializer, request.query_params).items() if v}
         paginator = PostCursorPagination()
         page = paginator.paginate_queryset(post_list(client=request.user, **filters), request, view=self)
         return paginator.get_paginated_response(
@@ -90,7 +114,7 @@ class PostsApi(BaseApi):
 
 class PostDetailApi(BaseApi):
     @extend_schema(responses=PostDetailOutputSerializer, operation_id="posts_retrieve",
-                   parameters=[OpenApiParameter("post_id", str, OpenApiParameter.PATH)])
+                   parameters=[OpenApiParameter("post_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
     def get(self, request: Request, post_id: str) -> Response:
         post = post_get(client=request.user, post_id=post_id)
         return Response(PostDetailOutputSerializer(post, context={"request": request}).data)

@@ -1,20 +1,23 @@
 """Ad-hoc endpoints: ask a question, ground phrases, caption a post; read a request; search."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
+from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
+from moderation.selectors import uuid_or_not_found
 from moderation.services.errors import NotFound
 from moderation.services.requests import post_caption_request, post_grounding_request, post_question_ask
 from moderation.services.search import search_posts
-from moderation.conf import moderation_settings
 
 
 class RequestOutputSerializer(serializers.ModelSerializer):
@@ -39,13 +42,14 @@ def _accepted(request: Request, created: EngineRequest) -> Response:
 
 
 class _PostRequestApi(BaseApi):
-    """POST a body, get 202 and the request's URL; a worker fills in the result."""
+    """POST a JSON body, get 202 and the request's URL; a worker fills in the result."""
 
+    parser_classes = [JSONParser]  # phrase lists need JSON; a form can't say "a list of one"
     service: Callable[..., EngineRequest]
     field: str
 
     def post(self, request: Request, post_id: str) -> Response:
-        value = request.data.get(self.field) if hasattr(request.data, "get") else None
+        value = request.data.get(self.field) if isinstance(request.data, Mapping) else None
         created = type(self).service(client=request.user, post_id=post_id, **{self.field: value})
         return _accepted(request, created)
 
@@ -55,7 +59,7 @@ class PostQuestionApi(_PostRequestApi):
     field = "question"
 
     class InputSerializer(serializers.Serializer):
-        question = serializers.CharField()
+        question = serializers.CharField(min_length=1, max_length=500)
 
         class Meta:
             ref_name = "QuestionInput"
@@ -70,7 +74,8 @@ class PostGroundingApi(_PostRequestApi):
     field = "phrases"
 
     class InputSerializer(serializers.Serializer):
-        phrases = serializers.ListField(child=serializers.CharField())
+        phrases = serializers.ListField(child=serializers.CharField(min_length=1, max_length=100), min_length=1,
+                                        max_length=20)
 
         class Meta:
             ref_name = "GroundingInput"
@@ -85,7 +90,7 @@ class PostCaptionApi(_PostRequestApi):
     field = "prompt"
 
     class InputSerializer(serializers.Serializer):
-        prompt = serializers.CharField(required=False, allow_null=True)
+        prompt = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
 
         class Meta:
             ref_name = "CaptionInput"
@@ -98,7 +103,8 @@ class PostCaptionApi(_PostRequestApi):
 class RequestDetailApi(BaseApi):
     @extend_schema(responses=RequestOutputSerializer, operation_id="requests_retrieve")
     def get(self, request: Request, request_id: str) -> Response:
-        found = EngineRequest.objects.filter(pk=request_id, client=request.user).first()
+        found = EngineRequest.objects.filter(pk=uuid_or_not_found(request_id, what="request"),
+                                             client=request.user).first()
         if found is None:
             raise NotFound("not_found", "No such request.")
         return Response(RequestOutputSerializer(found, context={"request": request}).data)
@@ -120,7 +126,12 @@ class SearchApi(BaseApi):
         class Meta:
             ref_name = "SearchHit"
 
-    @extend_schema(parameters=[FilterSerializer], responses=HitSerializer(many=True), operation_id="search")
+    error_statuses = (503,)
+    query_parameters = frozenset({"q", "k"})
+
+    @extend_schema(parameters=[FilterSerializer], operation_id="search",
+                   responses=inline_serializer("SearchResponse", {"query": serializers.CharField(),
+                                                                  "results": HitSerializer(many=True)}))
     def get(self, request: Request) -> Response:
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)

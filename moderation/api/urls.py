@@ -10,11 +10,11 @@ from moderation.api.webhooks import WebhookApi
 
 urlpatterns = [
     path("posts/", PostsApi.as_view(), name="posts"),
-    path("posts/<uuid:post_id>/", PostDetailApi.as_view(), name="post-detail"),
-    path("posts/<uuid:post_id>/questions/", PostQuestionApi.as_view(), name="post-questions"),
-    path("posts/<uuid:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
-    path("posts/<uuid:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
-    path("requests/<uuid:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
+    path("posts/<str:post_id>/", PostDetailApi.as_view(), name="post-detail"),
+    path("posts/<str:post_id>/questions/", PostQuestionApi.as_view(), name="post-questions"),
+    path("posts/<str:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
+    path("posts/<str:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
+    path("requests/<str:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
     path("search/", SearchApi.as_view(), name="search"),
     path("webhook/", WebhookApi.as_view(), name="webhook"),
     path("schema/", SchemaApi.as_view(), name="schema"),

@@ -72,7 +72,11 @@ def post_text_validate(*, text: str) -> str:
 def post_metadata_validate(*, metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ServiceError("metadata_invalid", "metadata must be a JSON object.")
-    if len(json.dumps(metadata)) > moderation_settings.MAX_METADATA_BYTES:
+    encoded = json.dumps(metadata)
+    if "\\u0000" in encoded:
+        # PostgreSQL's jsonb cannot hold NUL; refuse it the same way on every database.
+        raise ServiceError("metadata_invalid", "metadata must not contain NUL characters.")
+    if len(encoded) > moderation_settings.MAX_METADATA_BYTES:
         raise ServiceError("metadata_too_large",
                            f"metadata exceeds {moderation_settings.MAX_METADATA_BYTES} bytes.")
     return metadata

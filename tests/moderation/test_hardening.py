@@ -154,3 +154,10 @@ def test_retention_off_by_default():  # type: ignore[no-untyped-def]
     PostFactory(created_at=timezone.now() - timedelta(days=3650))
 
     assert post_content_purge() == 0
+
+
+def test_nul_in_metadata_is_refused_on_every_database(api):  # type: ignore[no-untyped-def]
+    response = api.post(POSTS, {"text": "x", "metadata": {"k\u0000": "v\u0000"}}, format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "metadata_invalid")
+    assert Post.objects.count() == 0

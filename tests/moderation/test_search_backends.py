@@ -95,7 +95,7 @@ def corpus_write(clients: list[Any]) -> Corpus:
         superseded = Post.objects.using(ALIAS).get(pk=posts[0].pk)
         Analysis.objects.using(ALIAS).create(post=superseded, claim_token=uuid.uuid4(), policy=policy,
                                              model_version=f"{CLIP}+owlv2:x@y", decision="allow",
-                                             image_embedding=unit_rows(rng, 1)[0].tobytes())
+                                             image_embedding=unit_rows(rng, 1)[0].astype("<f4").tobytes())
     return corpus
 
 

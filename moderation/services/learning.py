@@ -1,0 +1,187 @@
+"""Learning from reviewers: dataset, training runs, promotion and rollback of classifier heads."""
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from moderation.conf import moderation_settings
+from moderation.models import Analysis, ModelVersion, Policy, PostEvent, ReviewDecision
+from moderation.selectors_learning import (clip_version_current, embedding_matrix, labelled_rows,
+                                           model_version_active)
+from moderation.services.errors import ServiceError
+from moderation.services.policies import policy_active
+
+Progress = Callable[[int, int, float], None]
+MIN_TRAINING_LABELS = 20
+
+
+def dataset_build(*, categories: list[str]) -> Any:
+    """The labelled set: reviewers' standing decisions × the embeddings they reviewed."""
+    from vlm_engine.learning import LabelledEmbeddings
+
+    clip = clip_version_current()
+    rows = labelled_rows(clip_version=clip) if clip else []
+    labels = np.zeros((len(rows), len(categories)), dtype=np.float32)
+    index = {slug: i for i, slug in enumerate(categories)}
+    for r, row in enumerate(rows):
+        if row.category in index:
+            labels[r, index[row.category]] = 1.0
+    return LabelledEmbeddings(image=embedding_matrix([r.image for r in rows], [r.text for r in rows]),
+                              text=embedding_matrix([r.text for r in rows], [r.image for r in rows]),
+                              labels=labels, keys=tuple(r.post_id for r in rows))
+
+
+def _subset(data: Any, idx: list[int]) -> Any:
+    from vlm_engine.learning import LabelledEmbeddings
+
+    return LabelledEmbeddings(image=data.image[idx], text=data.text[idx], labels=data.labels[idx],
+                              keys=tuple(data.keys[i] for i in idx))
+
+
+def _thresholds(policy: Policy) -> dict[str, tuple[float, float]]:
+    return {c.slug: (c.review_threshold, c.remove_threshold) for c in policy.categories.all()}
+
+
+def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | None = None) -> ModelVersion:
+    """Train a fusion head on the labelled set, evaluate it on the held-out split, store a candidate.
+
+    Raises:
+        ServiceError: too few labels to train on.
+    """
+    from vlm_engine.learning import TrainingConfig, dataset_digest, head_train, split_by_key
+
+    policy = policy_active()
+    categories = list(policy.categories.order_by("position", "slug").values_list("slug", flat=True))
+    data = dataset_build(categories=categories)
+    if len(data.keys) < MIN_TRAINING_LABELS:
+        raise ServiceError("too_few_labels", f"{len(data.keys)} labelled posts; at least {MIN_TRAINING_LABELS} needed.")
+    train_idx, val_idx, test_idx = split_by_key(list(data.keys))
+    config = TrainingConfig(seed=seed)
+    head = head_train(_subset(data, train_idx), _subset(data, val_idx), categories=categories, config=config,
+                      progress=progress)
+    test = _subset(data, test_idx)
+    metrics = _evaluate(head.predict(test.image, test.text), test, categories, policy)
+    active = model_version_active()
+    baseline = _baseline_metrics(active, test, categories, policy)
+    return _candidate_store(head=head, metrics=metrics, baseline=baseline, parent=active, created_by=created_by,
+                            digest=dataset_digest(data), config=config,
+                            sizes={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)})
+
+
+def _evaluate(probs: np.ndarray, test: Any, categories: list[str], policy: Policy) -> dict[str, Any]:
+    from vlm_engine.learning import metrics_evaluate
+
+    return metrics_evaluate(probs, test.labels, categories=categories, thresholds=_thresholds(policy))
+
+
+def _baseline_metrics(active: ModelVersion | None, test: Any, categories: list[str], policy: Policy) -> dict[str, Any]:
+    """The active version's metrics on the same held-out split; without one, the stored zero-shot
+    scores of the analyses the reviewers saw."""
+    if active is not None:
+        head = model_head_load(version=active)
+        if list(head.categories) == categories:
+            return _evaluate(head.predict(test.image, test.text), test, categories, policy) | {"source": f"v{active.version}"}
+    scores = dict(ReviewDecision.objects.filter(post_id__in=list(test.keys), analysis__isnull=False)
+                  .values_list("post_id", "analysis__scores"))
+    probs = np.array([[scores.get(_uuid(k), {}).get(c, 0.0) for c in categories] for k in test.keys], np.float32)
+    return _evaluate(probs.reshape(len(test.keys), len(categories)), test, categories, policy) | {"source": "zero_shot"}
+
+
+def _uuid(key: str) -> Any:
+    import uuid
+
+    return uuid.UUID(key)
+
+
+@transaction.atomic
+def _candidate_store(*, head: Any, metrics: dict[str, Any], baseline: dict[str, Any], parent: ModelVersion | None,
+                     created_by: Any, digest: str, config: Any, sizes: dict[str, int]) -> ModelVersion:
+    version = (ModelVersion.objects.select_for_update().aggregate(v=Max("version"))["v"] or 0) + 1
+    candidate = ModelVersion(version=version, digest=head.digest, categories=list(head.categories), metrics=metrics,
+                             baseline_metrics=baseline, dataset_digest=digest, dataset_sizes=sizes,
+                             training_config=asdict(config), parent=parent, created_by=created_by)
+    candidate.artifact.save("head.safetensors", ContentFile(_head_bytes(head)), save=False)
+    candidate.save()
+    margin = moderation_settings.AUTO_PROMOTE_MARGIN
+    if margin is not None and _beats(metrics, baseline, margin):
+        model_promote(version=candidate, by=None)
+    return candidate
+
+
+def _head_bytes(head: Any) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.safetensors"
+        head.save(path)
+        return path.read_bytes()
+
+
+def _beats(metrics: dict[str, Any], baseline: dict[str, Any], margin: float) -> bool:
+    new, old = _macro_auroc(metrics), _macro_auroc(baseline)
+    return new is not None and (old is None or new >= old + margin)
+
+
+def _macro_auroc(metrics: dict[str, Any]) -> float | None:
+    value = (metrics.get("macro") or {}).get("auroc")
+    return float(value) if value is not None else None
+
+
+_HEADS: dict[tuple[int, str], Any] = {}
+
+
+def model_head_load(*, version: ModelVersion) -> Any:
+    """The head of ``version``, loaded once per process (artifacts are immutable)."""
+    from vlm_engine.learning import TrainedHead
+
+    key = (version.pk, version.digest)
+    if key not in _HEADS:
+        with version.artifact.open("rb") as handle, tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+            tmp.write(handle.read())
+            tmp.flush()
+            head = TrainedHead.load(tmp.name)
+        head.version = f"v{version.version}@{version.digest}"
+        _HEADS[key] = head
+    return _HEADS[key]
+
+
+@transaction.atomic
+def model_promote(*, version: ModelVersion, by: Any) -> ModelVersion:
+    """Make ``version`` the active head; the previously active one is retired (kept, never deleted)."""
+    now = timezone.now()
+    ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).exclude(pk=version.pk).update(
+        status=ModelVersion.Status.RETIRED, retired_at=now)
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.ACTIVE, promoted_at=now,
+                                                      retired_at=None)
+    version.refresh_from_db()
+    return version
+
+
+@transaction.atomic
+def model_rollback(*, by: Any) -> ModelVersion | None:
+    """Retire the active head and reactivate the one that was active before it (None: zero-shot)."""
+    active = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+    if active is None:
+        raise ServiceError("nothing_to_roll_back", "No head is active.")
+    previous = (ModelVersion.objects.filter(promoted_at__isnull=False, promoted_at__lt=active.promoted_at)
+                .exclude(pk=active.pk).order_by("-promoted_at").first())
+    ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED, retired_at=timezone.now())
+    if previous is None:
+        return None
+    return model_promote(version=previous, by=by)
+
+
+def retrain_due() -> bool:
+    """Enough new labels since the newest version's training run to train again."""
+    latest = ModelVersion.objects.order_by("-created_at").values_list("created_at", flat=True).first()
+    new = ReviewDecision.objects.exclude(verdict=ReviewDecision.Verdict.UNDO)
+    if latest is not None:
+        new = new.filter(created_at__gt=latest)
+    return new.count() >= moderation_settings.RETRAIN_MIN_NEW_LABELS

@@ -1,0 +1,72 @@
+"""The benchmark scripts run end to end on the tiny checkpoints and write the figures they promise."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(module: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=120,
+                   capture_output=True, text=True)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and value > 0
+
+
+def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
+    _run("bench.engine", "--quick", "--results-dir", str(tmp_path))
+    document = json.loads((tmp_path / "engine.json").read_text())
+    assert document["command"] == f".venv/bin/python -m bench.engine --quick --results-dir {tmp_path}"
+    assert document["inputs"]["posts"] == 2 and document["inputs"]["prompts_per_post"] == 4
+    engine, reference, ratios = document["engine"], document["reference"], document["ratios"]
+    assert all(_positive(engine[mode]["posts_per_s"]) for mode in ("all_roles", "clip_only", "cascade"))
+    assert set(engine["all_roles"]["timings_ms"][0]) == {"decode", "embed", "score", "ground", "generate"}
+    assert engine["cascade"]["looked_closer_fraction"] == 0.5  # the median of two distinct top scores
+    assert set(reference["stage_ms"]) == {"decode", "clip", "ground", "generate"}
+    assert _positive(reference["posts_per_s"])
+    assert all(_positive(ratios[key]) for key in ("all_roles", "cascade", "reference_cascade_posts_per_s"))
+    assert set(ratios["per_role_time_reference_over_engine"]) == {"clip", "ground", "generate"}
+
+
+def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:
+    _run("bench.gpu", "--dry-run", "--profiles", "small", "--results-dir", str(tmp_path),
+         "--tiny-dir", str(tmp_path / "tiny"))
+    document = json.loads((tmp_path / "gpu-dry-run.json").read_text())
+    assert not (tmp_path / "gpu.json").exists()
+    small = document["profiles"]["small"]
+    assert small["device"] == "cpu" and small["dtype"] == "float32"
+    for role in ("clip", "ground", "generate"):
+        figures = small["roles"][role]
+        assert _positive(figures["engine"]["images_per_s"]) and _positive(figures["reference"]["images_per_s"])
+        assert _positive(figures["ratio"])
+    assert small["roles"]["ground"]["target"] == 20.0 and small["roles"]["clip"]["target"] == 30.0
+    assert all(_positive(small["full"][mode]["ratio"]) for mode in ("all_roles", "cascade"))
+    encoder = small["clip_encoder"]
+    assert encoder["peak_tflops"] == 989.0
+    assert all(_positive(encoder[key]) for key in ("flops_per_image", "images_per_s", "fraction_of_peak"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected_gflops"),
+    [
+        # ViT-B/32 at 224: the often-quoted 4.4 GMACs.
+        ({"image_size": 224, "patch_size": 32, "hidden": 768, "intermediate": 3072, "layers": 12,
+          "projection": 512}, 8.82),
+        ({"image_size": 336, "patch_size": 14, "hidden": 1024, "intermediate": 4096, "layers": 24,
+          "projection": 768}, 382.0),
+    ],
+)
+def test_clip_encoder_flops_formula(shape: dict[str, int], expected_gflops: float) -> None:
+    from bench.gpu import clip_encoder_flops
+
+    assert clip_encoder_flops(**shape) / 1e9 == pytest.approx(expected_gflops, rel=5e-3)
