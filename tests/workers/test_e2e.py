@@ -76,3 +76,45 @@ def test_worker_killed_mid_batch_loses_no_post(start_worker):  # type: ignore[no
         assert Analysis.objects.filter(post=post).count() == 1
         assert PostEvent.objects.filter(post=post, from_state=PostState.ANALYZING,
                                         to_state__in=FINAL).count() == 1
+
+
+def test_ad_hoc_requests_and_search_through_the_real_worker(live_server, start_worker):  # type: ignore[no-untyped-def]
+    from moderation.services.apikeys import apikey_create
+
+    _, key = apikey_create(user=UserFactory(username="asker"))
+    headers = {"Authorization": f"Api-Key {key}"}
+    api = f"{live_server.url}/api/v1"
+    worker = start_worker()
+    submitted = requests.post(f"{api}/posts/", headers=headers, timeout=30,
+                              files={"image": ("m.png", png((200, 40, 40)), "image/png")}, data={"text": "a meme"})
+    post_url = submitted.json()["url"]
+    wait_until(lambda: requests.get(post_url, headers=headers, timeout=30).json()["status"] in FINAL, timeout=180,
+               interval=0.25, message=f"a verdict; log:\n{worker.log()[-3000:]}")
+
+    asks = {
+        "questions": {"question": "Is there a weapon?"},
+        "groundings": {"phrases": ["young person", "bat"]},
+        "captions": {"prompt": "a protest"},
+    }
+    urls = {kind: requests.post(f"{post_url}{kind}/", json=body, headers=headers, timeout=30).json()["url"]
+            for kind, body in asks.items()}
+
+    def done(url: str) -> bool:
+        return requests.get(url, headers=headers, timeout=30).json()["status"] in {"done", "failed"}
+
+    for kind, url in urls.items():
+        wait_until(lambda url=url: done(url), timeout=120, interval=0.25,
+                   message=f"{kind} answered; log:\n{worker.log()[-3000:]}")
+    results = {kind: requests.get(url, headers=headers, timeout=30).json() for kind, url in urls.items()}
+    assert {k: r["status"] for k, r in results.items()} == dict.fromkeys(asks, "done")
+    assert isinstance(results["questions"]["result"]["answer"], str)
+    assert isinstance(results["captions"]["result"]["caption"], str)
+    for box in results["groundings"]["result"]["groundings"]:
+        assert box["phrase"] in {"young person", "bat"} and len(box["box"]) == 4
+    assert "+owlv2:" in results["groundings"]["model_version"]
+    detail = requests.get(post_url, headers=headers, timeout=30).json()
+    assert sorted(r["kind"] for r in detail["requests"]) == ["caption", "grounding", "question"]
+
+    search = requests.get(f"{api}/search/", params={"q": "a red meme", "k": 5}, headers=headers, timeout=60)
+    assert search.status_code == 200, search.text
+    assert [hit["id"] for hit in search.json()["results"]] == [detail["id"]]
