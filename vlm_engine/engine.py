@@ -15,7 +15,7 @@ from vlm_engine.config import EngineConfig
 from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import ImageRejected, image_decode
-from vlm_engine.scoring import PromptTable, ZeroShotScorer
+from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
 from vlm_engine.timing import stage_timed
 from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput
 
@@ -30,6 +30,7 @@ class _Scored:
     text_embs: list[np.ndarray | None]
     scores: list[dict[str, float]]
     findings: list[Findings]
+    by_classifier: list[bool]  # whether the learned classifier gave some of the row's scores
 
 
 class Engine:
@@ -69,7 +70,9 @@ class Engine:
             generator=GeneratorRole.load(config.generator, **options) if config.generator else None,
         )
 
-    def analyze(self, posts: Sequence[PostInput], policy: Policy) -> list[Analysis]:
+    def analyze(
+        self, posts: Sequence[PostInput], policy: Policy, *, classifier: Classifier | None = None
+    ) -> list[Analysis]:
         """Analyse a batch of posts: CLIP scores for all, a closer look for some.
 
         Each model runs once per batch (CLIP in `batch_size` chunks). With `look_closer`
@@ -82,6 +85,10 @@ class Engine:
         Args:
             posts: the batch; results come back in the same order.
             policy: the categories to score, with the phrases to ground and questions to ask.
+            classifier: a learned scorer (`vlm_engine.learning`: a trained head or the kNN
+                vote); the policy categories it covers take its probabilities (its NaN: the
+                zero-shot score), before the look-closer decision. A post it scored gets
+                "+head:<classifier.version>" in its model_version when it has a version.
 
         Returns:
             One Analysis per post.
@@ -98,10 +105,12 @@ class Engine:
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
         if self.config.look_closer <= 0:
-            scored = self._look_then_score(posts, images, policy, table, timings)
+            scored = self._look_then_score(posts, images, policy, table, timings, classifier)
         else:
-            scored = self._score_then_look(posts, images, policy, table, timings)
-        return [self._analysis(post, row, scored, policy, timings) for row, post in enumerate(posts)]
+            scored = self._score_then_look(posts, images, policy, table, timings, classifier)
+        head = getattr(classifier, "version", None)
+        version = f"+head:{head}" if isinstance(head, str) and head else ""
+        return [self._analysis(post, row, scored, policy, timings, version) for row, post in enumerate(posts)]
 
     def ask(self, items: Sequence[tuple[PostInput, str]]) -> list[Answer]:
         """Answer a question about each post's image, in ONE generate call for the whole list.
@@ -164,12 +173,13 @@ class Engine:
         policy: Policy,
         table: PromptTable,
         timings: dict[str, float],
+        classifier: Classifier | None,
     ) -> _Scored:
         """look_closer <= 0: look at every post with an image, then score once with the text read from it."""
         with_image = [row for row, image in enumerate(images) if image is not None]
         findings = self._findings(posts, images, with_image, policy, timings)
         texts = [classifier_text(post.text, found.ocr_text) for post, found in zip(posts, findings)]
-        return self._scored(images, texts, table, findings, timings)
+        return self._scored(images, texts, table, findings, timings, classifier)
 
     def _score_then_look(
         self,
@@ -178,16 +188,19 @@ class Engine:
         policy: Policy,
         table: PromptTable,
         timings: dict[str, float],
+        classifier: Classifier | None,
     ) -> _Scored:
         """look_closer > 0: score all, look at the high scorers, re-score those whose image held text."""
-        scored = self._scored(images, [post.text for post in posts], table, [NO_FINDINGS] * len(posts), timings)
+        texts = [post.text for post in posts]
+        scored = self._scored(images, texts, table, [NO_FINDINGS] * len(posts), timings, classifier)
         chosen = [
             row
             for row, (image, scores) in enumerate(zip(images, scored.scores))
             if image is not None and max(scores.values(), default=0.0) >= self.config.look_closer
         ]
         scored.findings = self._findings(posts, images, chosen, policy, timings)
-        self._rescore(posts, [row for row in chosen if scored.findings[row].ocr_text], scored, table, timings)
+        rescored = [row for row in chosen if scored.findings[row].ocr_text]
+        self._rescore(posts, rescored, scored, table, timings, classifier)
         return scored
 
     def _findings(
@@ -210,13 +223,15 @@ class Engine:
         table: PromptTable,
         findings: list[Findings],
         timings: dict[str, float],
+        classifier: Classifier | None,
     ) -> _Scored:
         with stage_timed(timings, "embed"):
             image_embs = self._scorer.embed_images(images)
             text_embs = self._scorer.embed_texts([text.strip() or None for text in texts])
         with stage_timed(timings, "score"):
             scores = self._scorer.scores(image_embs, text_embs, table)
-        return _Scored(image_embs, text_embs, scores, findings)
+            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
+        return _Scored(image_embs, text_embs, scores, findings, by_classifier)
 
     def _rescore(
         self,
@@ -225,6 +240,7 @@ class Engine:
         scored: _Scored,
         table: PromptTable,
         timings: dict[str, float],
+        classifier: Classifier | None,
     ) -> None:
         """The second CLIP text pass: the rows whose image text was read after they were scored."""
         if not rows:
@@ -233,12 +249,14 @@ class Engine:
         with stage_timed(timings, "embed"):
             text_embs = self._scorer.embed_texts(texts)
         with stage_timed(timings, "score"):
-            scores = self._scorer.scores([scored.image_embs[row] for row in rows], text_embs, table)
-        for row, text_emb, row_scores in zip(rows, text_embs, scores):
-            scored.text_embs[row], scored.scores[row] = text_emb, row_scores
+            image_embs = [scored.image_embs[row] for row in rows]
+            scores = self._scorer.scores(image_embs, text_embs, table)
+            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
+        for row, text_emb, row_scores, by in zip(rows, text_embs, scores, by_classifier):
+            scored.text_embs[row], scored.scores[row], scored.by_classifier[row] = text_emb, row_scores, by
 
     def _analysis(
-        self, post: PostInput, row: int, scored: _Scored, policy: Policy, timings: dict[str, float]
+        self, post: PostInput, row: int, scored: _Scored, policy: Policy, timings: dict[str, float], head: str
     ) -> Analysis:
         found, scores = scored.findings[row], scored.scores[row]
         # A rationale argues for review; below every review threshold it would only mislead.
@@ -248,7 +266,7 @@ class Engine:
             scores=scores,
             image_embedding=_as_tuple(scored.image_embs[row]),
             text_embedding=_as_tuple(scored.text_embs[row]),
-            model_version=self.model_version,
+            model_version=self.model_version + (head if scored.by_classifier[row] else ""),
             timings_ms=dict(timings),
             groundings=found.groundings,
             answers=found.answers,

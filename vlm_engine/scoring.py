@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vlm_engine.clip import ClipRole
+from vlm_engine.learning.dataset import embeddings_pair
 from vlm_engine.types import Policy
 
 _Embedder = Callable[[list[Any]], np.ndarray]
 # Policies change rarely; a handful of versions alive at once (during a rollout) is plenty.
 _PROMPT_CACHE_SIZE = 8
+
+
+class Classifier(Protocol):
+    """A learned scorer (the kNN vote or a trained head): (n, C) probabilities, NaN for "no opinion"."""
+
+    @property
+    def categories(self) -> Sequence[str]: ...
+
+    def predict(self, image: np.ndarray, text: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,29 @@ class ZeroShotScorer:
                 self._prompt_cache.pop(next(iter(self._prompt_cache)))  # oldest first
             self._prompt_cache[key] = self._chunked(list(prompts), self.clip.embed_texts)
         return self._prompt_cache[key]
+
+
+def classifier_scores_apply(
+    scores: list[dict[str, float]],
+    image_embs: Sequence[np.ndarray | None],
+    text_embs: Sequence[np.ndarray | None],
+    classifier: Classifier | None,
+) -> list[bool]:
+    """Replace the zero-shot scores of the categories `classifier` covers, in place.
+
+    Its NaN entries keep the zero-shot score of that post and category. Returns, per post,
+    whether the classifier gave any of its scores (all False without a classifier).
+    """
+    if classifier is None or not scores:
+        return [False] * len(scores)
+    image, text = embeddings_pair(image_embs, text_embs)
+    probs = classifier.predict(image, text)
+    scored = [False] * len(scores)
+    for column, slug in enumerate(classifier.categories):
+        for row, value in enumerate(probs[:, column]):
+            if slug in scores[row] and np.isfinite(value):
+                scores[row][slug], scored[row] = float(value), True
+    return scored
 
 
 def _embed_present(items: Sequence[Any | None], embed: _Embedder) -> list[np.ndarray | None]:
