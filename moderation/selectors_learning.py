@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -55,10 +55,8 @@ def clip_version_current() -> str | None:
     return clip_version(latest) if latest else None
 
 
-def embedding_matrix(blobs: Sequence[bytes | None], fallback: Sequence[bytes | None]) -> np.ndarray:
-    """Stack float32 embeddings; a missing side takes the other side's embedding (one CLIP space)."""
-    rows = [np.frombuffer(bytes(b if b is not None else f), dtype="<f4") for b, f in zip(blobs, fallback)]
-    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+def embedding_from_bytes(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(bytes(blob), dtype="<f4")
 
 
 def model_version_active() -> ModelVersion | None:

@@ -21,7 +21,8 @@ app.conf.update(
     task_routes={"moderation.analyze_pending": {"queue": "gpu"}, "moderation.run_requests": {"queue": "gpu"},
                  "moderation.sweep": {"queue": "default"},
                  "moderation.deliver_webhooks": {"queue": "default"},
-                 "moderation.purge_content": {"queue": "default"}},
+                 "moderation.purge_content": {"queue": "default"},
+                 "moderation.retrain": {"queue": "gpu"}},
     task_soft_time_limit=600,
     task_time_limit=660,
     broker_connection_retry_on_startup=True,
@@ -36,6 +37,8 @@ app.conf.update(
         "moderation-webhooks": {"task": "moderation.deliver_webhooks",
                                 "schedule": float(os.environ.get("MODERATION_WEBHOOK_INTERVAL", "10"))},
         "moderation-retention": {"task": "moderation.purge_content", "schedule": 3600.0},
+        # Trains only when RETRAIN_MIN_NEW_LABELS decisions arrived since the last run.
+        "moderation-retrain": {"task": "moderation.retrain", "schedule": 3600.0},
     },
 )
 app.autodiscover_tasks(["workers"])

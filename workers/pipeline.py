@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 from moderation.models import Post
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
                                           post_engine_inputs)
+from moderation.services.learning import scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
 from vlm_engine.types import EngineInputError
@@ -46,11 +47,13 @@ def batch_analyze(*, engine: Callable[[], Engine], batch_size: int, worker: str)
 def _analyze_claimed(*, engine: Engine, token: uuid.UUID, posts: Sequence[Post], worker: str) -> None:
     policy = policy_active()
     engine_policy = policy_for_engine(policy=policy)
+    # Read per batch: a promoted or rolled-back head, or a new label, applies to the next batch.
+    classifier, version, scoring = scoring_classifier(categories=[c.slug for c in engine_policy.categories])
     pending = list(posts)
     # A bad input fails only its own post; the rest of the batch is analysed again without it.
     while pending:
         try:
-            results = engine.analyze(post_engine_inputs(posts=pending), engine_policy)
+            results = engine.analyze(post_engine_inputs(posts=pending), engine_policy, classifier=classifier)
         except EngineInputError as exc:
             post_attempt_fail(token=token, post_id=exc.key, error=str(exc), worker=worker, permanent=True)
             pending = [p for p in pending if str(p.pk) != exc.key]
@@ -62,5 +65,6 @@ def _analyze_claimed(*, engine: Engine, token: uuid.UUID, posts: Sequence[Post],
                 post_attempt_fail(token=token, post_id=post.pk, error=f"{type(exc).__name__}: {exc}",
                                   worker=worker)
             return
-        analysis_record_batch(token=token, policy=policy, results=results, worker=worker)
+        analysis_record_batch(token=token, policy=policy, results=results, worker=worker, classifier=version,
+                              scoring=scoring)
         return

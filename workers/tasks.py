@@ -8,6 +8,7 @@ from celery.signals import worker_ready
 
 from moderation.conf import moderation_settings
 from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
+from moderation.services.learning import model_train, retrain_due
 from moderation.services.requests import requests_release_stale
 from moderation.services.retention import post_content_purge
 from moderation.services.webhooks import webhook_deliver_due
@@ -29,6 +30,14 @@ def analyze_pending(self: Task) -> int:
 def run_requests() -> int:
     """Answer pending ad-hoc questions, groundings, captions and search queries."""
     return requests_drain(engine=engine_get, batch_size=moderation_settings.BATCH_SIZE)
+
+
+@shared_task(name="moderation.retrain", acks_late=True)
+def retrain(force: bool = False) -> int | None:
+    """Train a candidate head when enough new labels arrived (beat), or now (``force``)."""
+    if not (force or retrain_due()):
+        return None
+    return model_train().version
 
 
 @shared_task(name="moderation.sweep")

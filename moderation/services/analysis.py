@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import analysis_wakeup
-from moderation.models import Analysis, Decision, Policy, Post, PostEvent, PostState
+from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, PostEvent, PostState
 from moderation.services.explanations import explanation_build
 from moderation.services.locking import rows_lock_skipping_locked
 from moderation.services.policies import policy_for_engine
@@ -109,7 +109,8 @@ def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
 
 @transaction.atomic
 def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
-                          worker: str) -> list[Analysis]:
+                          worker: str, classifier: ModelVersion | None = None,
+                          scoring: str = "zero_shot") -> list[Analysis]:
     """Store the verdicts of one claim; posts no longer held by this claim are skipped."""
     held = {str(p.pk): p for p in Post.objects.select_for_update()
             .filter(claim_token=token, state=PostState.ANALYZING)}
@@ -119,8 +120,10 @@ def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence
         post = held.get(result.key)
         if post is None:
             continue
-        analyses.append(_analysis_build(post=post, token=token, policy=policy,
-                                        engine_policy=engine_policy, result=result))
+        analysis = _analysis_build(post=post, token=token, policy=policy, engine_policy=engine_policy,
+                                   result=result)
+        analysis.classifier, analysis.scoring = classifier, scoring
+        analyses.append(analysis)
         posts.append(post)
     Analysis.objects.bulk_create(analyses)
     for post, analysis in zip(posts, analyses):

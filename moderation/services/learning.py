@@ -1,7 +1,6 @@
 """Learning from reviewers: dataset, training runs, promotion and rollback of classifier heads."""
 from __future__ import annotations
 
-import io
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -14,8 +13,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Analysis, ModelVersion, Policy, PostEvent, ReviewDecision
-from moderation.selectors_learning import (clip_version_current, embedding_matrix, labelled_rows,
+from moderation.models import ModelVersion, Policy, ReviewDecision
+from moderation.selectors_learning import (clip_version_current, embedding_from_bytes, labelled_rows,
                                            model_version_active)
 from moderation.services.errors import ServiceError
 from moderation.services.policies import policy_active
@@ -24,27 +23,22 @@ Progress = Callable[[int, int, float], None]
 MIN_TRAINING_LABELS = 20
 
 
-def dataset_build(*, categories: list[str]) -> Any:
-    """The labelled set: reviewers' standing decisions × the embeddings they reviewed."""
-    from vlm_engine.learning import LabelledEmbeddings
+def dataset_build(*, categories: list[str]) -> Any | None:
+    """The labelled set: reviewers' standing decisions × the embeddings they reviewed (None: empty)."""
+    from vlm_engine.learning import LabelledEmbeddings, embeddings_pair
 
     clip = clip_version_current()
     rows = labelled_rows(clip_version=clip) if clip else []
+    if not rows:
+        return None
     labels = np.zeros((len(rows), len(categories)), dtype=np.float32)
     index = {slug: i for i, slug in enumerate(categories)}
     for r, row in enumerate(rows):
         if row.category in index:
             labels[r, index[row.category]] = 1.0
-    return LabelledEmbeddings(image=embedding_matrix([r.image for r in rows], [r.text for r in rows]),
-                              text=embedding_matrix([r.text for r in rows], [r.image for r in rows]),
-                              labels=labels, keys=tuple(r.post_id for r in rows))
-
-
-def _subset(data: Any, idx: list[int]) -> Any:
-    from vlm_engine.learning import LabelledEmbeddings
-
-    return LabelledEmbeddings(image=data.image[idx], text=data.text[idx], labels=data.labels[idx],
-                              keys=tuple(data.keys[i] for i in idx))
+    image, text = embeddings_pair([embedding_from_bytes(r.image) for r in rows],
+                                  [embedding_from_bytes(r.text) for r in rows])
+    return LabelledEmbeddings(image=image, text=text, labels=labels, keys=tuple(r.post_id for r in rows))
 
 
 def _thresholds(policy: Policy) -> dict[str, tuple[float, float]]:
@@ -62,13 +56,14 @@ def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | N
     policy = policy_active()
     categories = list(policy.categories.order_by("position", "slug").values_list("slug", flat=True))
     data = dataset_build(categories=categories)
-    if len(data.keys) < MIN_TRAINING_LABELS:
-        raise ServiceError("too_few_labels", f"{len(data.keys)} labelled posts; at least {MIN_TRAINING_LABELS} needed.")
+    count = len(data.keys) if data is not None else 0
+    if data is None or count < MIN_TRAINING_LABELS:
+        raise ServiceError("too_few_labels", f"{count} labelled posts; at least {MIN_TRAINING_LABELS} needed.")
     train_idx, val_idx, test_idx = split_by_key(list(data.keys))
     config = TrainingConfig(seed=seed)
-    head = head_train(_subset(data, train_idx), _subset(data, val_idx), categories=categories, config=config,
+    head = head_train(data.take(train_idx), data.take(val_idx), categories=categories, config=config,
                       progress=progress)
-    test = _subset(data, test_idx)
+    test = data.take(test_idx)
     metrics = _evaluate(head.predict(test.image, test.text), test, categories, policy)
     active = model_version_active()
     baseline = _baseline_metrics(active, test, categories, policy)
@@ -154,10 +149,18 @@ def model_head_load(*, version: ModelVersion) -> Any:
 
 @transaction.atomic
 def model_promote(*, version: ModelVersion, by: Any) -> ModelVersion:
-    """Make ``version`` the active head; the previously active one is retired (kept, never deleted)."""
+    """Make ``version`` the active head; the active one is retired (kept, never deleted) and
+    remembered as the version a rollback returns to."""
+    current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+    if current is not None and current.pk != version.pk:
+        ModelVersion.objects.filter(pk=version.pk).update(replaced=current)
+    return _activate(version=version, retiring=current)
+
+
+def _activate(*, version: ModelVersion, retiring: ModelVersion | None) -> ModelVersion:
     now = timezone.now()
-    ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).exclude(pk=version.pk).update(
-        status=ModelVersion.Status.RETIRED, retired_at=now)
+    if retiring is not None and retiring.pk != version.pk:
+        ModelVersion.objects.filter(pk=retiring.pk).update(status=ModelVersion.Status.RETIRED, retired_at=now)
     ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.ACTIVE, promoted_at=now,
                                                       retired_at=None)
     version.refresh_from_db()
@@ -166,16 +169,15 @@ def model_promote(*, version: ModelVersion, by: Any) -> ModelVersion:
 
 @transaction.atomic
 def model_rollback(*, by: Any) -> ModelVersion | None:
-    """Retire the active head and reactivate the one that was active before it (None: zero-shot)."""
+    """Retire the active head and reactivate the one it replaced (None: back to zero-shot/kNN)."""
     active = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     if active is None:
         raise ServiceError("nothing_to_roll_back", "No head is active.")
-    previous = (ModelVersion.objects.filter(promoted_at__isnull=False, promoted_at__lt=active.promoted_at)
-                .exclude(pk=active.pk).order_by("-promoted_at").first())
-    ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED, retired_at=timezone.now())
-    if previous is None:
+    if active.replaced is None:
+        ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED,
+                                                         retired_at=timezone.now())
         return None
-    return model_promote(version=previous, by=by)
+    return _activate(version=active.replaced, retiring=active)
 
 
 def retrain_due() -> bool:
@@ -185,3 +187,30 @@ def retrain_due() -> bool:
     if latest is not None:
         new = new.filter(created_at__gt=latest)
     return new.count() >= moderation_settings.RETRAIN_MIN_NEW_LABELS
+
+
+_KNN: dict[tuple[Any, ...], Any] = {}
+
+
+def scoring_classifier(*, categories: list[str]) -> tuple[Any | None, ModelVersion | None, str]:
+    """What scores the next batch: the active head; else a kNN vote once enough labels exist
+    (rebuilt whenever a decision arrives, so a new label counts at once); else zero-shot."""
+    active = model_version_active()
+    if active is not None:
+        return model_head_load(version=active), active, "head"
+    knn = _knn_current(categories)
+    return (knn, None, "knn") if knn is not None else (None, None, "zero_shot")
+
+
+def _knn_current(categories: list[str]) -> Any | None:
+    from vlm_engine.learning import KnnClassifier
+
+    marker = ReviewDecision.objects.aggregate(last=Max("id"))["last"]
+    key = (marker, tuple(categories), moderation_settings.KNN_K, moderation_settings.KNN_MIN_LABELS)
+    if key not in _KNN:
+        _KNN.clear()
+        data = dataset_build(categories=categories) if marker is not None else None
+        enough = data is not None and len(data.keys) >= moderation_settings.KNN_MIN_LABELS
+        _KNN[key] = (KnnClassifier(data, categories=categories, k=moderation_settings.KNN_K,
+                                   min_labels=moderation_settings.KNN_MIN_LABELS) if enough else None)
+    return _KNN[key]

@@ -63,7 +63,8 @@ def test_setup_groups_is_idempotent_and_exact(groups):  # type: ignore[no-untype
     assert perms["Reviewer"] == ["change_post", "view_analysis", "view_category", "view_policy", "view_post",
                                  "view_postevent", "view_reviewdecision"]
     assert sorted(set(perms["Lead"]) - set(perms["Reviewer"])) == ["add_category", "add_policy", "change_category",
-                                                                   "change_policy"]
+                                                                   "change_modelversion", "change_policy",
+                                                                   "view_modelversion"]
 
 
 @pytest.mark.parametrize("name", ["queue", "stats", "policy_add"])

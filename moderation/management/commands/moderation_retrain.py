@@ -25,9 +25,10 @@ class Command(BaseCommand):
             raise CommandError(exc.message)
         self.stderr.write("")
         macro = version.metrics.get("macro", {})
+        baseline = version.baseline_metrics
         self.stdout.write(f"Candidate v{version.version}: held-out macro AUROC {macro.get('auroc')}, "
-                          f"F1 {macro.get('f1_review')}; baseline ({version.baseline_metrics.get('source')}) "
-                          f"AUROC {version.baseline_metrics.get('macro', {}).get('auroc')}.")
+                          f"F1 at review thresholds {macro.get('review', {}).get('f1')}, ECE {macro.get('ece')}; "
+                          f"baseline ({baseline.get('source')}) AUROC {baseline.get('macro', {}).get('auroc')}.")
 
     def _progress(self, epoch: int, epochs: int, loss: float) -> None:
         done = int(BAR_WIDTH * epoch / max(epochs, 1))
