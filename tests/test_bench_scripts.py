@@ -24,9 +24,9 @@ def _positive(value: Any) -> bool:
 
 
 def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
-    _run("bench.engine", "--quick", "--results-dir", str(tmp_path))
+    _run("bench.engine", "--quick", "--results-dir", str(tmp_path), "--models-dir", str(tmp_path / "models"))
     document = json.loads((tmp_path / "engine.json").read_text())
-    assert document["command"] == f".venv/bin/python -m bench.engine --quick --results-dir {tmp_path}"
+    assert document["command"].startswith(f".venv/bin/python -m bench.engine --quick --results-dir {tmp_path} ")
     assert document["inputs"]["posts"] == 2 and document["inputs"]["prompts_per_post"] == 4
     engine, reference, ratios = document["engine"], document["reference"], document["ratios"]
     assert all(_positive(engine[mode]["posts_per_s"]) for mode in ("all_roles", "clip_only", "cascade"))

@@ -166,8 +166,11 @@ def test_wheel_installs_web_only_into_a_new_site_and_serves_the_api(tmp_path: Pa
         assert submitted.status_code == 202, submitted.text
         body = submitted.json()
         assert body["status"] == "queued"
-        # After the commit, one argument-less wake-up for the GPU queue went through the site's broker.
-        messages = list((broker / "messages").glob("*.msg"))
+        # After the commit, one argument-less wake-up for the GPU queue went through the site's broker
+        # (sent by the web process's background publisher, so it may land just after the answer).
+        deadline = time.monotonic() + 10
+        while not (messages := list((broker / "messages").glob("*.msg"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(messages) == 1, messages
         assert messages[0].name.endswith(".gpu.msg"), messages[0].name
         wakeup = json.loads(messages[0].read_text())

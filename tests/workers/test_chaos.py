@@ -14,6 +14,7 @@ import pytest
 from celery import current_app
 from django.test import Client
 
+from moderation.dispatch import task_publisher_flush
 from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery
 from moderation.services.apikeys import apikey_create
 from moderation.services.posts import post_submit
@@ -96,6 +97,7 @@ def chaos_worker(start_worker, redis_server):  # type: ignore[no-untyped-def]
 def test_tasks_carry_no_post_data(redis_server, worker_env):  # type: ignore[no-untyped-def]
     client = UserFactory(username="privacy")
     post, _ = post_submit(client=client, text="my phone number is 555-0100", external_id="ext-secret")
+    assert task_publisher_flush()
 
     messages = redis_server.messages("gpu")
 
@@ -173,6 +175,7 @@ def test_rolled_back_transaction_enqueues_nothing(redis_server, worker_env):  # 
         post_submit(client=client, text="never committed")
         raise RuntimeError("the caller's transaction fails after the submit")
 
+    assert task_publisher_flush()
     assert Post.objects.count() == 0
     assert redis_server.messages("gpu") == []
 
