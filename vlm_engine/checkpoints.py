@@ -59,3 +59,20 @@ def _staging_publish(staging: Path, target: Path) -> None:
     except OSError:
         # Another process published first; its files are identical (seeded).
         shutil.rmtree(staging)
+
+
+def checkpoint_load(auto_class: Any, name_or_path: str, *, device: str, dtype: str,
+                    local_files_only: bool = False) -> tuple[Any, Any]:
+    """A model (through ``auto_class.from_pretrained``, in eval mode on ``device``) and its processor.
+
+    Raises:
+        OSError: the checkpoint cannot be found or read.
+    """
+    import torch
+    from transformers import AutoProcessor
+
+    torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
+    model = auto_class.from_pretrained(name_or_path, dtype=torch_dtype, local_files_only=local_files_only)
+    model.to(device).eval()
+    processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
+    return model, processor

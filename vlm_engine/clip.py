@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from vlm_engine.checkpoints import checkpoint_version
+from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
 
 if TYPE_CHECKING:
     import torch
@@ -39,13 +39,10 @@ class ClipRole:
         Raises:
             OSError: the checkpoint cannot be found or read.
         """
-        import torch
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoModel
 
-        torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
-        model = AutoModel.from_pretrained(name_or_path, dtype=torch_dtype, local_files_only=local_files_only)
-        model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
+        model, processor = checkpoint_load(AutoModel, name_or_path, device=device, dtype=dtype,
+                                           local_files_only=local_files_only)
         version = checkpoint_version("clip", name_or_path)
         return cls(model, processor, version=version, device=device)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from vlm_engine.checkpoints import checkpoint_version
+from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
 
 if TYPE_CHECKING:
     import torch
@@ -68,15 +68,10 @@ class GeneratorRole:
         Raises:
             OSError: the checkpoint cannot be found or read.
         """
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
-        model = AutoModelForImageTextToText.from_pretrained(
-            name_or_path, dtype=torch_dtype, local_files_only=local_files_only
-        )
-        model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
+        model, processor = checkpoint_load(AutoModelForImageTextToText, name_or_path, device=device, dtype=dtype,
+                                           local_files_only=local_files_only)
         version = checkpoint_version("vlm", name_or_path)
         return cls(model, processor, version=version, device=device)
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 # One way to name and version a checkpoint, shared with the CLIP role.
-from vlm_engine.checkpoints import checkpoint_version
+from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
 from vlm_engine.types import Grounding
 
 if TYPE_CHECKING:
@@ -57,18 +57,13 @@ class GrounderRole:
             OSError: the checkpoint cannot be found or read.
             ValueError: the checkpoint is not an OWLv2 detector.
         """
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection
 
-        torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(
-            name_or_path, dtype=torch_dtype, local_files_only=local_files_only
-        )
+        model, processor = checkpoint_load(AutoModelForZeroShotObjectDetection, name_or_path, device=device,
+                                           dtype=dtype, local_files_only=local_files_only)
         # OWL-ViT has the same heads but does not pad to a square, so its boxes would map back wrong.
         if model.config.model_type != "owlv2":
             raise ValueError(f"{name_or_path} is a {model.config.model_type} model, not OWLv2")
-        model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
         version = checkpoint_version("owlv2", name_or_path)
         return cls(model, processor, version=version, device=device)
 
