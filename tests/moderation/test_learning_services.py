@@ -84,3 +84,21 @@ def test_export_dataset_writes_standing_labels_and_images(tmp_path, settings):  
     assert [(r["post_id"], r["verdict"], r["category"], r["text"]) for r in lines] == [
         (str(post.pk), "violating", "hate", "caption text")]
     assert (tmp_path / "out" / lines[0]["image"]).read_bytes() == post.image.open("rb").read()
+
+
+@pytest.mark.parametrize(
+    ("candidate", "baseline", "margin", "promoted"),
+    [
+        (0.90, 0.85, 0.02, True),
+        (0.86, 0.85, 0.02, False),
+        (0.70, None, 0.02, True),  # nothing to beat: the first head with a value is promoted
+        (None, 0.85, 0.02, False),
+    ],
+)
+def test_auto_promote_needs_the_margin(candidate, baseline, margin, promoted):  # type: ignore[no-untyped-def]
+    from moderation.services.learning import _beats
+
+    def metrics(value):  # type: ignore[no-untyped-def]
+        return {"macro": {"auroc": value}}
+
+    assert _beats(metrics(candidate), metrics(baseline), margin) is promoted
