@@ -96,7 +96,7 @@ class GeneratorRole:
         if not prompts:
             return []
         inputs = self._preprocess(images, prompts)
-        new_tokens = self._forward(inputs, max_new_tokens)
+        new_tokens = self._forward(inputs, max_new_tokens, _first_of_same_image(images))
         return self._postprocess(new_tokens)
 
     def _preprocess(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
@@ -111,16 +111,44 @@ class GeneratorRole:
         text: str = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         return text
 
-    def _forward(self, inputs: Any, max_new_tokens: int) -> torch.Tensor:
+    def _forward(self, inputs: Any, max_new_tokens: int, sources: list[int]) -> torch.Tensor:
         import torch
 
         with torch.inference_mode():
             # BatchFeature.to casts only the floating tensors (the pixels) to the model's dtype.
-            inputs = inputs.to(device=self.device, dtype=self.model.dtype)
+            inputs = dict(inputs.to(device=self.device, dtype=self.model.dtype))
+            if self._shares_image_features(sources):
+                inputs["mm_encoder_outputs"] = {"image": self._image_features(inputs, sources)}
             output = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
             # With left padding every prompt ends at the same column; the rest is new.
             return output[:, inputs["input_ids"].shape[1] :].cpu()
 
+    def _shares_image_features(self, sources: list[int]) -> bool:
+        supports = getattr(self.model, "_supports_mm_encoder_outputs", lambda: False)()
+        return bool(supports) and len(set(sources)) < len(sources)
+
+    def _image_features(self, inputs: dict[str, Any], sources: list[int]) -> Any:
+        """Encode each distinct image once; every prompt about it reuses its features.
+
+        The engine asks several questions of one image (caption, text, policy questions,
+        rationale): without this the vision tower would run once per prompt.
+        """
+        unique = sorted(set(sources))
+        pixels = inputs.pop("pixel_values")[unique]
+        mask = inputs.pop("pixel_attention_mask", None)
+        features = self.model.base_model.get_image_features(
+            pixels, None if mask is None else mask[unique], return_dict=True
+        )
+        by_source = dict(zip(unique, features.pooler_output))
+        features.pooler_output = [by_source[source] for source in sources]
+        return features
+
     def _postprocess(self, new_tokens: torch.Tensor) -> list[str]:
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         return [str(text).strip() for text in texts]
+
+
+def _first_of_same_image(images: Sequence[Image.Image]) -> list[int]:
+    """For each position, the first position holding the same image object."""
+    first: dict[int, int] = {}
+    return [first.setdefault(id(image), index) for index, image in enumerate(images)]

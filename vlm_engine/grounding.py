@@ -176,15 +176,19 @@ def grounding_boxes_to_original(boxes: np.ndarray, *, width: int, height: int) -
     return np.clip(np.asarray(boxes, dtype=np.float64) * side, 0.0, limits)
 
 
-def boxes_nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression: indices kept, best score first.
+def boxes_nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float, limit: int | None = None) -> list[int]:
+    """Greedy non-maximum suppression: indices kept, best score first, at most `limit` of them.
 
     A box is dropped when its IoU with a better box already kept is above `iou_threshold`.
+    Each kept box suppresses its overlaps in one vectorised step, and the search stops once
+    `limit` boxes are kept (OWLv2 proposes thousands of boxes per phrase at 960 px).
     """
+    order = np.argsort(-np.asarray(scores), kind="stable")
     kept: list[int] = []
-    for index in np.argsort(-np.asarray(scores), kind="stable"):
-        if not kept or _ious(boxes[index], boxes[kept]).max() <= iou_threshold:
-            kept.append(int(index))
+    while order.size and (limit is None or len(kept) < limit):
+        best, order = int(order[0]), order[1:]
+        kept.append(best)
+        order = order[_ious(boxes[best], boxes[order]) <= iou_threshold]
     return kept
 
 
@@ -220,11 +224,9 @@ def _image_groundings(
     groundings: list[Grounding] = []
     for column, phrase in enumerate(phrases):
         candidates = np.flatnonzero((scores[:, column] > threshold) & visible)
-        kept = boxes_nms(boxes[candidates], scores[candidates, column], iou_threshold=nms_iou)
-        groundings += [
-            _grounding(phrase, boxes[index], scores[index, column])
-            for index in candidates[kept[:max_boxes_per_phrase]]
-        ]
+        kept = boxes_nms(boxes[candidates], scores[candidates, column], iou_threshold=nms_iou,
+                         limit=max_boxes_per_phrase)
+        groundings += [_grounding(phrase, boxes[index], scores[index, column]) for index in candidates[kept]]
     return sorted(groundings, key=lambda grounding: -grounding.score)
 
 

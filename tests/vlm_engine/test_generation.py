@@ -74,7 +74,7 @@ def test_generate_batch_is_one_generate_call_and_one_vision_forward(
         hook.remove()
     assert len(answers) == 3
     assert generate_calls == [3]
-    assert vision_batches == [3]
+    assert vision_batches == [2]  # the image asked about twice is encoded once
 
 
 def test_generate_batched_equals_one_by_one(generator: GeneratorRole) -> None:
