@@ -12,5 +12,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so that worker processes started by the tests see the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 ALLOWED_HOSTS = ["*"]
+# Live-server threads must not keep connections open past a test: the test database is
+# dropped at the end of the run.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is missing)
