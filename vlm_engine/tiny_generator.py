@@ -10,7 +10,7 @@ from vlm_engine.tiny import TINY_SEED, tiny_vocab_and_merges
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import Idefics3Config, Idefics3Processor
 
 # The vision tower sees 32x32 pixels in 8x8 patches: 16 patches, pixel-shuffled by the
 # scale factor 2 into 16 / 2**2 = 4 <image> tokens per image.

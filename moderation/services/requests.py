@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.utils import timezone
 
 from moderation.conf import moderation_settings

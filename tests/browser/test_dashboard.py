@@ -1,7 +1,6 @@
 """The reviewer dashboard in a real browser: Debian's Chromium, driven by Playwright, against a live server."""
 from __future__ import annotations
 
-import os
 from io import StringIO
 from pathlib import Path
 

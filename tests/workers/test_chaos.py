@@ -6,13 +6,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from typing import Iterator
 
 import pytest
 from celery import current_app
-from django.test import Client
+from django.test import Client, override_settings
 
 from moderation.dispatch import task_publisher_flush
 from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery
@@ -133,11 +132,8 @@ def test_redis_restart_under_load_and_worker_sigterm(redis_server, chaos_worker,
 
     receiver = Receiver()
     client = UserFactory(username="load")
-    WebhookEndpointSetter = webhook_endpoint_set
-    from django.test import override_settings
-
     with override_settings(MODERATION={"WEBHOOK_ALLOW_PRIVATE": True}):
-        WebhookEndpointSetter(client=client, url=receiver.url)
+        webhook_endpoint_set(client=client, url=receiver.url)
     worker = chaos_worker(MODERATION_BATCH_SIZE="4")
     submitted: list[str] = []
 
