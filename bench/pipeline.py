@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +36,7 @@ DB_NAME = "moderation_bench"
 BENCH_DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
 BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/7")
 VAR = ROOT / "var" / "bench"
+CLIENT_THREADS = 32
 
 
 def env_for(batch_size: int) -> dict[str, str]:
@@ -103,31 +105,32 @@ def png_bytes() -> bytes:
 
 
 def open_loop(key: str, *, count: int, rate: float) -> list[float]:
-    """Submit ``count`` posts at a fixed arrival rate (not waiting for answers); submit latencies in ms."""
+    """Submit ``count`` posts at a fixed arrival rate, not waiting for answers; latencies in ms.
+
+    Each latency runs from the post's scheduled arrival, not from when a client thread got to
+    it, so a saturated server cannot hide its queue (no coordinated omission). A fixed pool of
+    client threads, each with its own session, keeps the generator's own CPU use small.
+    """
     image, latencies, errors = png_bytes(), [], []
     lock = threading.Lock()
-    session_local = threading.local()
+    local = threading.local()
 
-    def submit(i: int) -> None:
-        session = getattr(session_local, "s", None) or requests.Session()
-        session_local.s = session
-        start = time.perf_counter()
+    def submit(i: int, due: float) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
         response = session.post(f"{BASE}/api/v1/posts/", headers={"Authorization": f"Api-Key {key}"},
                                 files={"image": ("p.png", image, "image/png")}, data={"text": f"bench post {i}"},
                                 timeout=30)
         with lock:
-            (latencies if response.status_code == 202 else errors).append((time.perf_counter() - start) * 1000)
+            (latencies if response.status_code == 202 else errors).append((time.perf_counter() - due) * 1000)
 
-    threads, start = [], time.perf_counter()
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        thread = threading.Thread(target=submit, args=(i,))
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
+        for i in range(count):
+            due = start + i / rate
+            if (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            pool.submit(submit, i, due)
     if errors:
         raise BenchmarkFailed(f"{len(errors)} submits failed")
     return latencies
