@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from moderation.models import Post, PostState
+from moderation.models import EngineRequest, Post, PostState
 from moderation.services.errors import NotFound
 
 DECISION_STATES = {"allow": PostState.ALLOWED, "review": PostState.NEEDS_REVIEW, "remove": PostState.REMOVED}
@@ -37,3 +38,14 @@ def post_get(*, client: AbstractBaseUser, post_id: uuid.UUID | str) -> Post:
         return post_list(client=client).get(pk=uuid_or_not_found(post_id, what="post"))
     except Post.DoesNotExist:
         raise NotFound("not_found", "No such post.")
+
+
+def clip_version(model_version: str) -> str:
+    """The CLIP part of an analysis' model version: only embeddings of one CLIP are comparable."""
+    return next((part for part in model_version.split("+") if part.startswith("clip:")), model_version)
+
+
+def engine_request_summary(request: EngineRequest) -> dict[str, Any]:
+    """An ad-hoc request as the post page and the API show it."""
+    return {"id": str(request.pk), "kind": request.kind, "params": request.params, "status": request.state,
+            "result": request.result, "error": request.error or None}

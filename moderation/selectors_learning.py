@@ -6,7 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
-from moderation.models import ModelVersion, ReviewDecision
+from moderation.models import Analysis, ModelVersion, ReviewDecision
+from moderation.selectors import clip_version
 
 Verdict = ReviewDecision.Verdict
 LABEL_VERDICTS = (Verdict.VIOLATING, Verdict.NOT_VIOLATING)
@@ -34,23 +35,20 @@ def standing_decisions() -> Iterator[ReviewDecision]:
             yield decision
 
 
-def labelled_rows(*, clip_version: str) -> list[LabelledRow]:
+def labelled_rows(*, clip: str) -> list[LabelledRow]:
     """Labels joined with the embeddings of the analysis each reviewer actually saw.
 
-    Only analyses by ``clip_version`` count: embeddings of different CLIPs are not comparable.
+    Only analyses by ``clip`` count: embeddings of different CLIPs are not comparable.
     """
     return [LabelledRow(post_id=str(d.post_id), category=d.category if d.verdict == Verdict.VIOLATING else None,
                         image=d.analysis.image_embedding, text=d.analysis.text_embedding)
             for d in standing_decisions()
-            if d.analysis.model_version.startswith(clip_version)
+            if clip_version(d.analysis.model_version) == clip
             and (d.analysis.image_embedding is not None or d.analysis.text_embedding is not None)]
 
 
 def clip_version_current() -> str | None:
     """The CLIP that judged the newest analysis: the one the workers run now."""
-    from moderation.models import Analysis
-    from moderation.services.search import clip_version
-
     latest = Analysis.objects.order_by("-created_at").values_list("model_version", flat=True).first()
     return clip_version(latest) if latest else None
 

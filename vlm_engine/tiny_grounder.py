@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,16 +94,3 @@ def tiny_grounder_write(directory: str | Path) -> Path:
     _heads_scale_down(model)
     checkpoint_save(model, processor, owlv2_dir)
     return owlv2_dir
-
-
-def main(argv: list[str]) -> int:
-    """`python -m vlm_engine.tiny_grounder DIR`: write the tiny grounder and print where."""
-    if len(argv) != 1:
-        print("usage: python -m vlm_engine.tiny_grounder DIR", file=sys.stderr)
-        return 2
-    print(tiny_grounder_write(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

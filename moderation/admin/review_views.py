@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from moderation.admin.access import REVIEW_PERM, VIEW_PERM, can_review, permission_require
 from moderation.models import Category, EngineRequest, Post, PostState
+from moderation.selectors import engine_request_summary
 from moderation.selectors_reviews import (post_review_evidence, review_last_decision, review_neighbours,
                                           review_outcome, review_queue_page, review_queue_summary)
 from moderation.services.errors import ServiceError
@@ -123,8 +124,7 @@ def image_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> 
 
 
 def _request_json(found: EngineRequest) -> dict[str, Any]:
-    return {"id": str(found.pk), "kind": found.kind, "params": found.params, "status": found.state,
-            "result": found.result, "error": found.error,
+    return {**engine_request_summary(found),
             "poll_url": reverse("admin:moderation_review_request", kwargs={"request_id": found.pk})}
 
 

@@ -7,6 +7,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from moderation.models import Analysis, Post
+from moderation.selectors import engine_request_summary
 
 
 class AnalysisOutputSerializer(serializers.ModelSerializer):
@@ -55,5 +56,4 @@ class PostDetailOutputSerializer(PostOutputSerializer):
 
     def get_requests(self, post: Post) -> list[dict[str, Any]]:
         recent = post.requests.order_by("-created_at")[:50]
-        return [{"id": str(r.pk), "kind": r.kind, "params": r.params, "status": r.state, "result": r.result,
-                 "error": r.error or None, "created_at": r.created_at.isoformat()} for r in recent]
+        return [{**engine_request_summary(r), "created_at": r.created_at.isoformat()} for r in recent]

@@ -28,7 +28,7 @@ def dataset_build(*, categories: list[str]) -> Any | None:
     from vlm_engine.learning import LabelledEmbeddings, embeddings_pair
 
     clip = clip_version_current()
-    rows = labelled_rows(clip_version=clip) if clip else []
+    rows = labelled_rows(clip=clip) if clip else []
     if not rows:
         return None
     labels = np.zeros((len(rows), len(categories)), dtype=np.float32)

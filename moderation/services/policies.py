@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from django.db import transaction
-from django.db.models import Max
 
 from moderation.models import Category, Policy
 from vlm_engine.types import Category as EngineCategory
@@ -44,10 +43,6 @@ def policy_active() -> Policy:
         policy = policy_publish(categories=data["categories"], benign_prompts=data["benign_prompts"],
                                 note=data["note"])
     return policy
-
-
-def policy_latest_version() -> int | None:
-    return Policy.objects.aggregate(v=Max("version"))["v"]
 
 
 _ENGINE_POLICIES: dict[tuple[int, str], EnginePolicy] = {}

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 
 from moderation.conf import moderation_settings
 from moderation.models import EngineRequest, Post
+from moderation.selectors import clip_version
 from moderation.services.errors import ServiceError
 from moderation.services.requests import requests_wakeup
 from moderation.services.search_pgvector import pgvector_supports, search_index_candidates, search_index_sync
@@ -26,11 +27,6 @@ TIE_TOLERANCE = 1e-5
 class SearchHit:
     post_id: str
     score: float
-
-
-def clip_version(model_version: str) -> str:
-    """The CLIP part of an analysis' model version: only embeddings of one CLIP are comparable."""
-    return next((part for part in model_version.split("+") if part.startswith("clip:")), model_version)
 
 
 def query_embedding(*, client: AbstractBaseUser, query: str) -> tuple[np.ndarray, str]:
