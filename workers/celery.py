@@ -30,6 +30,10 @@ app.conf.update(
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                                "interval_max": 0.5},
     worker_hijack_root_logger=False,
+    # Celery's Django fix-up closes the database connection before and after every task unless
+    # this is set, so each wake-up would pay for a new PostgreSQL backend. Connections follow
+    # CONN_MAX_AGE instead, as in the web process (see workers.tasks._connections_recycle).
+    CELERY_DB_REUSE_MAX=2**31,
     beat_schedule={
         "moderation-sweep": {"task": "moderation.sweep",
                              "schedule": float(os.environ.get("MODERATION_SWEEP_INTERVAL", "15"))},

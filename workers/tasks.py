@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from celery import Task, shared_task
-from celery.signals import worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready
+from django.db import close_old_connections
 
 from moderation.conf import moderation_settings
 from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
@@ -65,3 +66,12 @@ def _worker_ready(sender: object = None, **kwargs: object) -> None:
     if released:
         logger.warning("Released %d posts claimed by a previous run of %s", released, name)
     post_queue_wakeup()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connections_recycle(sender: Task | None = None, **kwargs: object) -> None:
+    # What Django does around each request: drop connections that broke or outlived CONN_MAX_AGE.
+    # Not for eager calls, which run inside the caller's transaction.
+    if sender is not None and not getattr(sender.request, "is_eager", False):
+        close_old_connections()

@@ -13,7 +13,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 ALLOWED_HOSTS = ["*"]
 # Live-server threads must not keep connections open past a test: the test database is
-# dropped at the end of the run.
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# dropped at the end of the run. Worker processes started by a test may keep theirs.
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MODERATION_TEST_CONN_MAX_AGE", "0"))
 
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is missing)

@@ -6,10 +6,12 @@ import signal
 
 import pytest
 import requests
+from django.db import connection
 from PIL import Image
 
 from moderation.models import Analysis, Post, PostEvent, PostState
 from moderation.services.posts import post_submit
+from tests.conftest import require_service
 from tests.factories import UserFactory
 from tests.workers.conftest import wait_until
 
@@ -118,3 +120,28 @@ def test_ad_hoc_requests_and_search_through_the_real_worker(live_server, start_w
     search = requests.get(f"{api}/search/", params={"q": "a red meme", "k": 5}, headers=headers, timeout=60)
     assert search.status_code == 200, search.text
     assert [hit["id"] for hit in search.json()["results"]] == [detail["id"]]
+
+
+def test_worker_keeps_its_database_connection_between_wakeups(start_worker):  # type: ignore[no-untyped-def]
+    """Each wake-up is a task; opening a PostgreSQL backend per task would cost more than the task."""
+    if connection.vendor != "postgresql":
+        require_service("counting server backends needs PostgreSQL (set DATABASE_URL)")
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    def worker_backends() -> set[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+            return {pid for (pid,) in cursor.fetchall()}
+
+    client = UserFactory(username="reuse")
+    start_worker(MODERATION_TEST_CONN_MAX_AGE="600")
+    seen = []
+    for i in range(3):
+        post, _ = post_submit(client=client, text=f"post {i}",
+                              image=SimpleUploadedFile("p.png", png((i * 40, 9, 9)), "image/png"))
+        wait_until(lambda: Post.objects.get(pk=post.pk).state in FINAL, timeout=120, interval=0.1,
+                   message="a verdict")
+        wait_until(lambda: bool(worker_backends()), timeout=5, message="the worker's connection")
+        seen.append(worker_backends())
+    assert seen[0] == seen[1] == seen[2] and len(seen[0]) == 1, seen
