@@ -36,7 +36,7 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             errors.append(Error(f"MODERATION[{key!r}] must be a positive integer, not {value!r}.",
                                 id="moderation.E004"))
-    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT", "GROUNDING_THRESHOLD"):
+    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT", "GROUNDING_THRESHOLD", "WAKEUP_INTERVAL"):
         value = getattr(s, key)
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             errors.append(Error(f"MODERATION[{key!r}] must be a number between 0 and 1, not {value!r}.",

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_TIMEOUT": 300,
     # Seconds after which a "queued" post gets a fresh wake-up from the sweeper.
     "QUEUED_STALE_AFTER": 30,
+    # Seconds a web process waits after sending a wake-up before it sends the next; commits in
+    # between share that next message. A lone post after a quiet spell is sent at once.
+    "WAKEUP_INTERVAL": 0.05,
     # Learning: a category is scored by a vote of its nearest labelled posts once it has this
     # many labels (until a trained head is active); the head is retrained by beat once this
     # many new decisions have arrived; a candidate is promoted automatically when its held-out

@@ -2,8 +2,10 @@
 
 Messages are wake-ups without arguments, so they are published from a background thread:
 the request that committed does not wait on the broker, and wake-ups asked for while one
-is being sent are merged into the next (every merged commit happened before it is sent,
-so the worker it wakes sees them all). The database is the source of truth: a wake-up lost
+is being sent, or within ``WAKEUP_INTERVAL`` after it, are merged into the next (every
+merged commit happened before it is sent, so the worker it wakes sees them all). Under
+load this turns one message per post into a few per second, each of which would otherwise
+cost the worker a task run and an empty claim. The database is the source of truth: a wake-up lost
 with a dying process only delays its posts until the sweeper's next run.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from celery import current_app
 from django.db import transaction
@@ -56,12 +59,19 @@ class _Publisher:
             return self._condition.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def _run(self) -> None:
+        last_sent = float("-inf")
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: bool(self._pending))
-                batch, self._pending, self._busy = self._pending, set(), True
+                self._busy = True
+            # Right after a send, hold the next one back a little so the commits in between share it.
+            if (delay := last_sent + moderation_settings.WAKEUP_INTERVAL - time.monotonic()) > 0:
+                time.sleep(delay)
+            with self._condition:
+                batch, self._pending = self._pending, set()
             for name, queue in sorted(batch):
                 _task_send(name, queue)
+            last_sent = time.monotonic()
             with self._condition:
                 self._busy = False
                 self._condition.notify_all()
