@@ -7,6 +7,7 @@ import secrets
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections
 from django.utils import timezone
 
 from moderation.models import ApiKey
@@ -43,12 +44,34 @@ def apikey_authenticate(*, raw_key: str) -> ApiKey | None:
     prefix, _, secret = rest.partition(".")
     if scheme != KEY_SCHEME or not prefix or not secret:
         return None
-    key = ApiKey.objects.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
+    key = _active_key_find(prefix=prefix)
     if key is None or not hmac.compare_digest(key.hashed_key, _hash(secret)):
         return None
     if not key.user.is_active:
         return None
     return key
+
+
+def _active_key_find(*, prefix: str) -> ApiKey | None:
+    """The unrevoked key with ``prefix`` and its user's ``is_active``, in one written-out query.
+
+    Every API request runs this; compiling the equivalent ``select_related`` query took the ORM
+    three times as long as running it. The user comes back with only its primary key and
+    ``is_active`` loaded; any other field loads on first use.
+    """
+    user_model = get_user_model()
+    qn = connections[ApiKey.objects.db].ops.quote_name
+    has_active_field = any(f.name == "is_active" for f in user_model._meta.concrete_fields)
+    active = f"u.{qn('is_active')}" if has_active_field else "1"
+    sql = (f"SELECT k.*, {active} AS user_is_active FROM {qn(ApiKey._meta.db_table)} k "
+           f"JOIN {qn(user_model._meta.db_table)} u ON u.{qn(user_model._meta.pk.column)} = k.{qn('user_id')} "
+           f"WHERE k.{qn('prefix')} = %s AND k.{qn('revoked_at')} IS NULL")
+    for key in ApiKey.objects.raw(sql, [prefix]):
+        fields = [user_model._meta.pk.attname] + (["is_active"] if has_active_field else [])
+        values = [key.user_id] + ([bool(key.user_is_active)] if has_active_field else [])
+        key.user = user_model.from_db(key._state.db, fields, values)
+        return key
+    return None
 
 
 def apikey_revoke(*, key: ApiKey) -> None:

@@ -173,6 +173,33 @@ def test_wrong_key_is_401(db):  # type: ignore[no-untyped-def]
     assert Post.objects.count() == 0
 
 
+def test_key_of_a_deactivated_or_revoked_client_is_401(api, client_user):  # type: ignore[no-untyped-def]
+    from moderation.models import ApiKey
+    from moderation.services.apikeys import apikey_revoke
+
+    assert api.post(POSTS, {"text": "x"}, format="json").status_code == 202
+    client_user.is_active = False
+    client_user.save(update_fields=["is_active"])
+    assert api.post(POSTS, {"text": "y"}, format="json").status_code == 401
+    client_user.is_active = True
+    client_user.save(update_fields=["is_active"])
+    apikey_revoke(key=ApiKey.objects.get(user=client_user))
+    assert api.post(POSTS, {"text": "z"}, format="json").status_code == 401
+    assert Post.objects.count() == 1
+
+
+def test_authenticated_client_is_the_keys_user(client_user):  # type: ignore[no-untyped-def]
+    from moderation.services.apikeys import apikey_authenticate, apikey_create
+
+    key, raw = apikey_create(user=client_user, name="ci")
+    found = apikey_authenticate(raw_key=raw)
+    assert found is not None and found.pk == key.pk and found.name == "ci"
+    # Only the id and is_active come with the key; the rest of the user loads when read.
+    assert found.user == client_user and found.user.username == "acme"
+    assert apikey_authenticate(raw_key=raw[:-1] + ("x" if raw[-1] != "x" else "y")) is None
+    assert apikey_authenticate(raw_key="vlm_nosuchprefix.secret") is None
+
+
 def test_other_clients_post_is_404(api, other_user):  # type: ignore[no-untyped-def]
     foreign = PostFactory(client=other_user)
 
