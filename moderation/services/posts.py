@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
+from django.db.models.sql import InsertQuery
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import analysis_wakeup
@@ -105,11 +109,19 @@ def post_submit(*, client: AbstractBaseUser, image: UploadedFile | None = None, 
 
 
 def _post_insert(*, post: Post) -> tuple[Post, bool]:
+    event = PostEvent(post=post, to_state=PostState.QUEUED, actor=f"client:{post.client_id}")
+    using = router.db_for_write(Post, instance=post)
     try:
-        with transaction.atomic():
-            post.save(force_insert=True)
-            PostEvent.objects.create(post=post, to_state=PostState.QUEUED, actor=f"client:{post.client_id}")
-            analysis_wakeup()
+        if connections[using].vendor == "postgresql":
+            # A savepoint only when the caller holds a transaction (the Idempotency-Key path).
+            with transaction.atomic(using=using) if connections[using].in_atomic_block else nullcontext():
+                _rows_insert_in_one_statement(post, event, using=using)
+                analysis_wakeup()
+        else:
+            with transaction.atomic(using=using):
+                post.save(force_insert=True, using=using)
+                event.save(force_insert=True, using=using)
+                analysis_wakeup()
     except IntegrityError:
         # A concurrent submit with the same external_id won the race: answer with its post.
         if post.image:
@@ -119,3 +131,31 @@ def _post_insert(*, post: Post) -> tuple[Post, bool]:
             raise
         return existing, False
     return post, True
+
+
+def _rows_insert_in_one_statement(first: Model, second: Model, *, using: str) -> None:
+    """INSERT two new rows with one PostgreSQL statement (a data-modifying WITH).
+
+    A statement is atomic on its own, so in autocommit this is one round trip where a
+    transaction takes four (BEGIN, INSERT, INSERT, COMMIT); at hundreds of submits a second
+    those round trips were a third of the web process's time. The SQL is the ORM's own
+    INSERT for each row. Like ``bulk_create``, this sends no ``pre_save``/``post_save``
+    signals; ``first`` must have its primary key set (a UUID default), and ``second`` gets
+    no primary key back.
+    """
+    connection = connections[using]
+    (first_sql, first_params), (second_sql, second_params) = (_insert_sql(row, connection)
+                                                              for row in (first, second))
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH first_row AS ({first_sql}) {second_sql}", (*first_params, *second_params))
+    first._state.adding, first._state.db = False, using
+
+
+def _insert_sql(row: Model, connection: BaseDatabaseWrapper) -> tuple[str, tuple[Any, ...]]:
+    meta = row._meta
+    fields = [f for f in meta.local_concrete_fields
+              if not f.generated and not (f is meta.auto_field and row.pk is None)]
+    query = InsertQuery(type(row))
+    query.insert_values(fields, [row])
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    return sql, tuple(params)
