@@ -136,6 +136,9 @@ def test_compose_web_runs_gunicorn_with_production_settings(compose_config: dict
     command = _command(web)
     assert command[0] == "gunicorn"
     assert any(arg.startswith("demo.wsgi") for arg in command)
+    # The image copies demo/, so the config the command names is this repository's file.
+    config = ROOT / command[command.index("--config") + 1]
+    assert config.is_file() and 'worker_class = "gthread"' in config.read_text()
     env = _env(web)
     assert env["DJANGO_SETTINGS_MODULE"] == "demo.settings.production"
     for name in ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "CELERY_BROKER_URL",
