@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -14,7 +14,7 @@ from vlm_engine.clip import ClipRole
 from vlm_engine.config import EngineConfig
 from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
 from vlm_engine.grounding import GrounderRole
-from vlm_engine.imaging import ImageRejected, image_decode
+from vlm_engine.imaging import DecodedImage, ImageRejected, image_decode
 from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
 from vlm_engine.timing import stage_timed
 from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput
@@ -70,8 +70,24 @@ class Engine:
             generator=GeneratorRole.load(config.generator, **options) if config.generator else None,
         )
 
+    def decode(self, posts: Sequence[PostInput]) -> list[DecodedImage | None]:
+        """Decode each post's image for `analyze` (None for a text-only post).
+
+        JPEGs decode in draft mode at the largest side a role wants. Thread-safe and mostly
+        outside the GIL, so a worker can decode the next batch while this one runs.
+
+        Raises:
+            EngineInputError: a post's image cannot be decoded, or the post is empty.
+        """
+        return [self._decode(post) for post in posts]
+
     def analyze(
-        self, posts: Sequence[PostInput], policy: Policy, *, classifier: Classifier | None = None
+        self,
+        posts: Sequence[PostInput],
+        policy: Policy,
+        *,
+        classifier: Classifier | None = None,
+        decoded: Sequence[DecodedImage | None] | None = None,
     ) -> list[Analysis]:
         """Analyse a batch of posts: CLIP scores for all, a closer look for some.
 
@@ -89,6 +105,7 @@ class Engine:
                 vote); the policy categories it covers take its probabilities (its NaN: the
                 zero-shot score), before the look-closer decision. A post it scored gets
                 "+head:<classifier.version>" in its model_version when it has a version.
+            decoded: `decode(posts)`, when the caller decoded them ahead of time.
 
         Returns:
             One Analysis per post.
@@ -100,8 +117,12 @@ class Engine:
         if not posts:
             return []
         timings: dict[str, float] = {}
-        with stage_timed(timings, "decode"):
-            images = [self._decode(post) for post in posts]
+        if decoded is None:
+            with stage_timed(timings, "decode"):
+                decoded = self.decode(posts)
+        elif len(decoded) != len(posts):
+            raise ValueError(f"got {len(decoded)} decoded images for {len(posts)} posts")
+        images = [None if item is None else item.image for item in decoded]
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
         if self.config.look_closer <= 0:
@@ -110,7 +131,8 @@ class Engine:
             scored = self._score_then_look(posts, images, policy, table, timings, classifier)
         head = getattr(classifier, "version", None)
         version = f"+head:{head}" if isinstance(head, str) and head else ""
-        return [self._analysis(post, row, scored, policy, timings, version) for row, post in enumerate(posts)]
+        return [self._analysis(post, row, scored, policy, timings, version, decoded[row])
+                for row, post in enumerate(posts)]
 
     def ask(self, items: Sequence[tuple[PostInput, str]]) -> list[Answer]:
         """Answer a question about each post's image, in ONE generate call for the whole list.
@@ -124,7 +146,8 @@ class Engine:
         """
         if not items:
             return []
-        generator, images = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        generator, decoded = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        images = [item.image for item in decoded]
         questions = [question for _, question in items]
         answers = generator.generate(images, questions, max_new_tokens=self.config.max_new_tokens)
         return [Answer(question=question, answer=answer) for (_, question), answer in zip(items, answers)]
@@ -141,9 +164,10 @@ class Engine:
         """
         if not items:
             return []
-        grounder, images = self._adhoc_inputs(self.grounder, "grounder", [post for post, _ in items])
+        grounder, decoded = self._adhoc_inputs(self.grounder, "grounder", [post for post, _ in items])
         phrases = [list(wanted) for _, wanted in items]
-        return grounder.ground(images, phrases, threshold=self.config.grounding_threshold)
+        found = grounder.ground([item.image for item in decoded], phrases, threshold=self.config.grounding_threshold)
+        return [list(_in_original_pixels(boxes, item)) for boxes, item in zip(found, decoded)]
 
     def caption(self, items: Sequence[tuple[PostInput, str | None]]) -> list[str]:
         """Caption each post's image, in ONE generate call for the whole list.
@@ -158,7 +182,8 @@ class Engine:
         """
         if not items:
             return []
-        generator, images = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        generator, decoded = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
+        images = [item.image for item in decoded]
         prompts = [PROMPTS["caption"] if prefix is None else conditional_caption_prompt(prefix) for _, prefix in items]
         return generator.generate(images, prompts, max_new_tokens=self.config.max_new_tokens)
 
@@ -256,7 +281,14 @@ class Engine:
             scored.text_embs[row], scored.scores[row], scored.by_classifier[row] = text_emb, row_scores, by
 
     def _analysis(
-        self, post: PostInput, row: int, scored: _Scored, policy: Policy, timings: dict[str, float], head: str
+        self,
+        post: PostInput,
+        row: int,
+        scored: _Scored,
+        policy: Policy,
+        timings: dict[str, float],
+        head: str,
+        decoded: DecodedImage | None,
     ) -> Analysis:
         found, scores = scored.findings[row], scored.scores[row]
         # A rationale argues for review; below every review threshold it would only mislead.
@@ -268,7 +300,7 @@ class Engine:
             text_embedding=_as_tuple(scored.text_embs[row]),
             model_version=self.model_version + (head if scored.by_classifier[row] else ""),
             timings_ms=dict(timings),
-            groundings=found.groundings,
+            groundings=_in_original_pixels(found.groundings, decoded),
             answers=found.answers,
             caption=found.caption,
             ocr_text=found.ocr_text,
@@ -277,23 +309,23 @@ class Engine:
 
     def _adhoc_inputs(
         self, role: _Role | None, name: str, posts: Sequence[PostInput]
-    ) -> tuple[_Role, list[Image.Image]]:
+    ) -> tuple[_Role, list[DecodedImage]]:
         """The role an ad-hoc call needs, and every post's decoded image; `posts` is not empty."""
         if role is None:
             raise EngineInputError(posts[0].key, f"the {name} role is not configured", code="role_unavailable")
         return role, [self._decode_image(post) for post in posts]
 
-    def _decode(self, post: PostInput) -> Image.Image | None:
+    def _decode(self, post: PostInput) -> DecodedImage | None:
         if post.image is None and not post.text.strip():
             raise EngineInputError(post.key, "post has neither an image nor text", code="input_empty")
         return None if post.image is None else self._decode_image(post)
 
-    def _decode_image(self, post: PostInput) -> Image.Image:
+    def _decode_image(self, post: PostInput) -> DecodedImage:
         if post.image is None:
             raise EngineInputError(post.key, "this request needs an image and the post has none", code="input_no_image")
         side = self._draft_side()
         try:
-            return image_decode(post.image, draft_size=(side, side)).image
+            return image_decode(post.image, draft_size=(side, side))
         except ImageRejected as err:
             raise EngineInputError(post.key, err.message, code=err.code) from err
 
@@ -304,6 +336,16 @@ class Engine:
         """
         grounder_side = self.grounder.image_size if self.grounder is not None else 0
         return max(2 * self.clip.image_size, grounder_side)
+
+
+def _in_original_pixels(groundings: Sequence[Grounding], decoded: DecodedImage | None) -> tuple[Grounding, ...]:
+    """Boxes found on a draft-decoded (smaller) JPEG, in the original image's pixels."""
+    if decoded is None or decoded.image.size == (decoded.width, decoded.height):
+        return tuple(groundings)
+    sx, sy = decoded.width / decoded.image.width, decoded.height / decoded.image.height
+    return tuple(
+        replace(g, box=(g.box[0] * sx, g.box[1] * sy, g.box[2] * sx, g.box[3] * sy)) for g in groundings
+    )
 
 
 def _as_tuple(embedding: np.ndarray | None) -> tuple[float, ...] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -345,3 +346,32 @@ def test_adhoc_names_an_undecodable_post(make_engine: Callable[..., Engine]) -> 
     with pytest.raises(EngineInputError) as caught:
         make_engine().caption([(_posts(1)[0], None), (PostInput("bad", b"<html></html>"), None)])
     assert (caught.value.key, caught.value.code) == ("bad", "image_format")
+
+
+def test_boxes_on_a_draft_decoded_jpeg_are_in_the_original_pixels(
+    make_engine: Callable[..., Engine], roles: Roles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A JPEG this large is decoded in draft mode at a fraction of its size; the reviewer's
+    # page draws boxes over the original, so the engine must scale them back up.
+    width, height = 2400, 1600
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 40, 200)).save(buffer, format="JPEG")
+    post = PostInput("big", buffer.getvalue(), "")
+    engine = make_engine(look_closer=0.0, grounding_threshold=0.0)
+    [decoded] = engine.decode([post])
+    assert decoded is not None and decoded.image.width < width and (decoded.width, decoded.height) == (width, height)
+    seen: list[tuple[int, int]] = []
+
+    def whole_image(images: Sequence[Image.Image], phrases: Sequence[Sequence[str]], **kwargs: Any) -> list[list[Any]]:
+        from vlm_engine.types import Grounding
+
+        seen.extend(image.size for image in images)
+        return [[Grounding(phrase=p[0], box=(0.0, 0.0, float(i.width), float(i.height)), score=0.9)]
+                for i, p in zip(images, phrases)]
+
+    monkeypatch.setattr(roles[1], "ground", whole_image)
+    [result] = engine.analyze([post], _policy())
+    [[adhoc]] = engine.ground([(post, ["a knife"])])
+    assert seen == [decoded.image.size, decoded.image.size]
+    assert result.groundings[0].box == pytest.approx((0, 0, width, height))
+    assert adhoc.box == pytest.approx((0, 0, width, height))
