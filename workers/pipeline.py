@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from moderation.models import Post
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
-                                          post_engine_inputs)
+                                          post_claim_return, post_engine_inputs)
 from moderation.services.learning import scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
-from vlm_engine.types import EngineInputError
+from vlm_engine.imaging import DecodedImage
+from vlm_engine.types import EngineInputError, PostInput
 
 MAX_BATCHES_PER_WAKEUP = 64
 
@@ -26,37 +30,107 @@ def worker_name(celery_hostname: str | None = None) -> str:
 def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str) -> int:
     """Analyse queued posts batch after batch until none are left; returns how many were claimed.
 
-    ``engine`` is called only once there is work, so an idle wake-up never loads the models.
+    While the engine runs one batch, the next is claimed and its images are read and decoded
+    in a background thread (Pillow decodes outside the GIL), so the accelerator does not wait
+    on JPEG decoding between batches. Only a full batch of first attempts is followed by a
+    claim ahead: a post being retried may be what kills workers, and the posts claimed ahead
+    of it would be charged an attempt each time. ``engine`` is called only once there is
+    work, so an idle wake-up never loads the models.
     """
     total = 0
-    for _ in range(MAX_BATCHES_PER_WAKEUP):
-        claimed = batch_analyze(engine=engine, batch_size=batch_size, worker=worker)
-        total += claimed
-        if claimed < batch_size:
-            break
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead") as decoder:
+        batch = _batch_claim(engine=engine, batch_size=batch_size, worker=worker, decoder=decoder)
+        for number in range(1, MAX_BATCHES_PER_WAKEUP + 1):
+            if batch is None:
+                break
+            total += len(batch.posts)
+            first_attempts = all(post.attempts == 1 for post in batch.posts)
+            full = len(batch.posts) == batch_size
+            # A short batch of first attempts means the queue ran dry; a retried post is claimed
+            # alone, so after one the queue may still hold more.
+            more = number < MAX_BATCHES_PER_WAKEUP and (full or not first_attempts)
+            ahead = more and full and first_attempts
+            following = _batch_claim(engine=engine, batch_size=batch_size, worker=worker,
+                                     decoder=decoder) if ahead else None
+            try:
+                _analyze_claimed(engine=engine(), batch=batch, worker=worker)
+            except BaseException:
+                if following is not None:  # claimed ahead, never started: no attempt is charged
+                    post_claim_return(token=following.token, worker=worker)
+                raise
+            if not more:
+                break
+            batch = following if ahead else _batch_claim(engine=engine, batch_size=batch_size, worker=worker,
+                                                         decoder=decoder)
     return total
 
 
 def batch_analyze(*, engine: Callable[[], Engine], batch_size: int, worker: str) -> int:
+    """Claim one batch and analyse it (decoding in this thread); returns how many were claimed."""
+    batch = _batch_claim(engine=engine, batch_size=batch_size, worker=worker, decoder=None)
+    if batch is not None:
+        _analyze_claimed(engine=engine(), batch=batch, worker=worker)
+    return 0 if batch is None else len(batch.posts)
+
+
+@dataclass
+class _Batch:
+    token: uuid.UUID
+    posts: list[Post]
+    # The batch's engine inputs and decoded images, being prepared by the decode thread.
+    prepared: Future[_Prepared | None] | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    inputs: list[PostInput]
+    decoded: list[DecodedImage | None]
+    decode_ms: float
+
+
+def _batch_claim(*, engine: Callable[[], Engine], batch_size: int, worker: str,
+                 decoder: ThreadPoolExecutor | None) -> _Batch | None:
     token, posts = post_claim_batch(limit=batch_size, worker=worker)
-    if posts:
-        _analyze_claimed(engine=engine(), token=token, posts=posts, worker=worker)
-    return len(posts)
+    if not posts:
+        return None
+    batch = _Batch(token=token, posts=posts)
+    if decoder is not None:
+        batch.prepared = decoder.submit(_prepare, engine(), posts)
+    return batch
 
 
-def _analyze_claimed(*, engine: Engine, token: uuid.UUID, posts: Sequence[Post], worker: str) -> None:
+def _prepare(engine: Engine, posts: Sequence[Post]) -> _Prepared | None:
+    """Read and decode a batch's images; None when one fails, to be redone and reported in order."""
+    start = time.perf_counter()
+    try:
+        inputs = post_engine_inputs(posts=posts)
+        decoded = engine.decode(inputs)
+    except Exception:  # noqa: BLE001 — the worker's own thread meets the same error and handles it
+        return None
+    return _Prepared(inputs=inputs, decoded=decoded, decode_ms=(time.perf_counter() - start) * 1000)
+
+
+def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
+    token = batch.token
     policy = policy_active()
     engine_policy = policy_for_engine(policy=policy)
     # Read per batch: a promoted or rolled-back head, or a new label, applies to the next batch.
     classifier, version, scoring = scoring_classifier(categories=[c.slug for c in engine_policy.categories])
-    pending = list(posts)
+    prepared = batch.prepared.result() if batch.prepared is not None else None
+    pending = list(batch.posts)
     # A bad input fails only its own post; the rest of the batch is analysed again without it.
     while pending:
         try:
-            results = engine.analyze(post_engine_inputs(posts=pending), engine_policy, classifier=classifier)
+            if prepared is not None:
+                results = engine.analyze(prepared.inputs, engine_policy, classifier=classifier,
+                                         decoded=prepared.decoded)
+                results = [replace(r, timings_ms={"decode": prepared.decode_ms, **r.timings_ms}) for r in results]
+            else:
+                results = engine.analyze(post_engine_inputs(posts=pending), engine_policy, classifier=classifier)
         except EngineInputError as exc:
             post_attempt_fail(token=token, post_id=exc.key, error=str(exc), worker=worker, permanent=True)
             pending = [p for p in pending if str(p.pk) != exc.key]
+            prepared = None
             continue
         except RuntimeError as exc:
             # Torch reports device faults (CUDA errors, out of memory) as RuntimeError: the batch

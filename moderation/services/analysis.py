@@ -216,6 +216,20 @@ def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> in
     return len(held)
 
 
+@transaction.atomic
+def post_claim_return(*, token: uuid.UUID, worker: str) -> int:
+    """Give back a claim that was never worked on (the batch before it failed): back to
+    ``queued`` with the attempt not counted."""
+    held = list(rows_lock_skipping_locked(Post.objects.filter(claim_token=token, state=PostState.ANALYZING)))
+    Post.objects.filter(pk__in=[p.pk for p in held]).update(
+        state=PostState.QUEUED, claim_token=None, attempts=F("attempts") - 1, updated_at=timezone.now())
+    _events(held, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=worker,
+            detail={"reason": "returned unprocessed"})
+    if held:
+        analysis_wakeup()
+    return len(held)
+
+
 def post_release_worker_claims(*, worker: str) -> int:
     """On worker start: claims still held under this worker's name belong to a dead process."""
     return post_release_claims(posts=Post.objects.filter(claimed_by=worker), actor=worker,

@@ -1,6 +1,8 @@
 """One worker step in-process, with the real tiny engine: batching, bad inputs, device faults."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.core.files.base import ContentFile
 
@@ -79,4 +81,81 @@ def test_drain_claims_batch_after_batch(engine):  # type: ignore[no-untyped-def]
     PostFactory.create_batch(7)
 
     assert batches_drain(engine=lambda: engine, batch_size=3, worker="w") == 7
+    assert Post.objects.filter(state=PostState.QUEUED).count() == 0
+
+
+def test_drain_claims_and_decodes_the_next_batch_while_one_runs(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    for i in range(7):
+        post_with_image(image_bytes("JPEG", color=(i * 30, 9, 9)))
+    analyze, seen = engine.analyze, []
+    decoding_threads = set()
+    decode = engine.decode
+
+    def spy_decode(posts):  # type: ignore[no-untyped-def]
+        decoding_threads.add(threading.current_thread().name)
+        return decode(posts)
+
+    def spy_analyze(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((len(posts), kwargs.get("decoded") is not None,
+                     Post.objects.filter(state=PostState.ANALYZING).count()))
+        return analyze(posts, policy, **kwargs)
+
+    monkeypatch.setattr(engine, "decode", spy_decode)
+    monkeypatch.setattr(engine, "analyze", spy_analyze)
+    assert batches_drain(engine=lambda: engine, batch_size=3, worker="w") == 7
+
+    # While a full batch runs, the next one is already claimed, and its images were decoded
+    # in the decode-ahead thread, not in the worker's own.
+    assert seen == [(3, True, 6), (3, True, 4), (1, True, 1)]
+    assert decoding_threads and all(name.startswith("decode-ahead") for name in decoding_threads)
+    assert all("decode" in a.timings_ms for a in Analysis.objects.all())
+
+
+def test_no_claim_ahead_of_a_post_being_retried(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    retried = PostFactory(attempts=1)
+    PostFactory.create_batch(2)
+    analyze, in_flight = engine.analyze, []
+
+    def spy_analyze(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        in_flight.append(sorted(str(p.pk) for p in Post.objects.filter(state=PostState.ANALYZING)))
+        return analyze(posts, policy, **kwargs)
+
+    monkeypatch.setattr(engine, "analyze", spy_analyze)
+    batches_drain(engine=lambda: engine, batch_size=1, worker="w")
+
+    assert in_flight[0] == [str(retried.pk)]
+
+
+def test_a_failed_batch_gives_back_the_batch_claimed_ahead_uncharged(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    PostFactory.create_batch(4)
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(engine, "analyze", broken)
+    with pytest.raises(ValueError):
+        batches_drain(engine=lambda: engine, batch_size=2, worker="w")
+
+    states = sorted((p.state, p.attempts) for p in Post.objects.all())
+    # The failing batch waits for the sweeper; the batch claimed ahead is queued as if never claimed.
+    assert states == [("analyzing", 1), ("analyzing", 1), ("queued", 0), ("queued", 0)]
+
+
+def test_a_corrupt_image_decoded_ahead_fails_only_its_post(engine):  # type: ignore[no-untyped-def]
+    good = [post_with_image(image_bytes("JPEG")) for _ in range(3)]
+    bad = post_with_image(b"not an image at all")
+
+    assert batches_drain(engine=lambda: engine, batch_size=2, worker="w") == 4
+
+    bad.refresh_from_db()
+    assert bad.state == PostState.FAILED and "image" in bad.last_error
+    assert Analysis.objects.filter(post__in=good).count() == 3
+
+
+def test_drain_goes_on_after_a_retried_post_claimed_alone(engine):  # type: ignore[no-untyped-def]
+    PostFactory(attempts=1)
+    PostFactory(attempts=2)
+    PostFactory.create_batch(3)
+
+    assert batches_drain(engine=lambda: engine, batch_size=4, worker="w") == 5
     assert Post.objects.filter(state=PostState.QUEUED).count() == 0
