@@ -97,3 +97,5 @@ def _task_send(name: str, queue: str) -> None:
                               retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.1})
     except (OperationalError, KombuError, OSError) as exc:
         logger.warning("Broker unreachable, the sweeper will resend %s later: %s", name, exc)
+    except Exception:  # noqa: BLE001 — the thread must outlive any failure, or this process wakes no one again
+        logger.exception("Sending %s failed; the sweeper will resend it later", name)

@@ -53,3 +53,22 @@ def test_different_tasks_are_each_sent(settings, sent):
     publisher.request("moderation.deliver_webhooks", "default")
     assert publisher.flush(5)
     assert sorted(name for _, name in sent) == ["moderation.analyze_pending", "moderation.deliver_webhooks"]
+
+
+def test_the_publisher_survives_a_failing_send(settings, monkeypatch):
+    settings.MODERATION = {"WAKEUP_INTERVAL": 0.0}
+    sent = []
+
+    def send_task(name, **kwargs):  # type: ignore[no-untyped-def]
+        if not sent:
+            sent.append("failed")
+            raise RuntimeError("Acquire on closed pool")  # what kombu raises after the app's pools close
+        sent.append(name)
+
+    monkeypatch.setattr(dispatch.current_app, "send_task", send_task)
+    publisher = dispatch._Publisher()
+    publisher.request("moderation.analyze_pending", "gpu")
+    assert publisher.flush(5)
+    publisher.request("moderation.analyze_pending", "gpu")
+    assert publisher.flush(5)
+    assert sent == ["failed", "moderation.analyze_pending"]
