@@ -1,14 +1,20 @@
 """End-to-end pipeline benchmark: gunicorn + real Celery workers + PostgreSQL + Redis, tiny models.
 
-Run: .venv/bin/python -m bench.pipeline [--posts 400] [--rate 100]
+Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT]
 Needs PostgreSQL and Redis (DATABASE_URL / CELERY_BROKER_URL, default 127.0.0.1). Writes
-bench/results/pipeline-rate<rate>.json. The batched build and a naive build (batch size 1: one claim,
-one engine call and one set of row writes per post) run in the same invocation on the same
-load; every figure is reported for both, and ratios only when both sides completed.
+bench/results/pipeline-rate<rate>[-baseline].json. The batched build and a naive build (batch size 1:
+one claim, one engine call and one set of row writes per post, a wake-up message per commit) run in
+the same invocation on the same load; every figure is reported for both, and ratios only when both
+sides completed. With --baseline, the batched build of another checkout runs on the same load too
+(before/after). Each build also reports the CPU time per post of the web server, the worker,
+PostgreSQL, Redis and the load generator: where the machine's two cores went. The worker runs
+torch with one thread (OMP_NUM_THREADS=1): on two cores shared by six processes, a second
+thread only spins.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import json
 import os
@@ -22,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 import psycopg
 import requests
 from PIL import Image
@@ -39,45 +46,48 @@ VAR = ROOT / "var" / "bench"
 CLIENT_THREADS = 32
 
 
-def env_for(batch_size: int) -> dict[str, str]:
+def env_for(batch_size: int, extra_settings: dict[str, Any] | None = None) -> dict[str, str]:
     # Tiny CLIP only: the figure is the platform's own overhead, not the models'.
     settings = {"PROFILE": "tiny", "THROTTLE_RATE": None, "QUEUED_STALE_AFTER": 5,
-                "MODELS": {"grounder": "", "generator": ""}}
+                "MODELS": {"grounder": "", "generator": ""}, **(extra_settings or {})}
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", "CELERY_BROKER_URL": BROKER,
             "MODERATION_VAR_DIR": str(VAR), "MODERATION_TINY_DIR": str(VAR / "tiny"),
             "MODERATION_BATCH_SIZE": str(batch_size), "MODERATION_SETTINGS_JSON": json.dumps(settings),
-            "LOG_LEVEL": "WARNING"}
+            "LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
 
 
 def psql(sql: str) -> None:
     subprocess.run(["psql", ADMIN_URL, "-q", "-c", sql], check=True, capture_output=True)
 
 
-def database_reset(env: dict[str, str]) -> str:
+def database_reset(env: dict[str, str], code: Path = ROOT) -> str:
     """A fresh database with the default policy and one API client; returns the client's key."""
     psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
     psql(f"CREATE DATABASE {DB_NAME}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run([sys.executable, "manage.py", "moderation_apikey", "bench"], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=code, env=env, check=True)
+    out = subprocess.run([sys.executable, "manage.py", "moderation_apikey", "bench"], cwd=code, env=env,
                          check=True, capture_output=True, text=True).stdout
     subprocess.run(["redis-cli", "-u", BROKER, "FLUSHDB"], check=True, capture_output=True)
     return out.strip().splitlines()[-1]
 
 
 @contextmanager
-def services(env: dict[str, str]) -> Iterator[None]:
-    """gunicorn (2 workers) and one solo Celery worker on the gpu and default queues."""
+def services(env: dict[str, str], code: Path = ROOT) -> Iterator[dict[str, int]]:
+    """gunicorn (2 workers) and one solo Celery worker on the gpu and default queues, run from ``code``."""
     log = (VAR / "services.log").open("ab")
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "demo.wsgi", "-b", f"127.0.0.1:{PORT}", "-w", "2",
-                            "--access-logfile", "-"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    config = code / "demo" / "gunicorn.conf.py"
+    # A checkout from before demo/gunicorn.conf.py ran gunicorn's defaults (sync workers).
+    options = ["--config", str(config)] if config.exists() else []
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", *options, "demo.wsgi", "-b", f"127.0.0.1:{PORT}",
+                            "-w", "2"], cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log)
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "gpu,default",
                                "-P", "solo", "-c", "1", "-n", "bench@%h", "--without-gossip", "--without-mingle",
-                               "--without-heartbeat", "-l", "warning"], cwd=ROOT, env=env, stdout=log, stderr=log)
+                               "--without-heartbeat", "-l", "warning"], cwd=code, env=env, stdout=log, stderr=log)
     try:
         _wait_http(f"{BASE}/healthz", timeout=60)
-        yield
+        yield {"web": web.pid, "worker": worker.pid}
     finally:
         for proc in (web, worker):
             proc.send_signal(signal.SIGTERM)
@@ -98,10 +108,41 @@ def _wait_http(url: str, *, timeout: float) -> None:
     raise BenchmarkFailed(f"{url} did not come up")
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each part of the system, children included."""
+    def tree(pid: int) -> float:
+        try:
+            root = psutil.Process(pid)
+            return sum(_cpu(p) for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def named(name: str) -> float:
+        return sum(_cpu(p) for p in psutil.process_iter(["name"]) if p.info["name"] == name)
+
+    return {"web": tree(pids["web"]), "worker": tree(pids["worker"]), "postgres": named("postgres"),
+            "redis": named("redis-server"), "load_generator": _cpu(psutil.Process())}
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+    return times.user + times.system
+
+
 def png_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (120, 30, 200)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def multipart_body(boundary: str, image: bytes, text: str) -> bytes:
+    return b"".join([
+        f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\n{text}\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode(), image, f"\r\n--{boundary}--\r\n".encode()])
 
 
 def open_loop(key: str, *, count: int, rate: float) -> list[float]:
@@ -109,20 +150,32 @@ def open_loop(key: str, *, count: int, rate: float) -> list[float]:
 
     Each latency runs from the post's scheduled arrival, not from when a client thread got to
     it, so a saturated server cannot hide its queue (no coordinated omission). A fixed pool of
-    client threads, each with its own session, keeps the generator's own CPU use small.
+    client threads, each with its own keep-alive connection, sends bodies encoded before the
+    clock starts, so the generator takes as little of the machine's CPU as it can.
     """
-    image, latencies, errors = png_bytes(), [], []
+    boundary = "benchboundary7d4a"
+    bodies = [multipart_body(boundary, png_bytes(), f"bench post {i}") for i in range(count)]
+    headers = {"Authorization": f"Api-Key {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    latencies, errors = [], []
     lock = threading.Lock()
     local = threading.local()
 
     def submit(i: int, due: float) -> None:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        response = session.post(f"{BASE}/api/v1/posts/", headers={"Authorization": f"Api-Key {key}"},
-                                files={"image": ("p.png", image, "image/png")}, data={"text": f"bench post {i}"},
-                                timeout=30)
+        status = 0
+        for _ in range(2):  # once more on a fresh connection if the server closed an idle one
+            conn = getattr(local, "conn", None) or http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+            local.conn = conn
+            try:
+                conn.request("POST", "/api/v1/posts/", body=bodies[i], headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+                break
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                local.conn = None
         with lock:
-            (latencies if response.status_code == 202 else errors).append((time.perf_counter() - due) * 1000)
+            (latencies if status == 202 else errors).append((time.perf_counter() - due) * 1000)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
@@ -160,20 +213,27 @@ def idle_latency(key: str, *, count: int) -> dict[str, float]:
     return verdict_times(count, timeout=60)["time_to_verdict_ms"]
 
 
-def run_build(name: str, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
-    env = env_for(batch_size)
-    key = database_reset(env)
-    with services(env):
+def run_build(name: str, batch_size: int, args: argparse.Namespace, code: Path = ROOT,
+              extra_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    env = env_for(batch_size, extra_settings)
+    key = database_reset(env, code)
+    with services(env, code) as pids:
         open_loop(key, count=1, rate=1)  # warm-up: the worker loads its models on the first batch
         verdict_times(1, timeout=120)
         database_reset_posts()
         idle = idle_latency(key, count=args.idle_posts)
         database_reset_posts()
+        before = cpu_seconds(pids)
         submit = open_loop(key, count=args.posts, rate=args.rate)
         load = verdict_times(args.posts, timeout=args.timeout)
-    result = {"batch_size": batch_size, "submit_latency_ms": summary(submit), "idle_time_to_verdict_ms": idle, **load}
+        after = cpu_seconds(pids)
+    # Where the machine's time went under load: CPU ms per post for each process group.
+    cpu = {part: (after[part] - before[part]) * 1000 / args.posts for part in before}
+    result = {"batch_size": batch_size, "submit_latency_ms": summary(submit), "idle_time_to_verdict_ms": idle,
+              "cpu_ms_per_post": cpu, **load}
     print(f"{name}: {load['posts_per_s']:.1f} posts/s, submit p95 {result['submit_latency_ms']['p95']:.1f} ms, "
-          f"TTV p95 {load['time_to_verdict_ms']['p95']:.0f} ms, idle TTV p95 {idle['p95']:.0f} ms", flush=True)
+          f"TTV p95 {load['time_to_verdict_ms']['p95']:.0f} ms, idle TTV p95 {idle['p95']:.0f} ms; CPU ms/post "
+          + ", ".join(f"{part} {ms:.1f}" for part, ms in cpu.items()), flush=True)
     return result
 
 
@@ -188,15 +248,35 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="arrival rate, posts per second")
     parser.add_argument("--idle-posts", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. a git worktree of an older commit): its batched build "
+                             "runs on the same load as a third build, for a before/after ratio")
     args = parser.parse_args()
     VAR.mkdir(parents=True, exist_ok=True)
-    builds = {"batched": run_build("batched", 16, args), "naive": run_build("naive", 1, args)}
-    payload = {"command": f".venv/bin/python -m bench.pipeline --posts {args.posts} --rate {args.rate}",
-               "arrival_rate": args.rate, "posts": args.posts, "builds": builds,
-               "ratio_throughput_batched_over_naive": ratio(builds["batched"]["posts_per_s"],
-                                                            builds["naive"]["posts_per_s"])}
-    path = results_write(f"pipeline-rate{args.rate:g}", payload)
-    print(f"batched / naive throughput: {payload['ratio_throughput_batched_over_naive']:.2f}x; wrote {path}")
+    # The naive build: batch size 1 (one claim, one engine call, one set of row writes per
+    # post) and a wake-up message per commit (no merging), i.e. about one task per post.
+    builds = {"batched": run_build("batched", 16, args),
+              "naive": run_build("naive", 1, args, extra_settings={"WAKEUP_INTERVAL": 0})}
+    command = f".venv/bin/python -m bench.pipeline --posts {args.posts} --rate {args.rate:g}"
+    payload: dict[str, Any] = {
+        "arrival_rate": args.rate, "posts": args.posts, "builds": builds,
+        "ratio_throughput_batched_over_naive": ratio(builds["batched"]["posts_per_s"],
+                                                     builds["naive"]["posts_per_s"])}
+    name = f"pipeline-rate{args.rate:g}"
+    if args.baseline:
+        baseline = args.baseline.resolve()
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=baseline, capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        builds["baseline"] = {"checkout": revision, **run_build(f"baseline {revision}", 16, args, baseline)}
+        payload["ratio_throughput_batched_over_baseline"] = ratio(builds["batched"]["posts_per_s"],
+                                                                  builds["baseline"]["posts_per_s"])
+        command += f" --baseline {args.baseline}"
+        name += "-baseline"
+    path = results_write(name, {"command": command, **payload})
+    print(f"batched / naive throughput: {payload['ratio_throughput_batched_over_naive']:.2f}x", end="")
+    if args.baseline:
+        print(f"; batched / baseline: {payload['ratio_throughput_batched_over_baseline']:.2f}x", end="")
+    print(f"; wrote {path}")
 
 
 if __name__ == "__main__":
