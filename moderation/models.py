@@ -96,8 +96,10 @@ class Post(models.Model):
     """A submitted image-plus-text post and where it stands in the pipeline."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Not indexed alone: the (client, ...) indexes below lead with it. Every index on this table
+    # is written at submit and at both state changes of each post.
     client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                               related_name="moderation_posts")
+                               related_name="moderation_posts", db_index=False)
     external_id = models.CharField(max_length=255, null=True, blank=True)
     text = models.TextField(blank=True)
     image = models.FileField(upload_to=post_image_path, blank=True, max_length=255)
@@ -191,7 +193,8 @@ class ModelVersion(models.Model):
 class Analysis(models.Model):
     """One engine verdict on a post, with the model and policy versions that produced it."""
 
-    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="analyses")
+    # Indexed by (post, -created_at) and (post, claim_token) below.
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="analyses", db_index=False)
     # A claim covers a batch; one analysis per (post, claim) means a duplicate delivery can't write twice.
     claim_token = models.UUIDField()
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="analyses")
@@ -224,7 +227,8 @@ class Analysis(models.Model):
 class PostEvent(models.Model):
     """Append-only audit row for every state change of a post."""
 
-    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="events")
+    # Indexed by (post, created_at) below.
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="events", db_index=False)
     from_state = models.CharField(max_length=16, blank=True)
     to_state = models.CharField(max_length=16)
     actor = models.CharField(max_length=150, blank=True)
