@@ -51,7 +51,9 @@ def image_decode(
         allowed_formats: Pillow format names accepted; anything else is rejected unread.
         max_pixels: largest width*height accepted, checked before any pixel is decoded.
         max_bytes: largest encoded size accepted, if any.
-        draft_size: for JPEG, let the decoder scale down to at least this size (fast).
+        draft_size: the smallest size the caller needs. JPEGs are decoded scaled down
+            toward it (draft mode, fast); any image still at least twice as large is then
+            reduced by a whole factor, so no more than that size's worth of pixels is held.
 
     Returns:
         The first frame as RGB (alpha composited on white), with the original size.
@@ -72,7 +74,15 @@ def image_decode(
         img.draft("RGB", draft_size)
     frames = _load_first_frame(img)
     rgb = _to_rgb(_transposed(img))
+    if draft_size is not None:
+        rgb = _reduced(rgb, draft_size)
     return DecodedImage(image=rgb, format=image_format, width=width, height=height, frames=frames)
+
+
+def _reduced(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` shrunk by the largest whole factor that keeps it at least `size` (box filter)."""
+    factor = min(img.width // max(1, size[0]), img.height // max(1, size[1]))
+    return img.reduce(factor) if factor >= 2 else img
 
 
 def image_reencode(decoded: DecodedImage, *, quality: int = 90) -> bytes:

@@ -104,6 +104,18 @@ def test_image_decode_jpeg_draft_reduces_pixels_but_keeps_original_size() -> Non
     assert decoded.image.size == (100, 75)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_image_decode_bounds_other_formats_to_a_whole_factor_of_the_needed_size(fmt: str) -> None:
+    data = encoded(Image.new("RGB", (1000, 700), (0, 128, 0)), fmt)
+    decoded = image_decode(data, draft_size=(160, 160))
+    assert (decoded.width, decoded.height) == (1000, 700)
+    # min(1000 // 160, 700 // 160) = 4: 250 x 175, still at least 160 on each side.
+    assert decoded.image.size == (250, 175)
+    assert decoded.image.getpixel((10, 10)) == image_decode(data).image.getpixel((40, 40))
+    assert image_decode(data).image.size == (1000, 700)  # no size asked for: full size
+    assert image_decode(data, draft_size=(600, 600)).image.size == (1000, 700)  # not twice as large
+
+
 def test_image_reencode_strips_exif() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6
