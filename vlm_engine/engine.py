@@ -330,14 +330,12 @@ class Engine:
             raise EngineInputError(post.key, err.message, code=err.code) from err
 
     def _draft_side(self) -> int:
-        """Decode images down to the largest side a role wants: fast, without hurting any input.
+        """Decode JPEGs in draft mode at the largest side a role wants: fast, without hurting the crop.
 
-        CLIP gets twice its input side; OWLv2 its own (much larger) input side; the generator
-        the side its processor works from (the whole tiled image when it splits images).
+        CLIP gets twice its input side; OWLv2 its own (much larger) input side.
         """
         grounder_side = self.grounder.image_size if self.grounder is not None else 0
-        generator_side = self.generator.image_side if self.generator is not None else 0
-        return max(2 * self.clip.image_size, grounder_side, generator_side)
+        return max(2 * self.clip.image_size, grounder_side)
 
 
 def _in_original_pixels(groundings: Sequence[Grounding], decoded: DecodedImage | None) -> tuple[Grounding, ...]:

@@ -55,17 +55,6 @@ class GeneratorRole:
         # Decoder-only generation appends after the prompt, so prompts must end flush right.
         self.processor.tokenizer.padding_side = "left"
 
-    @property
-    def image_side(self) -> int:
-        """The longest image side the processor works from: the whole tiled image when it splits
-        images (Idefics3 / SmolVLM), else its one tile; 0 when the processor does not say."""
-        image_processor = getattr(self.processor, "image_processor", None)
-        if image_processor is None:
-            return 0
-        splitting = getattr(image_processor, "do_image_splitting", False)
-        size = image_processor.size if splitting else getattr(image_processor, "max_image_size", None)
-        return int(_longest_edge(size if size is not None else image_processor.size))
-
     @classmethod
     def load(cls, name_or_path: str, *, device: str, dtype: str, local_files_only: bool = False) -> GeneratorRole:
         """Load an image-text-to-text checkpoint and its processor with `from_pretrained`.
@@ -163,9 +152,3 @@ def _first_of_same_image(images: Sequence[Image.Image]) -> list[int]:
     """For each position, the first position holding the same image object."""
     first: dict[int, int] = {}
     return [first.setdefault(id(image), index) for index, image in enumerate(images)]
-
-
-def _longest_edge(size: Any) -> int:
-    """`longest_edge` of a processor size (a dict or transformers' SizeDict), or 0."""
-    value = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
-    return int(value or 0)

@@ -171,16 +171,3 @@ def test_prompts() -> None:
 def test_generator_modules_import_neither_torch_nor_the_web_side(module: str) -> None:
     assert _imported_after([module], ["torch", "django", "celery", "moderation", "workers"]) == []
 
-
-def test_image_side_is_the_tiled_image_with_splitting_and_one_tile_without() -> None:
-    from types import SimpleNamespace
-
-    role = object.__new__(GeneratorRole)  # only the processor matters here
-    image_processor = SimpleNamespace(do_image_splitting=True, size={"longest_edge": 2048},
-                                      max_image_size={"longest_edge": 512})
-    role.processor = SimpleNamespace(image_processor=image_processor)
-    assert role.image_side == 2048
-    image_processor.do_image_splitting = False
-    assert role.image_side == 512
-    role.processor = SimpleNamespace()
-    assert role.image_side == 0
