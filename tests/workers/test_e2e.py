@@ -13,7 +13,7 @@ from moderation.models import Analysis, Post, PostEvent, PostState
 from moderation.services.posts import post_submit
 from tests.conftest import require_service
 from tests.factories import UserFactory
-from tests.workers.conftest import wait_until
+from tests.workers.conftest import database_url, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FINAL = {PostState.ALLOWED, PostState.NEEDS_REVIEW, PostState.REMOVED}
@@ -130,12 +130,12 @@ def test_worker_keeps_its_database_connection_between_wakeups(start_worker):  # 
 
     def worker_backends() -> set[int]:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid()")
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [name])
             return {pid for (pid,) in cursor.fetchall()}
 
     client = UserFactory(username="reuse")
-    start_worker(MODERATION_TEST_CONN_MAX_AGE="600")
+    name = "connection-reuse-worker"  # the worker's connections say so, and only its own
+    start_worker(MODERATION_TEST_CONN_MAX_AGE="600", DATABASE_URL=f"{database_url()}?application_name={name}")
     seen = []
     for i in range(3):
         post, _ = post_submit(client=client, text=f"post {i}",
