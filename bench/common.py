@@ -60,10 +60,11 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
             "p95": percentile(samples, 95), "p99": percentile(samples, 99), "min": min(samples), "max": max(samples)}
 
 
-def results_write(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` with the machine and the date beside the figures."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def results_write(name: str, payload: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    """Write ``<directory>/<name>.json`` (default bench/results) with the machine and the date beside the figures."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     document = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")

@@ -1,7 +1,7 @@
 """Worker decode-ahead: 12 MP JPEG posts drained with the next batch decoded while one runs, vs not.
 
 Run: .venv/bin/python -m bench.decode_ahead [--batches 6] [--batch-size 8]
-Needs PostgreSQL (DATABASE_URL's server, default 127.0.0.1). Writes bench/results/decode-ahead.json.
+Needs PostgreSQL (BENCH_ADMIN_DATABASE_URL, as bench/pipeline.py). Writes bench/results/decode-ahead.json.
 
 The worker's own code runs in this process against a real database: ``batch_analyze`` in a
 loop (claim, read, decode, analyse, record: one after the other, as before decode-ahead) and
@@ -30,10 +30,10 @@ DISTINCT_IMAGES = 4  # decoding costs the same for each; fewer distinct files ke
 
 
 def environment() -> dict[str, str]:
-    host = ADMIN_URL.rsplit("/", 1)[0]
+    server = ADMIN_URL.rsplit("/", 1)[0]
     settings = {"PROFILE": "tiny", "MODELS": {"grounder": "", "generator": ""}}
     return {"DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"{host}/{DB_NAME}",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"{server}/{DB_NAME}",
             "MODERATION_VAR_DIR": str(VAR / "decode-ahead"), "MODERATION_SETTINGS_JSON": json.dumps(settings),
             "LOG_LEVEL": "WARNING"}
 

@@ -35,7 +35,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -296,12 +295,6 @@ def checkpoints_for(quick: bool, models_dir: Path) -> dict[str, Path]:
     return {role: tiny / subdir for role, subdir in TINY_SUBDIRS.items()}
 
 
-def results_write_into(directory: Path, name: str, payload: dict[str, Any]) -> Path:
-    """`common.results_write`, into `directory` instead of bench/results (tests write to a temp dir)."""
-    with mock.patch.object(common, "RESULTS_DIR", Path(directory)):
-        return results_write(name, payload)
-
-
 def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=2, help="posts in the batch (both sides)")
@@ -336,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     failed = [side for side, result in (("engine", engine), ("reference", reference)) if "failed" in result]
     if not failed:
         payload["ratios"] = comparison(engine, reference)
-    path = results_write_into(args.results_dir, "engine", payload)
+    path = results_write("engine", payload, args.results_dir)
     if failed:
         raise BenchmarkFailed(f"{' and '.join(failed)} side failed; no ratio reported (see {path})")
     print(summary_line(payload, path))

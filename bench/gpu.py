@@ -41,9 +41,9 @@ from typing import Any
 
 from bench import common
 from bench.architectures import architecture_build
-from bench.common import BenchmarkFailed, ratio, summary
+from bench.common import BenchmarkFailed, ratio, results_write, summary
 from bench.engine import (SIDE_ERRORS, Reference, bench_policy, bench_posts, engine_warm_up,
-                          reference_cascade_posts_per_s, results_write_into)
+                          reference_cascade_posts_per_s)
 from vlm_engine.cascade import policy_phrases
 from vlm_engine.clip import ClipRole
 from vlm_engine.config import TINY_SUBDIRS, EngineConfig
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload = {"command": " ".join(["python -m bench.gpu", *(sys.argv[1:] if argv is None else argv)]),
                "dry_run": args.dry_run, "sizes": dataclasses.asdict(sizes), "gpu": _gpu_name(args),
                "wall_s": time.perf_counter() - start, "profiles": profiles}
-    path = results_write_into(args.results_dir, "gpu-dry-run" if args.dry_run else "gpu", payload)
+    path = results_write("gpu-dry-run" if args.dry_run else "gpu", payload, args.results_dir)
     failed = [profile for profile, result in profiles.items() if "failed" in result]
     if failed:
         raise BenchmarkFailed(f"{', '.join(failed)} failed; no ratio reported for it (see {path})")

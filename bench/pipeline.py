@@ -1,7 +1,9 @@
 """End-to-end pipeline benchmark: gunicorn + real Celery workers + PostgreSQL + Redis, tiny models.
 
-Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT]
-Needs PostgreSQL and Redis (DATABASE_URL / CELERY_BROKER_URL, default 127.0.0.1). Writes
+Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT] [--results-dir DIR]
+Needs PostgreSQL (BENCH_ADMIN_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres; the
+benchmark creates and drops its own database there) and Redis (BENCH_BROKER_URL, default
+redis://127.0.0.1:6379/7, a database it empties: never point it at a broker in use). Writes
 bench/results/pipeline-rate<rate>[-baseline].json. The batched build and a naive build (batch size 1:
 one claim, one engine call and one set of row writes per post, a wake-up message per commit) run in
 the same invocation on the same load; every figure is reported for both, and ratios only when both
@@ -33,15 +35,15 @@ import psycopg
 import requests
 from PIL import Image
 
-from bench.common import BenchmarkFailed, ratio, results_write, summary
+from bench.common import RESULTS_DIR, BenchmarkFailed, ratio, results_write, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DB_NAME = "moderation_bench"
-BENCH_DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
-BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/7")
+BENCH_DB_URL = f"{ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
+BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/7")
 VAR = ROOT / "var" / "bench"
 CLIENT_THREADS = 32
 
@@ -52,7 +54,7 @@ def env_for(batch_size: int, extra_settings: dict[str, Any] | None = None) -> di
                 "MODELS": {"grounder": "", "generator": ""}, **(extra_settings or {})}
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", "CELERY_BROKER_URL": BROKER,
+            "DATABASE_URL": BENCH_DB_URL, "CELERY_BROKER_URL": BROKER,
             "MODERATION_VAR_DIR": str(VAR), "MODERATION_TINY_DIR": str(VAR / "tiny"),
             "MODERATION_BATCH_SIZE": str(batch_size), "MODERATION_SETTINGS_JSON": json.dumps(settings),
             "LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
@@ -248,6 +250,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="arrival rate, posts per second")
     parser.add_argument("--idle-posts", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. a git worktree of an older commit): its batched build "
                              "runs on the same load as a third build, for a before/after ratio")
@@ -272,7 +275,7 @@ def main() -> None:
                                                                   builds["baseline"]["posts_per_s"])
         command += f" --baseline {args.baseline}"
         name += "-baseline"
-    path = results_write(name, {"command": command, **payload})
+    path = results_write(name, {"command": command, **payload}, args.results_dir)
     print(f"batched / naive throughput: {payload['ratio_throughput_batched_over_naive']:.2f}x", end="")
     if args.baseline:
         print(f"; batched / baseline: {payload['ratio_throughput_batched_over_baseline']:.2f}x", end="")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +10,16 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_service
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(module: str, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=120,
-                   capture_output=True, text=True)
+def _run(module: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> None:
+    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True, timeout=timeout,
+                   capture_output=True, text=True, env=env)
 
 
 def _positive(value: Any) -> bool:
@@ -70,3 +73,25 @@ def test_clip_encoder_flops_formula(shape: dict[str, int], expected_gflops: floa
     from bench.gpu import clip_encoder_flops
 
     assert clip_encoder_flops(**shape) / 1e9 == pytest.approx(expected_gflops, rel=5e-3)
+
+
+def test_pipeline_small_run_writes_both_builds_and_the_ratio(tmp_path: Path) -> None:
+    """gunicorn, a Celery worker, PostgreSQL and Redis for real, with a handful of posts."""
+    database, broker = os.environ.get("DATABASE_URL", ""), os.environ.get("CELERY_BROKER_URL", "")
+    if not database.startswith("postgres") or not broker.startswith("redis"):
+        require_service("the pipeline benchmark needs PostgreSQL and Redis (DATABASE_URL, CELERY_BROKER_URL)")
+    env = {**os.environ, "BENCH_ADMIN_DATABASE_URL": f"{database.rsplit('/', 1)[0]}/postgres",
+           # A database of its own on the suite's Redis server: the benchmark empties it.
+           "BENCH_BROKER_URL": f"{broker.rsplit('/', 1)[0]}/7"}
+    _run("bench.pipeline", "--posts", "40", "--rate", "20", "--idle-posts", "2", "--results-dir", str(tmp_path),
+         timeout=300, env=env)
+    document = json.loads((tmp_path / "pipeline-rate20.json").read_text())
+    assert document["command"] == ".venv/bin/python -m bench.pipeline --posts 40 --rate 20"
+    for name in ("batched", "naive"):
+        build = document["builds"][name]
+        assert build["submit_latency_ms"]["n"] == 40 and build["time_to_verdict_ms"]["n"] == 40
+        assert build["idle_time_to_verdict_ms"]["n"] == 2 and _positive(build["posts_per_s"])
+        assert set(build["cpu_ms_per_post"]) == {"web", "worker", "postgres", "redis", "load_generator"}
+        assert _positive(build["cpu_ms_per_post"]["web"]) and _positive(build["cpu_ms_per_post"]["worker"])
+    assert (document["builds"]["batched"]["batch_size"], document["builds"]["naive"]["batch_size"]) == (16, 1)
+    assert _positive(document["ratio_throughput_batched_over_naive"])
