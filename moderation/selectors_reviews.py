@@ -74,6 +74,28 @@ def review_outcome(*, post: Post) -> ReviewDecision | None:
             .exclude(verdict=ReviewDecision.Verdict.UNDO).order_by("-created_at", "-id").first())
 
 
+def review_outcomes(*, post_ids: list[Any]) -> dict[Any, ReviewDecision]:
+    """``review_outcome`` of many posts in one query: post id -> its standing decision."""
+    if not post_ids:
+        return {}
+    outcomes: dict[Any, ReviewDecision] = {}
+    decisions = (ReviewDecision.objects.filter(post_id__in=post_ids, undone_by__isnull=True)
+                 .exclude(verdict=ReviewDecision.Verdict.UNDO).order_by("-created_at", "-id"))
+    for decision in decisions:
+        outcomes.setdefault(decision.post_id, decision)
+    return outcomes
+
+
+def review_summary(*, post: Post, decision: ReviewDecision | None) -> dict[str, Any] | None:
+    """What a client sees of the reviewers' word on its post: only once the post is ``reviewed``,
+    and never who decided or their note."""
+    if post.state != PostState.REVIEWED or decision is None:
+        return None
+    decided_at = timezone.localtime(decision.created_at, timezone.get_fixed_timezone(0)).isoformat()
+    return {"verdict": decision.verdict, "category": decision.category or None,
+            "decided_at": decided_at.replace("+00:00", "Z")}
+
+
 def review_neighbours(*, post: Post, now: datetime | None = None) -> tuple[Any, Any]:
     """The posts before and after ``post`` in the queue's first page (for j/k), or None."""
     ids = [p.pk for p in review_queue(now=now).only("pk")[:QUEUE_PAGE_SIZE]]

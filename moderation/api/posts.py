@@ -18,6 +18,7 @@ from moderation.api.schema_support import BinaryFileField, JsonObjectSchemaField
 from moderation.api.serializers import PostDetailOutputSerializer, PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
+from moderation.selectors_reviews import review_outcomes
 from moderation.services.errors import ServiceError
 from moderation.services.posts import post_submit
 
@@ -102,8 +103,9 @@ class PostsApi(BaseApi):
         filters = {k: v for k, v in self._validated(self.FilterSerializer, request.query_params).items() if v}
         paginator = PostCursorPagination()
         page = paginator.paginate_queryset(post_list(client=request.user, **filters), request, view=self)
+        outcomes = review_outcomes(post_ids=[post.pk for post in page if post.state == PostState.REVIEWED])
         return paginator.get_paginated_response(
-            PostOutputSerializer(page, many=True, context={"request": request}).data)
+            PostOutputSerializer(page, many=True, context={"request": request, "review_outcomes": outcomes}).data)
 
     @staticmethod
     def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

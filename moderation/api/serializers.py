@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from moderation.models import Analysis, Post
+from moderation.models import Analysis, Post, PostState, ReviewDecision
 from moderation.selectors import engine_request_summary
+from moderation.selectors_reviews import review_outcome, review_summary
 
 
 class AnalysisOutputSerializer(serializers.ModelSerializer):
@@ -31,6 +33,17 @@ class AnalysisOutputSerializer(serializers.ModelSerializer):
                 "timings_ms": analysis.timings_ms, "created_at": _DATETIME.to_representation(analysis.created_at)}
 
 
+class ReviewOutputSerializer(serializers.Serializer):
+    """The reviewers' standing decision on a post that is ``reviewed``."""
+
+    verdict = serializers.ChoiceField(choices=[ReviewDecision.Verdict.VIOLATING, ReviewDecision.Verdict.NOT_VIOLATING])
+    category = serializers.CharField(allow_null=True, help_text="The category a violating post breaks.")
+    decided_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "ReviewOutcome"
+
+
 _DATETIME = serializers.DateTimeField()
 _ANALYSIS = AnalysisOutputSerializer()
 
@@ -41,10 +54,11 @@ class PostOutputSerializer(serializers.ModelSerializer):
     image = serializers.SerializerMethodField()
     analysis = AnalysisOutputSerializer(source="current_analysis", allow_null=True)
     error = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
 
     class Meta:
         model = Post
-        fields = ["id", "url", "external_id", "status", "text", "image", "metadata", "analysis",
+        fields = ["id", "url", "external_id", "status", "text", "image", "metadata", "analysis", "review",
                   "attempts", "error", "created_at", "updated_at"]
 
     def to_representation(self, post: Post) -> dict[str, Any]:
@@ -52,7 +66,7 @@ class PostOutputSerializer(serializers.ModelSerializer):
         return {"id": str(post.pk), "url": self.get_url(post), "external_id": post.external_id,
                 "status": post.state, "text": post.text, "image": self.get_image(post), "metadata": post.metadata,
                 "analysis": None if analysis is None else _ANALYSIS.to_representation(analysis),
-                "attempts": post.attempts, "error": self.get_error(post),
+                "review": self.get_review(post), "attempts": post.attempts, "error": self.get_error(post),
                 "created_at": _DATETIME.to_representation(post.created_at),
                 "updated_at": _DATETIME.to_representation(post.updated_at)}
 
@@ -69,6 +83,15 @@ class PostOutputSerializer(serializers.ModelSerializer):
 
     def get_error(self, post: Post) -> str | None:
         return post.last_error or None
+
+    @extend_schema_field(ReviewOutputSerializer(allow_null=True))
+    def get_review(self, post: Post) -> dict[str, Any] | None:
+        if post.state != PostState.REVIEWED:
+            return None
+        # A list view looks the page's outcomes up in one query and passes them in.
+        outcomes = self.context.get("review_outcomes")
+        decision = outcomes.get(post.pk) if outcomes is not None else review_outcome(post=post)
+        return review_summary(post=post, decision=decision)
 
 
 class PostDetailOutputSerializer(PostOutputSerializer):

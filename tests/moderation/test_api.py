@@ -258,3 +258,30 @@ def test_schema_generates_without_warnings():  # type: ignore[no-untyped-def]
     from io import StringIO
 
     call_command("spectacular", "--urlconf", "moderation.urls", "--validate", "--fail-on-warn", stdout=StringIO())
+
+
+def test_reviewed_posts_carry_the_reviewers_verdict(api, client_user):  # type: ignore[no-untyped-def]
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from moderation.services.reviews import review_decide
+    from tests.factories import UserFactory, post_in_review
+
+    reviewer = UserFactory(username="rev")
+    posts = [post_in_review(client=client_user) for _ in range(6)]
+    review_decide(post=posts[0], reviewer=reviewer, verdict="violating", category="hate", reason="slur")
+    review_decide(post=posts[1], reviewer=reviewer, verdict="not_violating")
+
+    detail = api.get(f"{POSTS}{posts[0].pk}/").json()
+    assert detail["status"] == "reviewed"
+    assert (detail["review"]["verdict"], detail["review"]["category"]) == ("violating", "hate")
+    assert detail["review"]["decided_at"].endswith("Z")
+    assert api.get(f"{POSTS}{posts[2].pk}/").json()["review"] is None  # still in review
+    with CaptureQueriesContext(connection) as two_reviewed:
+        listed = {p["id"]: p["review"] for p in api.get(POSTS).json()["results"]}
+    assert listed[str(posts[1].pk)]["verdict"] == "not_violating" and listed[str(posts[5].pk)] is None
+    for post in posts[2:]:
+        review_decide(post=post, reviewer=reviewer, verdict="not_violating")
+    with CaptureQueriesContext(connection) as six_reviewed:
+        assert all(p["review"] for p in api.get(POSTS).json()["results"])
+    assert len(six_reviewed) == len(two_reviewed)  # the page's outcomes come in one query
