@@ -275,7 +275,7 @@ class WebhookEndpoint(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One notification of a post's final state, with its delivery attempts."""
+    """One notification of a post's final state or of a reviewer's decision, with its delivery attempts."""
 
     class State(models.TextChoices):
         PENDING = "pending"
@@ -286,6 +286,8 @@ class WebhookDelivery(models.Model):
     post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="webhook_deliveries")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     post_state = models.CharField(max_length=16)
+    # What is being told, once: the final state the engine set, or "review:<decision id>".
+    event_key = models.CharField(max_length=64)
     payload = models.JSONField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -299,8 +301,9 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
         ordering = ["-created_at"]
         constraints = [
-            # Exactly one delivery per final state a post reaches, however often it is recorded.
-            models.UniqueConstraint(fields=["post", "post_state"], name="moderation_webhook_once_per_state"),
+            # Exactly one delivery per final state a post reaches and per reviewer decision,
+            # however often it is recorded.
+            models.UniqueConstraint(fields=["post", "event_key"], name="moderation_webhook_once_per_event"),
         ]
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="moderation_webhook_due")]
 

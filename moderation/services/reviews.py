@@ -13,6 +13,7 @@ from moderation.models import Category, Post, PostEvent, PostState, ReviewDecisi
 from moderation.selectors_reviews import review_outcome, review_queue
 from moderation.services.errors import ServiceError
 from moderation.services.locking import rows_lock_skipping_locked
+from moderation.services.webhooks import webhook_deliveries_create
 
 
 Verdict = ReviewDecision.Verdict
@@ -102,6 +103,9 @@ def review_decide(*, post: Post, reviewer: Any, verdict: str, category: str = ""
                                              review_priority=F("review_priority") + boost, updated_at=now)
     _event(post=locked, from_state=locked.state, to_state=new_state, reviewer=reviewer,
            detail={"decision": decision.pk, "verdict": verdict, "category": category})
+    if new_state == PostState.REVIEWED:
+        # The client hears every final word, a replacement after an undo included.
+        webhook_deliveries_create(post_ids=[locked.pk], event_key=f"review:{decision.pk}")
     return decision
 
 

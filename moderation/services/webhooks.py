@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import task_send_on_commit
-from moderation.models import Post, WebhookDelivery, WebhookEndpoint
+from moderation.models import Post, PostState, WebhookDelivery, WebhookEndpoint
+from moderation.selectors_reviews import review_outcome, review_summary
 from moderation.services.errors import ServiceError
 
 SIGNATURE_VERSION = "v1"
@@ -66,24 +67,27 @@ def webhook_addresses_check(*, host: str, port: int) -> None:
 
 def webhook_payload(*, post: Post) -> dict[str, Any]:
     analysis = post.current_analysis
+    review = review_summary(post=post, decision=review_outcome(post=post)) if post.state == PostState.REVIEWED else None
     return {
-        "type": "post.decided",
+        "type": "post.reviewed" if review else "post.decided",
         "post": {"id": str(post.pk), "external_id": post.external_id, "status": post.state,
                  "decision": analysis.decision if analysis else None,
                  "top_category": analysis.top_category if analysis else None,
-                 "scores": analysis.scores if analysis else {}, "error": post.last_error or None},
+                 "scores": analysis.scores if analysis else {}, "review": review,
+                 "error": post.last_error or None},
     }
 
 
-def webhook_deliveries_create(*, post_ids: Iterable[Any]) -> int:
-    """Record one delivery for each post's current final state; duplicates are ignored."""
+def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None = None) -> int:
+    """Record one delivery for each post's current state, once per ``event_key`` (default: the
+    state itself, so each final state is told once); duplicates are ignored."""
     posts = list(Post.objects.filter(pk__in=list(post_ids), client__moderation_webhook__is_active=True)
                  .select_related("current_analysis", "client__moderation_webhook"))
     if not posts:
         return 0
     WebhookDelivery.objects.bulk_create(
         [WebhookDelivery(post=p, endpoint=p.client.moderation_webhook, post_state=p.state,
-                         payload=webhook_payload(post=p)) for p in posts],
+                         event_key=event_key or p.state, payload=webhook_payload(post=p)) for p in posts],
         ignore_conflicts=True)
     task_send_on_commit(moderation_settings.WEBHOOK_TASK, queue=moderation_settings.DEFAULT_QUEUE)
     return len(posts)

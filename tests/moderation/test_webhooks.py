@@ -85,7 +85,7 @@ def test_delivery_is_signed_standard_webhooks_style(client_user, receiver, allow
     assert headers["webhook-signature"] == f"v1,{expected}"
     assert json.loads(body)["post"] == {"id": str(post.pk), "external_id": None, "status": "removed",
                                         "decision": "remove", "top_category": "hate",
-                                        "scores": {"hate": 0.97}, "error": None}
+                                        "scores": {"hate": 0.97}, "review": None, "error": None}
     delivery = WebhookDelivery.objects.get()
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 204)
 
@@ -175,3 +175,32 @@ def test_signature_function_matches_spec_example():  # type: ignore[no-untyped-d
 
     assert webhook_signature(secret=secret, msg_id="msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp=1614265330,
                              body=body) == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_each_final_review_decision_is_told_once(client_user, receiver, allow_loopback):  # type: ignore[no-untyped-def]
+    from moderation.models import ReviewDecision
+    from moderation.services.reviews import review_decide, review_undo
+    from tests.factories import UserFactory, post_in_review
+
+    webhook_endpoint_set(client=client_user, url=receiver.url)
+    reviewer = UserFactory(username="alice")
+    post = post_in_review(client=client_user)
+    Verdict = ReviewDecision.Verdict
+
+    review_decide(post=post, reviewer=reviewer, verdict=Verdict.ESCALATE)
+    assert WebhookDelivery.objects.count() == 0  # still in review: nothing final to tell
+    first = review_decide(post=post, reviewer=reviewer, verdict=Verdict.VIOLATING, category="hate",
+                          reason="slur in the caption")
+    review_undo(reviewer=reviewer)
+    second = review_decide(post=Post.objects.get(pk=post.pk), reviewer=reviewer, verdict=Verdict.NOT_VIOLATING)
+
+    assert sorted(WebhookDelivery.objects.values_list("event_key", flat=True)) == sorted(
+        [f"review:{first.pk}", f"review:{second.pk}"])
+    assert webhook_deliver_due()["delivered"] == 2
+    told = sorted((json.loads(body)["post"]["review"]["verdict"], json.loads(body)["type"])
+                  for _, body in receiver.requests)
+    assert told == [("not_violating", "post.reviewed"), ("violating", "post.reviewed")]
+    violating = next(json.loads(body)["post"] for _, body in receiver.requests
+                     if json.loads(body)["post"]["review"]["verdict"] == "violating")
+    assert violating["status"] == "reviewed" and violating["review"]["category"] == "hate"
+    assert set(violating["review"]) == {"verdict", "category", "decided_at"}  # never who decided or why
