@@ -86,10 +86,14 @@ def review_outcomes(*, post_ids: list[Any]) -> dict[Any, ReviewDecision]:
     return outcomes
 
 
-def review_summary(*, post: Post, decision: ReviewDecision | None) -> dict[str, Any] | None:
+def review_summary(*, post: Post, outcomes: dict[Any, ReviewDecision] | None = None) -> dict[str, Any] | None:
     """What a client sees of the reviewers' word on its post: only once the post is ``reviewed``,
-    and never who decided or their note."""
-    if post.state != PostState.REVIEWED or decision is None:
+    and never who decided or their note. ``outcomes`` (from ``review_outcomes``) saves a list
+    page one query per post."""
+    if post.state != PostState.REVIEWED:
+        return None
+    decision = outcomes.get(post.pk) if outcomes is not None else review_outcome(post=post)
+    if decision is None:
         return None
     decided_at = timezone.localtime(decision.created_at, timezone.get_fixed_timezone(0)).isoformat()
     return {"verdict": decision.verdict, "category": decision.category or None,

@@ -13,9 +13,9 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from moderation.models import Analysis, Post, PostState, ReviewDecision
+from moderation.models import Analysis, Post, ReviewDecision
 from moderation.selectors import engine_request_summary
-from moderation.selectors_reviews import review_outcome, review_summary
+from moderation.selectors_reviews import review_summary
 
 
 class AnalysisOutputSerializer(serializers.ModelSerializer):
@@ -86,12 +86,8 @@ class PostOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ReviewOutputSerializer(allow_null=True))
     def get_review(self, post: Post) -> dict[str, Any] | None:
-        if post.state != PostState.REVIEWED:
-            return None
         # A list view looks the page's outcomes up in one query and passes them in.
-        outcomes = self.context.get("review_outcomes")
-        decision = outcomes.get(post.pk) if outcomes is not None else review_outcome(post=post)
-        return review_summary(post=post, decision=decision)
+        return review_summary(post=post, outcomes=self.context.get("review_outcomes"))
 
 
 class PostDetailOutputSerializer(PostOutputSerializer):

@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import task_send_on_commit
-from moderation.models import Post, PostState, WebhookDelivery, WebhookEndpoint
-from moderation.selectors_reviews import review_outcome, review_summary
+from moderation.models import Post, WebhookDelivery, WebhookEndpoint
+from moderation.selectors_reviews import review_summary
 from moderation.services.errors import ServiceError
 
 SIGNATURE_VERSION = "v1"
@@ -67,7 +67,7 @@ def webhook_addresses_check(*, host: str, port: int) -> None:
 
 def webhook_payload(*, post: Post) -> dict[str, Any]:
     analysis = post.current_analysis
-    review = review_summary(post=post, decision=review_outcome(post=post)) if post.state == PostState.REVIEWED else None
+    review = review_summary(post=post)
     return {
         "type": "post.reviewed" if review else "post.decided",
         "post": {"id": str(post.pk), "external_id": post.external_id, "status": post.state,
