@@ -1,6 +1,7 @@
 """One worker step: claim a batch, run the engine on it, record the verdicts."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -39,7 +40,8 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str)
     """
     total = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead") as decoder:
-        batch = _batch_claim(engine=engine, batch_size=batch_size, worker=worker, decoder=decoder)
+        claim = functools.partial(_batch_claim, engine=engine, batch_size=batch_size, worker=worker, decoder=decoder)
+        batch = claim()
         for number in range(1, MAX_BATCHES_PER_WAKEUP + 1):
             if batch is None:
                 break
@@ -50,8 +52,7 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str)
             # alone, so after one the queue may still hold more.
             more = number < MAX_BATCHES_PER_WAKEUP and (full or not first_attempts)
             ahead = more and full and first_attempts
-            following = _batch_claim(engine=engine, batch_size=batch_size, worker=worker,
-                                     decoder=decoder) if ahead else None
+            following = claim() if ahead else None
             try:
                 _analyze_claimed(engine=engine(), batch=batch, worker=worker)
             except BaseException:
@@ -60,8 +61,7 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str)
                 raise
             if not more:
                 break
-            batch = following if ahead else _batch_claim(engine=engine, batch_size=batch_size, worker=worker,
-                                                         decoder=decoder)
+            batch = following if ahead else claim()
     return total
 
 

@@ -1,6 +1,7 @@
 """API keys: created once (the secret shown once), stored as SHA-256, revoked at once."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -60,18 +61,27 @@ def _active_key_find(*, prefix: str) -> ApiKey | None:
     ``is_active`` loaded; any other field loads on first use.
     """
     user_model = get_user_model()
-    qn = connections[ApiKey.objects.db].ops.quote_name
+    sql, has_active_field = _active_key_sql(ApiKey.objects.db)
+    fields = [user_model._meta.pk.attname] + (["is_active"] if has_active_field else [])
+    for key in ApiKey.objects.raw(sql, [prefix]):
+        values = [key.user_id] + ([bool(key.user_is_active)] if has_active_field else [])
+        key.user = user_model.from_db(key._state.db, fields, values)
+        return key
+    return None
+
+
+@functools.cache
+def _active_key_sql(alias: str) -> tuple[str, bool]:
+    """The lookup's SQL for database ``alias``, and whether the user model has an ``is_active``
+    field; both are fixed for the life of the process, so they are built once."""
+    user_model = get_user_model()
+    qn = connections[alias].ops.quote_name
     has_active_field = any(f.name == "is_active" for f in user_model._meta.concrete_fields)
     active = f"u.{qn('is_active')}" if has_active_field else "1"
     sql = (f"SELECT k.*, {active} AS user_is_active FROM {qn(ApiKey._meta.db_table)} k "
            f"JOIN {qn(user_model._meta.db_table)} u ON u.{qn(user_model._meta.pk.column)} = k.{qn('user_id')} "
            f"WHERE k.{qn('prefix')} = %s AND k.{qn('revoked_at')} IS NULL")
-    for key in ApiKey.objects.raw(sql, [prefix]):
-        fields = [user_model._meta.pk.attname] + (["is_active"] if has_active_field else [])
-        values = [key.user_id] + ([bool(key.user_is_active)] if has_active_field else [])
-        key.user = user_model.from_db(key._state.db, fields, values)
-        return key
-    return None
+    return sql, has_active_field
 
 
 def apikey_revoke(*, key: ApiKey) -> None:

@@ -116,12 +116,11 @@ def _post_insert(*, post: Post) -> tuple[Post, bool]:
             # A savepoint only when the caller holds a transaction (the Idempotency-Key path).
             with transaction.atomic(using=using) if connections[using].in_atomic_block else nullcontext():
                 _rows_insert_in_one_statement(post, event, using=using)
-                analysis_wakeup()
         else:
             with transaction.atomic(using=using):
                 post.save(force_insert=True, using=using)
                 event.save(force_insert=True, using=using)
-                analysis_wakeup()
+        analysis_wakeup()  # sent once the caller's transaction, if any, commits
     except IntegrityError:
         # A concurrent submit with the same external_id won the race: answer with its post.
         if post.image:
