@@ -73,7 +73,11 @@ def _tiny_processor() -> CLIPProcessor:
     from transformers import CLIPImageProcessorPil, CLIPProcessor, CLIPTokenizer
 
     vocab, merges = tiny_vocab_and_merges()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]  # the BPE takes merge pairs; transformers annotates strings
+    tokenizer = CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]  # the BPE takes merge pairs; transformers annotates strings
+        model_max_length=77,
+    )
     size = TINY_IMAGE_SIZE
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}

@@ -125,11 +125,14 @@ def test_a_category_with_few_test_posts_gets_no_auroc_nor_does_the_average():  #
 def test_the_path_alone_without_a_site_url_and_a_bad_site_url_is_refused():  # type: ignore[no-untyped-def]
     labelled(["hate", None] * 12)
 
-    with pytest.raises(CommandError, match="site URL must look like https://moderation.example.com, not 'mod.org'"):
+    with pytest.raises(CommandError, match=re.escape(
+            "the site URL (--site-url or MODERATION['SITE_URL']) must look like https://moderation.example.com, "
+            "not 'mod.org'")):
         retrain("--site-url", "mod.org")
     assert ModelVersion.objects.count() == 0
     lines = retrain()
-    assert lines[-1] == f"Next: promote it in the admin: /admin/moderation/modelversion/{ModelVersion.objects.get().pk}/change/"
+    path = f"/admin/moderation/modelversion/{ModelVersion.objects.get().pk}/change/"
+    assert lines[-1] == f"Next: promote it in the admin: {path}"
     lines = retrain("--site-url", "http://127.0.0.1:8000")
     assert lines[-1] == ("Next: promote it in the admin: http://127.0.0.1:8000/admin/moderation/modelversion/"
                          f"{ModelVersion.objects.get(version=2).pk}/change/")

@@ -110,7 +110,8 @@ def _site_url(value: str) -> str:
     """
     parts = urlsplit(value)
     if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-        raise CommandError(f"site URL must look like https://moderation.example.com, not {value!r}")
+        raise CommandError(f"the site URL (--site-url or MODERATION['SITE_URL']) must look like "
+                           f"https://moderation.example.com, not {value!r}")
     return value.rstrip("/")
 
 
