@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON_SYSTEM ?= python3
 
-.PHONY: run test install bench-engine clean
+.PHONY: run test typecheck install bench-engine clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The engine has no Django in it, so it is checked strictly; options in pyproject.toml's [tool.mypy].
+typecheck: $(STAMP)
+	$(PYTHON) -m mypy --strict vlm_engine
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info

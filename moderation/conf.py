@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "KNN_K": 15,
     "RETRAIN_MIN_NEW_LABELS": 200,
     "AUTO_PROMOTE_MARGIN": None,
+    # Public base URL of the site ("https://moderation.example.com"), so management commands
+    # print whole admin links; "" prints the path alone.
+    "SITE_URL": "",
     # Review queue: how long a reviewer's claim on a post lasts, what an escalation adds to a
     # post's priority, and how long a reviewer may undo their last decision.
     "REVIEW_CLAIM_MINUTES": 10,

@@ -23,7 +23,7 @@ def checkpoint_version(role: str, name_or_path: str) -> str:
 
 
 def _config_sha(name_or_path: str) -> str:
-    from transformers.utils import cached_file
+    from transformers.utils.hub import cached_file
 
     config_path = cached_file(name_or_path, "config.json", local_files_only=True)
     if config_path is None:
@@ -74,5 +74,7 @@ def checkpoint_load(auto_class: Any, name_or_path: str, *, device: str, dtype: s
     torch_dtype = getattr(torch, dtype)  # EngineConfig allows only real torch dtype names
     model = auto_class.from_pretrained(name_or_path, dtype=torch_dtype, local_files_only=local_files_only)
     model.to(device).eval()
-    processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=local_files_only)
+    processor = AutoProcessor.from_pretrained(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        name_or_path, local_files_only=local_files_only
+    )
     return model, processor

@@ -72,7 +72,8 @@ class ClipRole:
         logits = self.logit_scale * (embeddings.astype(np.float64) @ label_embeddings.astype(np.float64).T)
         logits -= logits.max(axis=-1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=-1, keepdims=True)
+        probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+        return probs
 
     @property
     def embedding_dim(self) -> int:
@@ -83,14 +84,14 @@ class ClipRole:
 
         with torch.inference_mode():
             pixels = pixel_values.to(device=self.device, dtype=self.model.dtype)
-            features = self.model.get_image_features(pixel_values=pixels).pooler_output
+            features: torch.Tensor = self.model.get_image_features(pixel_values=pixels).pooler_output
             return features.float().cpu().numpy()
 
     def _text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            features = self.model.get_text_features(
+            features: torch.Tensor = self.model.get_text_features(
                 input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
             ).pooler_output
             return features.float().cpu().numpy()
@@ -99,4 +100,5 @@ class ClipRole:
 def _normalised(features: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(features, axis=-1, keepdims=True)
     # An all-zero row stays zero instead of turning into NaN.
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+    normalised: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalised

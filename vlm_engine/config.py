@@ -94,11 +94,13 @@ class EngineConfig:
         if profile not in PROFILES:
             raise ValueError(f"unknown engine profile {profile!r}; expected one of {', '.join(PROFILES)}")
         clip = overrides.pop("clip", "") or _profile_checkpoint(profile, "clip", tiny_dir)
-        roles = {
-            role: overrides.pop(role) if role in overrides else _profile_checkpoint(profile, role, tiny_dir)
+        grounder, generator = (
+            overrides.pop(role) if role in overrides else _profile_checkpoint(profile, role, tiny_dir)
             for role in ("grounder", "generator")
-        }
-        return cls(profile=profile, clip=clip, tiny_dir=tiny_dir, **roles, **overrides)
+        )
+        return cls(
+            profile=profile, clip=clip, tiny_dir=tiny_dir, grounder=grounder, generator=generator, **overrides
+        )
 
 
 def _profile_checkpoint(profile: str, role: str, tiny_dir: str) -> str:

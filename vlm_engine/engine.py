@@ -62,12 +62,12 @@ class Engine:
             OSError: a checkpoint cannot be found or read.
             ValueError: the grounder checkpoint is not OWLv2.
         """
-        options = {"device": config.device, "dtype": config.dtype}
+        device, dtype = config.device, config.dtype
         return cls(
             config,
-            ClipRole.load(config.clip, **options),
-            grounder=GrounderRole.load(config.grounder, **options) if config.grounder else None,
-            generator=GeneratorRole.load(config.generator, **options) if config.generator else None,
+            ClipRole.load(config.clip, device=device, dtype=dtype),
+            grounder=GrounderRole.load(config.grounder, device=device, dtype=dtype) if config.grounder else None,
+            generator=GeneratorRole.load(config.generator, device=device, dtype=dtype) if config.generator else None,
         )
 
     def decode(self, posts: Sequence[PostInput]) -> list[DecodedImage | None]:

@@ -119,7 +119,7 @@ class GeneratorRole:
             inputs = dict(inputs.to(device=self.device, dtype=self.model.dtype))
             if self._shares_image_features(sources):
                 inputs["mm_encoder_outputs"] = {"image": self._image_features(inputs, sources)}
-            output = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+            output: torch.Tensor = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
             # With left padding every prompt ends at the same column; the rest is new.
             return output[:, inputs["input_ids"].shape[1] :].cpu()
 

@@ -72,7 +72,7 @@ def hub_reachable(timeout_s: float) -> bool:
 
 def checkpoint_cached(name_or_path: str) -> bool:
     """Whether the checkpoint's config, processor, tokenizer and weights are on disk (path or HF cache)."""
-    from transformers.utils import cached_file
+    from transformers.utils.hub import cached_file
 
     def present(filename: str) -> bool:
         path = cached_file(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from vlm_engine.checkpoints import checkpoint_complete, checkpoint_save
 
 if TYPE_CHECKING:
-    from transformers import CLIPProcessor
+    from transformers import CLIPConfig, CLIPProcessor
 
 TINY_SEED = 0
 TINY_IMAGE_SIZE = 32
@@ -73,15 +73,21 @@ def _tiny_processor() -> CLIPProcessor:
     from transformers import CLIPImageProcessorPil, CLIPProcessor, CLIPTokenizer
 
     vocab, merges = tiny_vocab_and_merges()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    tokenizer = CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]  # the BPE takes merge pairs; transformers annotates strings
+        model_max_length=77,
+    )
     size = TINY_IMAGE_SIZE
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return CLIPProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer
+    )
 
 
-def _tiny_clip_config(vocab_size: int, bos_id: int, eos_id: int) -> object:
+def _tiny_clip_config(vocab_size: int, bos_id: int, eos_id: int) -> CLIPConfig:
     from transformers import CLIPConfig
 
     common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -111,7 +117,7 @@ def tiny_clip_write(directory: str | Path) -> Path:
     tokenizer = processor.tokenizer
     config = _tiny_clip_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     torch.manual_seed(TINY_SEED)
-    checkpoint_save(CLIPModel(config), processor, clip_dir)  # type: ignore[arg-type]
+    checkpoint_save(CLIPModel(config), processor, clip_dir)
     return clip_dir
 
 

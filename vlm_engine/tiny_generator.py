@@ -64,7 +64,7 @@ def tiny_generator_write(directory: str | Path) -> Path:
 def _tiny_generator_processor() -> Idefics3Processor:
     from transformers import Idefics3ImageProcessorPil, Idefics3Processor, PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
         tokenizer_object=_tiny_generator_tokenizer(),
         bos_token=_BOS,
         eos_token=_EOS,
@@ -129,5 +129,6 @@ def _tiny_generator_config(processor: Idefics3Processor) -> Idefics3Config:
         vision_config=vision_config,
         scale_factor=_SCALE_FACTOR,
         image_token_id=processor.image_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        # Idefics3Config takes pad_token_id through **kwargs, which its generated signature omits.
+        pad_token_id=tokenizer.pad_token_id,  # type: ignore[call-arg]
     )

@@ -26,11 +26,16 @@ def _tiny_grounder_processor() -> Owlv2Processor:
     # Pad with "!" (id 0) as google/owlv2-* do: OWLv2 marks a query whose first id is 0 as padding,
     # and pools the text at the highest id (the end-of-text token, last in the vocabulary).
     tokenizer = CLIPTokenizer(
-        vocab=vocab, merges=merges, model_max_length=TINY_GROUNDER_TEXT_LENGTH, pad_token="!"
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]  # the BPE takes merge pairs; transformers annotates strings
+        model_max_length=TINY_GROUNDER_TEXT_LENGTH,
+        pad_token="!",
     )
     size = TINY_GROUNDER_IMAGE_SIZE
     image_processor = Owlv2ImageProcessorPil(size={"height": size, "width": size})
-    return Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return Owlv2Processor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer
+    )
 
 
 def _tiny_grounder_config(vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> Owlv2Config:

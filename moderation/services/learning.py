@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,42 @@ from moderation.services.policies import policy_active
 
 Progress = Callable[[int, int, float], None]
 MIN_TRAINING_LABELS = 20
+# Below this many posts a validation or test split says little: figures from it are not to be trusted.
+MIN_TRUSTED_SPLIT = 30
+# A category's held-out AUROC needs at least this many violating and not-violating test posts.
+MIN_TRUSTED_CLASS = 5
+SPLITS = ("train", "validation", "test")
+NOT_VIOLATING = "not violating"
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """What a training run learns from: posts per split, and per label (each category, then
+    NOT_VIOLATING) the posts of each split that carry it."""
+
+    sizes: dict[str, int]
+    labels: dict[str, dict[str, int]]
+
+
+def splits_untrusted(*, sizes: dict[str, int]) -> list[str]:
+    """The validation and test splits with fewer than MIN_TRUSTED_SPLIT posts, in SPLITS order."""
+    return [split for split in SPLITS[1:] if sizes.get(split, 0) < MIN_TRUSTED_SPLIT]
+
+
+def aurocs_trusted(*, metrics: dict[str, Any]) -> dict[str, bool]:
+    """Per category of ``metrics`` (as ``metrics_evaluate`` returns them) whether its held-out AUROC
+    rests on at least MIN_TRUSTED_CLASS posts of each class; under "macro" whether the average does
+    (at least one category, and every category it averages, trusted)."""
+    categories: dict[str, dict[str, Any]] = metrics.get("categories", {})
+    trusted = {slug: _auroc_trusted(figures) for slug, figures in categories.items()}
+    averaged = [slug for slug, figures in categories.items() if figures.get("auroc") is not None]
+    return trusted | {"macro": bool(averaged) and all(trusted[slug] for slug in averaged)}
+
+
+def _auroc_trusted(figures: dict[str, Any]) -> bool:
+    positives = int(figures.get("support") or 0)
+    negatives = int(figures.get("n") or 0) - positives
+    return figures.get("auroc") is not None and min(positives, negatives) >= MIN_TRUSTED_CLASS
 
 
 def dataset_build(*, categories: list[str]) -> Any | None:
@@ -45,8 +81,13 @@ def _thresholds(policy: Policy) -> dict[str, tuple[float, float]]:
     return {c.slug: (c.review_threshold, c.remove_threshold) for c in policy.categories.all()}
 
 
-def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | None = None) -> ModelVersion:
+def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | None = None,
+                on_dataset: Callable[[DatasetSplits], None] | None = None) -> ModelVersion:
     """Train a fusion head on the labelled set, evaluate it on the held-out split, store a candidate.
+
+    ``on_dataset`` is told the split sizes and label counts before training starts; ``progress``
+    after each epoch (epoch, most epochs, mean training loss). A candidate whose test split is
+    too small to trust (``splits_untrusted``) is never promoted automatically.
 
     Raises:
         ServiceError: too few labels to train on.
@@ -60,6 +101,8 @@ def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | N
     if data is None or count < MIN_TRAINING_LABELS:
         raise ServiceError("too_few_labels", f"{count} labelled posts; at least {MIN_TRAINING_LABELS} needed.")
     train_idx, val_idx, test_idx = split_by_key(list(data.keys))
+    if on_dataset is not None:
+        on_dataset(_dataset_splits(data.labels, categories, dict(zip(SPLITS, (train_idx, val_idx, test_idx)))))
     config = TrainingConfig(seed=seed)
     head = head_train(data.take(train_idx), data.take(val_idx), categories=categories, config=config,
                       progress=progress)
@@ -70,6 +113,14 @@ def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | N
     return _candidate_store(head=head, metrics=metrics, baseline=baseline, parent=active, created_by=created_by,
                             digest=dataset_digest(data), config=config,
                             sizes={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)})
+
+
+def _dataset_splits(labels: np.ndarray, categories: list[str], rows: dict[str, list[int]]) -> DatasetSplits:
+    counts = {split: labels[indices].sum(axis=0).astype(int).tolist() for split, indices in rows.items()}
+    none = {split: int((labels[indices].sum(axis=1) == 0).sum()) for split, indices in rows.items()}
+    per_label = {slug: {split: counts[split][column] for split in rows} for column, slug in enumerate(categories)}
+    return DatasetSplits(sizes={split: len(indices) for split, indices in rows.items()},
+                         labels=per_label | {NOT_VIOLATING: none})
 
 
 def _evaluate(probs: np.ndarray, test: Any, categories: list[str], policy: Policy) -> dict[str, Any]:
@@ -107,7 +158,8 @@ def _candidate_store(*, head: Any, metrics: dict[str, Any], baseline: dict[str, 
     candidate.artifact.save("head.safetensors", ContentFile(_head_bytes(head)), save=False)
     candidate.save()
     margin = moderation_settings.AUTO_PROMOTE_MARGIN
-    if margin is not None and _beats(metrics, baseline, margin):
+    trusted = "test" not in splits_untrusted(sizes=sizes)
+    if margin is not None and trusted and _beats(metrics, baseline, margin):
         model_promote(version=candidate, by=None)
     return candidate
 

@@ -83,7 +83,8 @@ def joint_embeddings(image: np.ndarray, text: np.ndarray) -> np.ndarray:
     """The L2-normalised mean of image and text rows: the space the nearest-neighbour vote searches."""
     mixed = image.astype(np.float32) + text.astype(np.float32)
     norms = np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
-    return (mixed / norms).astype(np.float32)
+    joint: np.ndarray = (mixed / norms).astype(np.float32)
+    return joint
 
 
 def split_by_key(

@@ -56,4 +56,5 @@ class KnnClassifier:
         k = min(self.k, len(labelled))
         nearest = np.argpartition(-weights, k - 1, axis=1)[:, :k]
         chosen = np.take_along_axis(weights, nearest, axis=1)
-        return (chosen * labels[nearest]).sum(axis=1) / chosen.sum(axis=1)
+        votes: np.ndarray = (chosen * labels[nearest]).sum(axis=1) / chosen.sum(axis=1)
+        return votes

@@ -118,7 +118,7 @@ def _epoch(
         logits = model(inputs[0, start:stop], inputs[1, start:stop])
         loss = F.binary_cross_entropy_with_logits(logits, labels[start:stop])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         total += loss.detach() * len(logits)
     return float(total) / len(labels)
