@@ -12,6 +12,7 @@ from django.utils import timezone
 from moderation.models import IdempotencyRecord, Post, PostEvent
 from moderation.services.idempotency import (idempotency_atomic, idempotency_begin, idempotency_expired_delete,
                                              idempotency_request_hash)
+from tests.conftest import require_service
 from tests.factories import image_bytes
 from workers.tasks import sweep
 
@@ -136,7 +137,7 @@ def test_begin_outside_its_transaction_is_refused(client_user):  # type: ignore[
 @pytest.mark.django_db(transaction=True)
 def test_retry_while_first_is_alive_is_409_then_runs_when_it_is_gone(api, client_user):  # type: ignore[no-untyped-def]
     if connection.vendor != "postgresql":
-        pytest.skip("on SQLite a retry waits for the database lock instead of answering 409")
+        require_service("a live request holding its key from another session needs PostgreSQL (set DATABASE_URL)")
     holding, release = threading.Event(), threading.Event()
 
     def first_request() -> None:  # holds the key in its own session, then dies without answering
