@@ -128,6 +128,22 @@ def test_failure_after_completion_keeps_post_and_retry_replays_it(api, monkeypat
     assert list(Post.objects.values_list("id", flat=True)) == [_uuid(retry.json()["id"])]
 
 
+def test_completion_that_meets_a_concurrent_one_is_409_and_keeps_nothing(api, client_user, monkeypatch):  # type: ignore[no-untyped-def]
+    def concurrent_completion(*, step: str, key: str) -> None:
+        # Another request completed the key after this one read it (PostgreSQL: between this
+        # request's snapshot and its lock).
+        if step == "inserted":
+            IdempotencyRecord.objects.create(client=client_user, key=key, request_hash=_hash("hello"),
+                                             response_status=202, response_body={"id": "theirs"})
+
+    monkeypatch.setattr("moderation.api.idempotency.idempotency_crash_point", concurrent_completion)
+
+    response = api.post(POSTS, {"text": "hello"}, format="json", HTTP_IDEMPOTENCY_KEY="k11")
+
+    assert (response.status_code, response.json()["code"]) == (409, "idempotency_in_progress")
+    assert (Post.objects.count(), PostEvent.objects.count()) == (0, 0)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_begin_outside_its_transaction_is_refused(client_user):  # type: ignore[no-untyped-def]
     with pytest.raises(RuntimeError, match="inside idempotency_atomic"):
