@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.checks import run_checks
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from moderation.models import IdempotencyRecord, Post, PostEvent
@@ -83,7 +86,7 @@ def test_reservation_without_response_is_taken_over(api, client_user):  # type: 
     response = api.post(POSTS, {"text": "hello"}, format="json", HTTP_IDEMPOTENCY_KEY="orphan")
 
     assert response.status_code == 202
-    assert list(Post.objects.values_list("id", flat=True)) == [_uuid(response.json()["id"])]
+    assert list(Post.objects.values_list("id", flat=True)) == [uuid.UUID(response.json()["id"])]
     record = IdempotencyRecord.objects.get(client=client_user, key="orphan")
     assert (record.response_status, record.response_body) == (202, response.json())
 
@@ -108,7 +111,7 @@ def test_failure_before_completion_leaves_nothing_and_retry_creates_once(api, mo
     retry = api.post(POSTS, {"text": "hello"}, format="json", HTTP_IDEMPOTENCY_KEY="k5")
 
     assert (retry.status_code, retry.has_header("Idempotent-Replayed")) == (202, False)
-    assert list(Post.objects.values_list("id", flat=True)) == [_uuid(retry.json()["id"])]
+    assert list(Post.objects.values_list("id", flat=True)) == [uuid.UUID(retry.json()["id"])]
     assert list(PostEvent.objects.values_list("to_state", flat=True)) == ["queued"]
 
 
@@ -125,7 +128,7 @@ def test_failure_after_completion_keeps_post_and_retry_replays_it(api, monkeypat
     retry = api.post(POSTS, {"text": "hello"}, format="json", HTTP_IDEMPOTENCY_KEY="k6")
 
     assert (retry.status_code, retry["Idempotent-Replayed"]) == (202, "true")
-    assert list(Post.objects.values_list("id", flat=True)) == [_uuid(retry.json()["id"])]
+    assert list(Post.objects.values_list("id", flat=True)) == [uuid.UUID(retry.json()["id"])]
 
 
 def test_completion_that_meets_a_concurrent_one_is_409_and_keeps_nothing(api, client_user, monkeypatch):  # type: ignore[no-untyped-def]
@@ -175,7 +178,7 @@ def test_retry_while_first_is_alive_is_409_then_runs_when_it_is_gone(api, client
 
     assert (during.status_code, during.json()["code"]) == (409, "idempotency_in_progress")
     assert after.status_code == 202
-    assert list(Post.objects.values_list("id", flat=True)) == [_uuid(after.json()["id"])]
+    assert list(Post.objects.values_list("id", flat=True)) == [uuid.UUID(after.json()["id"])]
 
 
 def test_expired_key_is_treated_as_new(api, client_user, settings):  # type: ignore[no-untyped-def]
@@ -225,7 +228,10 @@ def test_sweep_deletes_expired_records(client_user, settings):  # type: ignore[n
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
 
 
-def _uuid(value: str):  # type: ignore[no-untyped-def]
-    import uuid
+@pytest.mark.parametrize("ttl", [0, -1, 1.5, None])
+def test_key_lifetime_must_be_a_positive_integer(ttl):  # type: ignore[no-untyped-def]
+    with override_settings(MODERATION={"IDEMPOTENCY_KEY_TTL": ttl}):
+        errors = [e for e in run_checks() if e.id.startswith("moderation.")]
 
-    return uuid.UUID(value)
+    assert [(e.id, e.msg) for e in errors] == [
+        ("moderation.E004", f"MODERATION['IDEMPOTENCY_KEY_TTL'] must be a positive integer, not {ttl!r}.")]
