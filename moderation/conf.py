@@ -87,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 10.0,
     # API requests per client, DRF rate syntax ("600/min"); None disables throttling.
     "THROTTLE_RATE": "1200/min",
+    # Seconds an Idempotency-Key's stored response is replayed (24 h, as Stripe's keys); after
+    # that the key is new again, and the sweep deletes the record.
+    "IDEMPOTENCY_KEY_TTL": 24 * 3600,
     # Days after which a post's image and text are deleted (verdicts, decisions and
     # embeddings are kept); None keeps content forever. "delete" or "anonymize"
     # (anonymize also drops external_id and metadata).

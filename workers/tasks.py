@@ -9,6 +9,7 @@ from django.db import close_old_connections
 
 from moderation.conf import moderation_settings
 from moderation.services.analysis import post_queue_wakeup, post_release_worker_claims, post_sweep
+from moderation.services.idempotency import idempotency_expired_delete
 from moderation.services.learning import model_train, retrain_due
 from moderation.services.requests import requests_release_stale
 from moderation.services.retention import post_content_purge
@@ -45,6 +46,7 @@ def retrain(force: bool = False) -> int | None:
 def sweep() -> dict[str, int]:
     released = post_sweep()
     released["requests"] = requests_release_stale(older_than_s=moderation_settings.CLAIM_TIMEOUT)
+    released["idempotency_expired"] = idempotency_expired_delete()
     return released
 
 

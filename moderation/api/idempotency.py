@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from moderation.api.errors import api_exception_handler
 from moderation.services.errors import ServiceError
-from moderation.services.idempotency import (idempotency_abandon, idempotency_begin, idempotency_complete,
-                                             idempotency_request_hash)
+from moderation.services.idempotency import (idempotency_atomic, idempotency_begin, idempotency_complete,
+                                             idempotency_crash_point, idempotency_request_hash)
 
 
 def _request_hash(request: Request) -> str:
@@ -24,18 +24,18 @@ def _request_hash(request: Request) -> str:
 
 
 def idempotent_response(*, request: Request, key: str, handler: Callable[[Request], Response]) -> Response:
-    client = request.user
-    stored = idempotency_begin(client=client, key=key, request_hash=_request_hash(request))
-    if stored is not None:
-        return Response(stored.body, status=stored.status, headers={"Idempotent-Replayed": "true"})
-    answered = False
-    try:
+    """Handle ``request`` once per key: the work and its stored response commit together."""
+    client, request_hash = request.user, _request_hash(request)
+    with idempotency_atomic():
+        stored = idempotency_begin(client=client, key=key, request_hash=request_hash)
+        if stored is not None:
+            return Response(stored.body, status=stored.status, headers={"Idempotent-Replayed": "true"})
+        idempotency_crash_point(step="reserved", key=key)
         response = _handled(request, handler)
-        idempotency_complete(client=client, key=key, status=response.status_code, body=response.data)
-        answered = True
-    finally:
-        if not answered:  # an unexpected failure: let a retry run instead of answering 409 forever
-            idempotency_abandon(client=client, key=key)
+        idempotency_crash_point(step="inserted", key=key)
+        idempotency_complete(client=client, key=key, request_hash=request_hash,
+                             status=response.status_code, body=response.data)
+    idempotency_crash_point(step="completed", key=key)
     return response
 
 

@@ -113,8 +113,11 @@ def _post_insert(*, post: Post) -> tuple[Post, bool]:
     using = router.db_for_write(Post, instance=post)
     try:
         if connections[using].vendor == "postgresql":
-            # A savepoint only when the caller holds a transaction (the Idempotency-Key path).
-            with transaction.atomic(using=using) if connections[using].in_atomic_block else nullcontext():
+            # Only an external_id can collide; a savepoint then keeps the caller's transaction
+            # (the Idempotency-Key path) usable after the IntegrityError. Without one it costs
+            # two round trips for nothing.
+            savepoint = post.external_id and connections[using].in_atomic_block
+            with transaction.atomic(using=using) if savepoint else nullcontext():
                 _rows_insert_in_one_statement(post, event, using=using)
         else:
             with transaction.atomic(using=using):
