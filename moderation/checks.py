@@ -48,6 +48,9 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
     if s.THROTTLE_RATE is not None and not _rate_valid(s.THROTTLE_RATE):
         errors.append(Error(f"MODERATION['THROTTLE_RATE'] must look like '600/min' or be None, "
                             f"not {s.THROTTLE_RATE!r}.", id="moderation.E009"))
+    if not _rate_valid(s.REVIEWER_REQUEST_RATE):
+        errors.append(Error(f"MODERATION['REVIEWER_REQUEST_RATE'] must look like '30/min', "
+                            f"not {s.REVIEWER_REQUEST_RATE!r}.", id="moderation.E009"))
     if s.RETENTION_MODE not in ("delete", "anonymize") or not (
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "

@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PHRASES": 20,
     "MAX_PHRASE_LENGTH": 100,
     "MAX_CAPTION_PROMPT_LENGTH": 200,
+    # Questions and groundings one reviewer may ask in the admin, DRF rate syntax ("30/min").
+    "REVIEWER_REQUEST_RATE": "30/min",
     # Search: most results per query, and how long the web process waits for a worker to
     # embed a new query (repeated queries are answered from the database at once).
     "SEARCH_MAX_K": 100,

@@ -103,8 +103,8 @@ class PostCaptionApi(_PostRequestApi):
 class RequestDetailApi(BaseApi):
     @extend_schema(responses=RequestOutputSerializer, operation_id="requests_retrieve")
     def get(self, request: Request, request_id: str) -> Response:
-        found = EngineRequest.objects.filter(pk=uuid_or_not_found(request_id, what="request"),
-                                             client=request.user).first()
+        found = EngineRequest.objects.filter(pk=uuid_or_not_found(request_id, what="request"), client=request.user,
+                                             origin=EngineRequest.Origin.CLIENT).first()
         if found is None:
             raise NotFound("not_found", "No such request.")
         return Response(RequestOutputSerializer(found, context={"request": request}).data)
