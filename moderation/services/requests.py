@@ -23,11 +23,11 @@ Kind = EngineRequest.Kind
 RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _text_checked(value: Any, *, code: str, field: str, limit: int, required: bool = True) -> str:
+def _text_checked(value: Any, *, error_code: str, field: str, limit: int, required: bool = True) -> str:
     if not isinstance(value, str) or (required and not value.strip()):
-        raise ServiceError(code, f"{field} must be a non-empty string.")
+        raise ServiceError(error_code, f"{field} must be a non-empty string.")
     if len(value) > limit or "\x00" in value:
-        raise ServiceError(code, f"{field} must be at most {limit} characters, without NUL bytes.")
+        raise ServiceError(error_code, f"{field} must be at most {limit} characters, without NUL bytes.")
     return value.strip()
 
 
@@ -57,7 +57,8 @@ def _post_for_reviewer(*, reviewer: Any, post_id: Any) -> Post:
         raise ServiceError("review_claim_required", "Only the reviewer holding this post's claim may ask about it.",
                            status=403)
     allowed, seconds = rate_parse(moderation_settings.REVIEWER_REQUEST_RATE)
-    recent = EngineRequest.objects.filter(reviewer=reviewer, created_at__gte=timezone.now() - timedelta(seconds=seconds))
+    since = timezone.now() - timedelta(seconds=seconds)
+    recent = EngineRequest.objects.filter(reviewer=reviewer, created_at__gte=since)
     if recent.count() >= allowed:
         raise ServiceError("reviewer_rate_limited",
                            f"At most {moderation_settings.REVIEWER_REQUEST_RATE} questions per reviewer; retry later.",
@@ -78,7 +79,7 @@ def requests_wakeup() -> None:
 def post_question_ask(*, post_id: Any, question: Any, client: AbstractBaseUser | None = None,
                       reviewer: AbstractBaseUser | None = None) -> EngineRequest:
     """Queue a question about the post's image, asked by its ``client`` or by the ``reviewer`` holding it."""
-    question = _text_checked(question, code="question_invalid", field="question",
+    question = _text_checked(question, error_code="question_invalid", field="question",
                              limit=moderation_settings.MAX_QUESTION_LENGTH)
     return _request_create(client=client, reviewer=reviewer, post_id=post_id, kind=Kind.QUESTION,
                            params={"question": question})
@@ -90,15 +91,15 @@ def post_grounding_request(*, post_id: Any, phrases: Any, client: AbstractBaseUs
     limit = moderation_settings.MAX_PHRASES
     if not isinstance(phrases, list) or not 1 <= len(phrases) <= limit:
         raise ServiceError("phrases_invalid", f"phrases must be a list of 1 to {limit} strings.")
-    cleaned = [_text_checked(p, code="phrase_invalid", field="phrase", limit=moderation_settings.MAX_PHRASE_LENGTH)
-               for p in phrases]
+    cleaned = [_text_checked(p, error_code="phrase_invalid", field="phrase",
+                             limit=moderation_settings.MAX_PHRASE_LENGTH) for p in phrases]
     return _request_create(client=client, reviewer=reviewer, post_id=post_id, kind=Kind.GROUNDING,
                            params={"phrases": list(dict.fromkeys(cleaned))})
 
 
 def post_caption_request(*, client: AbstractBaseUser, post_id: Any, prompt: Any = None) -> EngineRequest:
     if prompt is not None and not (isinstance(prompt, str) and prompt.strip() == ""):
-        prompt = _text_checked(prompt, code="prompt_invalid", field="prompt",
+        prompt = _text_checked(prompt, error_code="prompt_invalid", field="prompt",
                                limit=moderation_settings.MAX_CAPTION_PROMPT_LENGTH)
     else:
         prompt = None

@@ -66,7 +66,7 @@ def test_bad_requests_queue_nothing(api, image_post, path, body, status, code): 
 @pytest.mark.parametrize("path", ["questions", "groundings", "captions"])
 def test_unknown_and_foreign_posts_are_404(api, other_user, path):  # type: ignore[no-untyped-def]
     foreign = PostFactory(client=other_user)
-    body = {"question": "q", "phrases": ["p"], "prompt": "p"}
+    body = {"questions": {"question": "q"}, "groundings": {"phrases": ["p"]}, "captions": {"prompt": "p"}}[path]
 
     unknown = api.post(f"/api/v1/posts/{uuid.uuid4()}/{path}/", body, format="json")
     other = api.post(f"/api/v1/posts/{foreign.pk}/{path}/", body, format="json")
