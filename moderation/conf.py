@@ -86,6 +86,12 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 10.0,
     # API requests per client, DRF rate syntax ("600/min"); None disables throttling.
     "THROTTLE_RATE": "1200/min",
+    # API requests without a valid key, per client address; None disables. Once an address has
+    # spent it, all its requests are refused until the window passes (without a key lookup).
+    "ANON_THROTTLE_RATE": "60/min",
+    # The header carrying the client's address behind a reverse proxy (e.g. "X-Forwarded-For");
+    # its last entry, the one the nearest proxy appended, is used. None: the connection's peer.
+    "CLIENT_IP_HEADER": None,
     # Days after which a post's image and text are deleted (verdicts, decisions and
     # embeddings are kept); None keeps content forever. "delete" or "anonymize"
     # (anonymize also drops external_id and metadata).

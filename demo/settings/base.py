@@ -84,6 +84,12 @@ MEDIA_ROOT = Path(os.environ.get("MODERATION_MEDIA_ROOT", VAR_DIR / "media"))
 FILE_UPLOAD_PERMISSIONS = 0o640
 DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 
+# A cache every process shares (API throttle buckets), e.g. redis://redis:6379/1. Without it each
+# process has its own memory cache, which `check --deploy` refuses while throttling is on.
+if os.environ.get("DJANGO_CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
+
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import AuthenticationFailed, ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from moderation.api.authentication import ApiKeyAuthentication
 from moderation.api.errors import api_exception_handler
 from moderation.api.schema_support import ModerationAutoSchema
-from moderation.api.throttling import ClientRateThrottle
+from moderation.api.throttling import ClientRateThrottle, UnauthenticatedAddressThrottle
 from moderation.conf import moderation_settings
 from moderation.services.errors import ServiceError
 
@@ -65,6 +65,20 @@ class BaseApi(APIView):
             unknown = sorted(set(request.query_params) - self.query_parameters)
             if unknown:
                 raise ServiceError("unknown_parameter", f"Unknown query parameter(s): {', '.join(unknown)}.")
+
+    def perform_authentication(self, request: Request) -> None:
+        # Requests without a valid key are counted per address; a spent address is refused before
+        # its key costs a database lookup.
+        throttle = UnauthenticatedAddressThrottle()
+        if throttle.exhausted(request):
+            self.throttled(request, throttle.wait())
+        try:
+            authenticated = bool(request.user and request.user.is_authenticated)
+        except AuthenticationFailed:
+            throttle.record(request)
+            raise
+        if not authenticated:
+            throttle.record(request)
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return api_exception_handler
