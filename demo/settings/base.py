@@ -130,4 +130,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Django's own console handler (active with DEBUG) would print every record the root handler
+    # prints again, so each 4xx appeared twice: Django's records go to the root handler only.
+    "loggers": {"django": {"handlers": [], "level": "INFO", "propagate": True}},
 }
