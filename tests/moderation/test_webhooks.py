@@ -226,45 +226,52 @@ def test_connection_keeps_the_host_header(client_user, receiver, allow_loopback,
 
 
 @pytest.fixture
-def tls_listener(tmp_path) -> Iterator[tuple[int, list[str]]]:  # type: ignore[no-untyped-def]
-    """A TLS listener with a self-signed certificate that records the server name each client sent."""
+def tls_receiver(tmp_path) -> Iterator[tuple[Receiver, list[str], str]]:  # type: ignore[no-untyped-def]
+    """A receiver behind TLS, its certificate made for hooks.example.test by a CA of its own; it records
+    the server name (SNI) each client sent. Yields the receiver, those names and the CA file."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=self-signed.test"], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=hooks.example.test", "-addext", "subjectAltName=DNS:hooks.example.test"],
+                   check=True, capture_output=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     names: list[str] = []
     context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                context.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1], names
-    listener.close()
+    receiver = Receiver()
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    yield receiver, names, str(cert)
+    receiver.server.shutdown()
 
 
-def test_tls_sends_the_url_host_as_server_name(client_user, tls_listener, allow_loopback, monkeypatch):  # type: ignore[no-untyped-def]
-    port, names = tls_listener
+def test_tls_verifies_and_names_the_url_host_not_the_address(client_user, tls_receiver, allow_loopback,
+                                                             monkeypatch):  # type: ignore[no-untyped-def]
+    receiver, names, ca_file = tls_receiver
+    port = receiver.server.server_port
+    monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.1"))
+    trusting_the_test_ca = ssl.create_default_context(cafile=ca_file)
+    monkeypatch.setattr(ssl, "create_default_context", lambda: trusting_the_test_ca)
+    webhook_endpoint_set(client=client_user, url=f"https://hooks.example.test:{port}/hooks")
+    decided_post(client_user)
+
+    assert webhook_deliver_due()["delivered"] == 1
+    assert names == ["hooks.example.test"]
+    assert receiver.requests[0][0]["host"] == f"hooks.example.test:{port}"
+
+
+def test_tls_with_an_untrusted_certificate_is_a_tls_failure(client_user, tls_receiver, allow_loopback,
+                                                           monkeypatch):  # type: ignore[no-untyped-def]
+    receiver, names, _ = tls_receiver
+    port = receiver.server.server_port
     monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.1"))
     webhook_endpoint_set(client=client_user, url=f"https://hooks.example.test:{port}/hooks")
     decided_post(client_user)
 
     webhook_deliver_due()
 
-    assert names == ["hooks.example.test"]
-    assert WebhookDelivery.objects.get().last_error == "tls"  # the self-signed certificate is not trusted
+    assert names == ["hooks.example.test"] and receiver.requests == []
+    assert WebhookDelivery.objects.get().last_error == "tls"
 
 
 def test_failures_are_told_as_coarse_classes(client_user, allow_loopback, settings):  # type: ignore[no-untyped-def]
