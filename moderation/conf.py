@@ -87,7 +87,8 @@ DEFAULTS: dict[str, Any] = {
     # API requests per client, DRF rate syntax ("600/min"); None disables throttling.
     "THROTTLE_RATE": "1200/min",
     # API requests without a valid key, per client address; None disables. Once an address has
-    # spent it, all its requests are refused until the window passes (without a key lookup).
+    # spent it, its requests without a valid key get 429 until the window passes (valid keys from
+    # the same address are unaffected).
     "ANON_THROTTLE_RATE": "60/min",
     # The header carrying the client's address behind a reverse proxy (e.g. "X-Forwarded-For");
     # its last entry, the one the nearest proxy appended, is used. None: the connection's peer.

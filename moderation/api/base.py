@@ -67,18 +67,24 @@ class BaseApi(APIView):
                 raise ServiceError("unknown_parameter", f"Unknown query parameter(s): {', '.join(unknown)}.")
 
     def perform_authentication(self, request: Request) -> None:
-        # Requests without a valid key are counted per address; a spent address is refused before
-        # its key costs a database lookup.
+        # Requests without a valid key spend a budget per address. Once it is spent, a request with
+        # no key is refused at once, and one with a key only if the key is not valid: clients behind
+        # the same address (a NAT, a proxy) keep working with their own keys.
         throttle = UnauthenticatedAddressThrottle()
-        if throttle.exhausted(request):
+        spent = throttle.exhausted(request)
+        if spent and "HTTP_AUTHORIZATION" not in request.META:
             self.throttled(request, throttle.wait())
         try:
             authenticated = bool(request.user and request.user.is_authenticated)
         except AuthenticationFailed:
-            throttle.record(request)
-            raise
+            authenticated = False
+            if not spent:
+                throttle.record(request)
+                raise
         if not authenticated:
             throttle.record(request)
+            if spent:
+                self.throttled(request, throttle.wait())
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return api_exception_handler

@@ -36,8 +36,8 @@ class ClientRateThrottle(SimpleRateThrottle):
 class UnauthenticatedAddressThrottle(SimpleRateThrottle):
     """One bucket per client address, filled by requests that carry no valid API key.
 
-    It is read before authentication, so once an address has spent its budget its requests are
-    refused without the database lookup of their key.
+    It is read before authentication: once an address has spent its budget, a request from it
+    with no key at all is refused before anything else runs.
     """
 
     scope = "moderation_unauthenticated"
