@@ -67,24 +67,21 @@ class BaseApi(APIView):
                 raise ServiceError("unknown_parameter", f"Unknown query parameter(s): {', '.join(unknown)}.")
 
     def perform_authentication(self, request: Request) -> None:
-        # Requests without a valid key spend a budget per address. Once it is spent, a request with
-        # no key is refused at once, and one with a key only if the key is not valid: clients behind
-        # the same address (a NAT, a proxy) keep working with their own keys.
-        throttle = UnauthenticatedAddressThrottle()
-        spent = throttle.exhausted(request)
-        if spent and "HTTP_AUTHORIZATION" not in request.META:
-            self.throttled(request, throttle.wait())
+        # Requests without a valid key spend a budget per address; counted after the lookup, so a
+        # valid key costs no cache access and is never refused because of its neighbours (a NAT, a
+        # proxy). A request with no key costs no lookup: its refusal is free.
         try:
             authenticated = bool(request.user and request.user.is_authenticated)
         except AuthenticationFailed:
-            authenticated = False
-            if not spent:
-                throttle.record(request)
-                raise
+            self._unauthenticated_throttle(request)
+            raise
         if not authenticated:
-            throttle.record(request)
-            if spent:
-                self.throttled(request, throttle.wait())
+            self._unauthenticated_throttle(request)
+
+    def _unauthenticated_throttle(self, request: Request) -> None:
+        throttle = UnauthenticatedAddressThrottle()
+        if not throttle.allow_request(request, self):
+            self.throttled(request, throttle.wait())
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return api_exception_handler

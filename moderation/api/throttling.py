@@ -11,21 +11,15 @@ from rest_framework.throttling import SimpleRateThrottle
 from moderation.conf import moderation_settings
 
 
-class ClientRateThrottle(SimpleRateThrottle):
-    """One bucket per API client (its user)."""
+class SettingsRateThrottle(SimpleRateThrottle):
+    """A throttle whose rate is a MODERATION setting, read per request so that changes apply at once."""
 
-    scope = "moderation_client"
+    rate_setting = ""
 
     def get_rate(self) -> str | None:
-        return moderation_settings.THROTTLE_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if not request.user or not request.user.is_authenticated:
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+        return getattr(moderation_settings, self.rate_setting)
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        # The rate is read per request so that settings changes apply without a restart.
         self.rate = self.get_rate()
         if self.rate is None:
             return True
@@ -33,37 +27,26 @@ class ClientRateThrottle(SimpleRateThrottle):
         return super().allow_request(request, view)
 
 
-class UnauthenticatedAddressThrottle(SimpleRateThrottle):
-    """One bucket per client address, filled by requests that carry no valid API key.
+class ClientRateThrottle(SettingsRateThrottle):
+    """One bucket per API client (its user)."""
 
-    It is read before authentication: once an address has spent its budget, a request from it
-    with no key at all is refused before anything else runs.
-    """
+    scope = "moderation_client"
+    rate_setting = "THROTTLE_RATE"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not request.user or not request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class UnauthenticatedAddressThrottle(SettingsRateThrottle):
+    """One bucket per client address, spent by requests that carry no valid API key."""
 
     scope = "moderation_unauthenticated"
-
-    def get_rate(self) -> str | None:
-        return moderation_settings.ANON_THROTTLE_RATE
+    rate_setting = "ANON_THROTTLE_RATE"
 
     def get_cache_key(self, request: Request, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": client_address(request)}
-
-    def exhausted(self, request: Request) -> bool:
-        return self._history_load(request) and len(self.history) >= self.num_requests
-
-    def record(self, request: Request) -> None:
-        if self._history_load(request):
-            self.history.insert(0, self.now)
-            self.cache.set(self.key, self.history, self.duration)
-
-    def _history_load(self, request: Request) -> bool:
-        self.rate = self.get_rate()
-        if self.rate is None:
-            return False
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        self.key, self.now = self.get_cache_key(request, None), self.timer()
-        self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
-        return True
 
 
 def client_address(request: Request) -> str:

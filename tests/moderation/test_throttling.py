@@ -68,7 +68,7 @@ def test_keyless_requests_are_limited_per_address(client_user, anon_limit, djang
     spent, other = APIClient(REMOTE_ADDR="203.0.113.5"), APIClient(REMOTE_ADDR="203.0.113.6")
 
     codes = [spent.get(POSTS).status_code for _ in range(4)]
-    with django_assert_num_queries(0):  # no key: refused before anything else runs
+    with django_assert_num_queries(0):  # no key, no lookup: the refusal costs nothing
         again = spent.get(POSTS)
     spent.credentials(HTTP_AUTHORIZATION="Api-Key vlm_guess.guess")
     guessed = spent.get(POSTS)
