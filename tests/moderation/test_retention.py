@@ -14,9 +14,10 @@ from django.utils import timezone
 from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, WebhookDelivery
 from moderation.services.analysis import analysis_record_batch, post_claim_batch
 from moderation.services.policies import policy_active
-from moderation.services.requests import request_claim_batch, request_complete
+from moderation.services.requests import post_question_ask, request_claim_batch, request_complete
+from moderation.services.reviews import review_claim_next, review_decide
 from moderation.services.webhooks import webhook_endpoint_set
-from tests.factories import image_bytes
+from tests.factories import UserFactory, image_bytes
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Answer, Grounding
 
@@ -28,6 +29,7 @@ MARKERS = {
     "ocr": "zqocr-words-on-the-sign", "caption": "zqcaption-a-man-holding", "answer": "zqanswer-a-knife",
     "rationale": "zqrationale-because", "question": "zqquestion-who-is-this", "phrase": "zqphrase-tattoo",
     "prompt": "zqprompt-describe-face", "result": "zqresult-a-face-of-bob",
+    "reviewer_question": "zqreviewer-is-this-bob",
 }
 
 
@@ -65,6 +67,12 @@ def _post_touched_by_every_feature(api, client_user, receiver_url: str) -> Post:
     for path, body in (("questions", {"question": MARKERS["question"]}), ("groundings", {"phrases": [MARKERS["phrase"]]}),
                        ("captions", {"prompt": MARKERS["prompt"]})):
         assert api.post(f"/api/v1/posts/{post.pk}/{path}/", body, format="json").status_code == 202
+    reviewer = UserFactory(username="rev1", is_staff=True)
+    Post.objects.filter(pk=post.pk).update(state="needs_review")
+    assert review_claim_next(reviewer=reviewer).pk == post.pk
+    post_question_ask(reviewer=reviewer, post_id=post.pk, question=MARKERS["reviewer_question"])
+    review_decide(post=Post.objects.get(pk=post.pk), reviewer=reviewer, verdict="violating", category="hate",
+                 reason="breaks the hate policy")
     token, claimed = request_claim_batch(limit=10)
     for request in claimed:
         request_complete(token=token, request_id=request.pk, result={"answer": MARKERS["result"]}, model_version="v")
@@ -86,8 +94,8 @@ def test_purge_leaves_no_content_anywhere_in_the_database(api, client_user, sett
     analysis = Analysis.objects.get(post=post)
     assert (analysis.scores, analysis.decision) == ({"hate": 0.97}, "remove")  # the verdict stays
     assert analysis.explanation["groundings"][0]["phrase"] == "swastika"
-    assert EngineRequest.objects.filter(post=post, state="done").count() == 3
-    assert WebhookDelivery.objects.get().payload["post"]["external_id"] is None
+    assert EngineRequest.objects.filter(post=post, state="done").count() == 4
+    assert [d.payload["post"]["external_id"] for d in WebhookDelivery.objects.all()] == [None, None]
 
 
 def test_idempotency_key_is_not_replayed_after_purge(api, client_user):  # type: ignore[no-untyped-def]

@@ -127,3 +127,18 @@ def test_buckets_are_shared_between_processes_through_redis(settings):  # type: 
 
     assert local == [401, 401, 401]
     assert other_process.stdout.strip().splitlines()[-1] == "429", other_process.stderr
+
+
+@pytest.mark.parametrize(("override", "ids"), [
+    ({"ANON_THROTTLE_RATE": "lots"}, ["moderation.E009"]),
+    ({"REVIEWER_REQUEST_RATE": "30 per minute"}, ["moderation.E009"]),
+    ({"CLIENT_IP_HEADER": ""}, ["moderation.E011"]),
+    ({"CLIENT_IP_HEADER": ["X-Forwarded-For"]}, ["moderation.E011"]),
+    ({"CLIENT_IP_HEADER": "X-Forwarded-For", "ANON_THROTTLE_RATE": None}, []),
+])
+def test_rate_and_header_settings_are_checked(settings, override, ids):  # type: ignore[no-untyped-def]
+    from moderation.checks import moderation_settings_check
+
+    settings.MODERATION = {**settings.MODERATION, **override}
+
+    assert [e.id for e in moderation_settings_check()] == ids
