@@ -35,6 +35,10 @@ class DeliveryRefused(Exception):
     """The receiver's address is not allowed (private, loopback, unresolvable)."""
 
 
+class SecretMissing(Exception):
+    """The endpoint has no signing secret: a delivery signed with an empty key could be forged by anyone."""
+
+
 # One message for every refused host: it never says what a name resolved to (internal DNS).
 REFUSAL_MESSAGE = ("The webhook host does not resolve to public addresses only. Receivers on your own "
                    "network need MODERATION['WEBHOOK_ALLOW_PRIVATE'] = True.")
@@ -82,13 +86,17 @@ def webhook_target_resolve(*, url: str) -> WebhookTarget:
         ServiceError: ``webhook_url_invalid`` when the URL is not http(s) with a host.
         DeliveryRefused: the host does not resolve, or one of its addresses is not public.
     """
-    parts = urlsplit(url)
+    invalid = ServiceError("webhook_url_invalid", "The webhook URL must be an http(s) URL with a host.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port out of range or not a number
+        raise invalid
     if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise ServiceError("webhook_url_invalid", "The webhook URL must be an http(s) URL with a host.")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+        raise invalid
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
+    except (OSError, UnicodeError, ValueError):
         raise DeliveryRefused(REFUSAL_MESSAGE)
     addresses = [str(info[4][0]) for info in infos]
     allow_private = moderation_settings.WEBHOOK_ALLOW_PRIVATE
@@ -147,7 +155,7 @@ def webhook_signature(*, secret: str, msg_id: str, timestamp: int, body: bytes) 
     """Standard Webhooks signature: HMAC-SHA256 over "id.timestamp.body", base64, "v1," prefix."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
     if not key:
-        raise DeliveryRefused("secret_missing")  # an empty key lets anyone forge the signature
+        raise SecretMissing()
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return f"{SIGNATURE_VERSION},{base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()}"
 
@@ -179,11 +187,12 @@ def _send(delivery: WebhookDelivery) -> int:
     """POST the delivery to the one checked address; returns the HTTP status (redirects are not followed).
 
     Raises:
-        DeliveryRefused: the host is not public, or the endpoint has no signing secret.
+        SecretMissing: the endpoint has no signing secret.
+        DeliveryRefused: the host is not public.
         OSError, ssl.SSLError, http.client.HTTPException: the connection failed.
     """
     if not delivery.endpoint.secret:
-        raise DeliveryRefused("secret_missing")
+        raise SecretMissing()
     target = webhook_target_resolve(url=delivery.endpoint.url)
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
@@ -202,8 +211,8 @@ def _send(delivery: WebhookDelivery) -> int:
 
 def webhook_error_class(exc: BaseException) -> str:
     """What a client may learn of a failed attempt: a coarse class, never addresses or OS messages."""
-    if isinstance(exc, DeliveryRefused):
-        return "secret_missing" if str(exc) == "secret_missing" else "refused"
+    if isinstance(exc, SecretMissing):
+        return "secret_missing"
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ssl.SSLError):
@@ -237,7 +246,7 @@ def _attempt(delivery: WebhookDelivery) -> str:
     status, error = None, ""
     try:
         status = _send(delivery)
-    except (OSError, DeliveryRefused, ssl.SSLError, http.client.HTTPException, ServiceError) as exc:
+    except (OSError, DeliveryRefused, SecretMissing, http.client.HTTPException, ServiceError) as exc:
         error = webhook_error_class(exc)
         logger.warning("Webhook delivery %s to endpoint %s failed (%s): %r", delivery.pk, delivery.endpoint_id,
                        error, exc)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from moderation.models import Post, WebhookDelivery, WebhookEndpoint
 from moderation.services.analysis import analysis_record_batch, post_claim_batch
 from moderation.services.policies import policy_active
-from moderation.services.webhooks import (REFUSAL_MESSAGE, DeliveryRefused, address_is_public, webhook_deliver_due,
+from moderation.services.webhooks import (REFUSAL_MESSAGE, SecretMissing, address_is_public, webhook_deliver_due,
                                           webhook_deliveries_create, webhook_endpoint_set, webhook_secret_new,
                                           webhook_signature)
 from tests.factories import PostFactory
@@ -299,7 +299,7 @@ def test_endpoint_without_a_secret_is_never_delivered(client_user, receiver, all
 
     assert webhook_deliver_due() == {"delivered": 0, "retrying": 1, "failed": 0}
     assert (WebhookDelivery.objects.get().last_error, receiver.requests) == ("secret_missing", [])
-    with pytest.raises(DeliveryRefused):
+    with pytest.raises(SecretMissing):
         webhook_signature(secret="", msg_id="m", timestamp=1, body=b"{}")
 
 
@@ -335,7 +335,8 @@ def test_admin_refuses_a_private_receiver(client, client_user):  # type: ignore[
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.8/x", "http://169.254.169.254/latest", "http://[::1]/x",
-                                 "http://192.168.1.1/", "ftp://example.com/x", "http:///nohost"])
+                                 "http://192.168.1.1/", "ftp://example.com/x", "http:///nohost",
+                                 "http://example.com:99999/x"])
 def test_private_and_odd_urls_refused_over_api(api, url):  # type: ignore[no-untyped-def]
     response = api.put("/api/v1/webhook/", {"url": url}, format="json")
 
