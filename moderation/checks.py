@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, register
 from drf_spectacular.openapi import AutoSchema
 
 from moderation.conf import DEFAULTS, moderation_settings
@@ -49,6 +49,14 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
     if s.THROTTLE_RATE is not None and not _rate_valid(s.THROTTLE_RATE):
         errors.append(Error(f"MODERATION['THROTTLE_RATE'] must look like '600/min' or be None, "
                             f"not {s.THROTTLE_RATE!r}.", id="moderation.E009"))
+    if s.ANON_THROTTLE_RATE is not None and not _rate_valid(s.ANON_THROTTLE_RATE):
+        errors.append(Error(f"MODERATION['ANON_THROTTLE_RATE'] must look like '60/min' or be None, "
+                            f"not {s.ANON_THROTTLE_RATE!r}.", id="moderation.E009"))
+    if s.CLIENT_IP_HEADER is not None and not (isinstance(s.CLIENT_IP_HEADER, str) and s.CLIENT_IP_HEADER):
+        errors.append(Error("MODERATION['CLIENT_IP_HEADER'] must be a header name or None.", id="moderation.E011"))
+    if not _rate_valid(s.REVIEWER_REQUEST_RATE):
+        errors.append(Error(f"MODERATION['REVIEWER_REQUEST_RATE'] must look like '30/min', "
+                            f"not {s.REVIEWER_REQUEST_RATE!r}.", id="moderation.E009"))
     if s.RETENTION_MODE not in ("delete", "anonymize") or not (
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
@@ -75,3 +83,24 @@ def moderation_schema_class_check(app_configs: Any = None, **kwargs: Any) -> lis
                       hint='REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}',
                       id="moderation.E008")]
     return []
+
+
+# Caches that keep their entries inside one process: with them every web process (and host) has
+# its own throttle buckets, so a client gets THROTTLE_RATE once per process.
+PROCESS_LOCAL_CACHES = ("django.core.cache.backends.locmem.LocMemCache",
+                        "django.core.cache.backends.dummy.DummyCache")
+
+
+@register(Tags.caches, deploy=True)
+def moderation_throttle_cache_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    from django.conf import settings
+
+    s = moderation_settings
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if (s.THROTTLE_RATE is None and s.ANON_THROTTLE_RATE is None) or backend not in PROCESS_LOCAL_CACHES:
+        return []
+    return [Error(f"API throttling is on but the default cache ({backend}) is not shared between processes, "
+                  "so each process (and host) counts its own requests.",
+                  hint="Point CACHES['default'] at a shared cache, e.g. "
+                       "'django.core.cache.backends.redis.RedisCache', or set THROTTLE_RATE and "
+                       "ANON_THROTTLE_RATE to None.", id="moderation.E012")]

@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PHRASES": 20,
     "MAX_PHRASE_LENGTH": 100,
     "MAX_CAPTION_PROMPT_LENGTH": 200,
+    # Questions and groundings one reviewer may ask in the admin, DRF rate syntax ("30/min").
+    "REVIEWER_REQUEST_RATE": "30/min",
     # Search: most results per query, and how long the web process waits for a worker to
     # embed a new query (repeated queries are answered from the database at once).
     "SEARCH_MAX_K": 100,
@@ -90,6 +92,13 @@ DEFAULTS: dict[str, Any] = {
     # Seconds an Idempotency-Key's stored response is replayed (24 h, as Stripe's keys); after
     # that the key is new again, and the sweep deletes the record.
     "IDEMPOTENCY_KEY_TTL": 24 * 3600,
+    # API requests without a valid key, per client address; None disables. Once an address has
+    # spent it, its requests without a valid key get 429 until the window passes (valid keys from
+    # the same address are unaffected and cost no extra cache access).
+    "ANON_THROTTLE_RATE": "60/min",
+    # The header carrying the client's address behind a reverse proxy (e.g. "X-Forwarded-For");
+    # its last entry, the one the nearest proxy appended, is used. None: the connection's peer.
+    "CLIENT_IP_HEADER": None,
     # Days after which a post's image and text are deleted (verdicts, decisions and
     # embeddings are kept); None keeps content forever. "delete" or "anonymize"
     # (anonymize also drops external_id and metadata).

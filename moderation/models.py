@@ -323,9 +323,17 @@ class EngineRequest(models.Model):
         DONE = "done"
         FAILED = "failed"
 
+    class Origin(models.TextChoices):
+        CLIENT = "client"  # asked through the API: the client sees it
+        REVIEWER = "reviewer"  # asked in the admin: never shown to the client
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The post's owner (a search query's asker), whoever asked.
     client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     post = models.ForeignKey(Post, null=True, blank=True, on_delete=models.CASCADE, related_name="requests")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.CLIENT)
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+", db_index=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     params = models.JSONField(default=dict)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -343,6 +351,7 @@ class EngineRequest(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"], name="moderation_request_queue"),
             models.Index(fields=["post", "-created_at"], name="moderation_request_post"),
+            models.Index(fields=["reviewer", "created_at"], name="moderation_request_reviewer"),
         ]
 
 

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 def test_check_deploy_is_clean_at_warning_level(tmp_path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production",
            "DJANGO_SECRET_KEY": "x9" * 30 + "-production-like-secret-key", "DJANGO_ALLOWED_HOSTS": "moderation.example.com",
-           "MODERATION_VAR_DIR": str(tmp_path)}
+           "MODERATION_VAR_DIR": str(tmp_path), "DJANGO_CACHE_URL": "redis://redis:6379/1"}
 
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

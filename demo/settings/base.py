@@ -84,6 +84,12 @@ MEDIA_ROOT = Path(os.environ.get("MODERATION_MEDIA_ROOT", VAR_DIR / "media"))
 FILE_UPLOAD_PERMISSIONS = 0o640
 DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 
+# A cache every process shares (API throttle buckets), e.g. redis://redis:6379/1. Without it each
+# process has its own memory cache, which `check --deploy` refuses while throttling is on.
+if os.environ.get("DJANGO_CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
+
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -124,4 +130,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Django's own console handler (active with DEBUG) would print every record the root handler
+    # prints again, so each 4xx appeared twice: Django's records go to the root handler only.
+    "loggers": {"django": {"handlers": [], "level": "INFO", "propagate": True}},
 }

@@ -1,9 +1,15 @@
 """Admin of the API side: API keys, webhook endpoints and the delivery log."""
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest
 
 from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
+from moderation.services.errors import ServiceError
+from moderation.services.webhooks import webhook_secret_new, webhook_url_check
 
 
 @admin.register(ApiKey)
@@ -12,10 +18,39 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "hashed_key", "created_at"]
 
 
+class WebhookEndpointForm(forms.ModelForm):
+    """The URL passes the same public-address check as the API's."""
+
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+
+    class Meta:
+        model = WebhookEndpoint
+        exclude = ["secret"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            webhook_url_check(url=url)
+        except ServiceError as exc:
+            raise forms.ValidationError(exc.message)
+        return url
+
+
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
+    """A new endpoint gets a generated signing secret, shown once in the confirmation message."""
+
     list_display = ["client", "url", "is_active", "created_at"]
-    exclude = ["secret"]
+    form = WebhookEndpointForm
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool) -> None:
+        new_secret = None if obj.secret else webhook_secret_new()
+        if new_secret:
+            obj.secret = new_secret
+        super().save_model(request, obj, form, change)
+        if new_secret:
+            messages.warning(request, f"Signing secret of {obj.url} (shown only now; give it to the "
+                                      f"receiver): {new_secret}")
 
 
 @admin.register(WebhookDelivery)

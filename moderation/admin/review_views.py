@@ -135,11 +135,11 @@ def ask_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> Ht
     try:
         if request.POST.get("kind") == EngineRequest.Kind.GROUNDING:
             phrases = [p.strip() for p in request.POST.get("phrases", "").split(",") if p.strip()]
-            created = post_grounding_request(client=post.client, post_id=post.pk, phrases=phrases)
+            created = post_grounding_request(reviewer=request.user, post_id=post.pk, phrases=phrases)
         else:
-            created = post_question_ask(client=post.client, post_id=post.pk, question=request.POST.get("question"))
+            created = post_question_ask(reviewer=request.user, post_id=post.pk, question=request.POST.get("question"))
     except ServiceError as exc:
-        return JsonResponse({"code": exc.code, "message": exc.message}, status=400)
+        return JsonResponse({"code": exc.code, "message": exc.message}, status=exc.status)
     return JsonResponse(_request_json(created), status=202)
 
 

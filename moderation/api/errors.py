@@ -1,14 +1,18 @@
 """JSON errors with a stable ``code`` for every API failure."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 from moderation.services.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+SERVER_ERROR_CODE = "server_error"
 
 CODES_BY_CLASS = {
     exceptions.NotAuthenticated: "not_authenticated",
@@ -16,6 +20,7 @@ CODES_BY_CLASS = {
     exceptions.PermissionDenied: "permission_denied",
     exceptions.NotFound: "not_found",
     exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.ParseError: "parse_error",
     exceptions.Throttled: "throttled",
@@ -37,7 +42,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     response = exception_handler(exc, context)
     if response is None:
-        return None
+        return _server_error(exc, context)
     code = next((c for cls, c in CODES_BY_CLASS.items() if isinstance(exc, cls)), "error")
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body(code, "The request is invalid.", response.data)
@@ -46,3 +51,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response.status_code == status.HTTP_401_UNAUTHORIZED and "WWW-Authenticate" not in response:
         response["WWW-Authenticate"] = "Api-Key"
     return response
+
+
+def _server_error(exc: Exception, context: dict[str, Any]) -> Response:
+    """Any other exception: logged with its traceback, answered as JSON without its text."""
+    request = context.get("request")
+    logger.error("Unexpected error in %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"),
+                 exc_info=exc)
+    set_rollback()
+    return Response(error_body(SERVER_ERROR_CODE, "An unexpected error occurred."),
+                    status=status.HTTP_500_INTERNAL_SERVER_ERROR)

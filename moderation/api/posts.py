@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +21,7 @@ from moderation.models import Decision, PostState
 from moderation.selectors import post_get, post_list
 from moderation.selectors_reviews import review_outcomes
 from moderation.services.errors import ServiceError
-from moderation.services.posts import post_submit
+from moderation.services.posts import post_metadata_validate, post_submit
 
 
 class JsonObjectField(JsonObjectSchemaField):
@@ -30,10 +31,11 @@ class JsonObjectField(JsonObjectSchemaField):
         if isinstance(data, str):
             try:
                 data = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise serializers.ValidationError("Must be a JSON object.")
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        post_metadata_validate(metadata=data)  # nesting, NUL and size, before anything walks it again
         return data
 
 
@@ -42,6 +44,13 @@ class PostCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def decode_cursor(self, request: Request) -> Any:
+        # DRF answers a bad cursor with 404, which reads as "no such resource"; it is a bad parameter.
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ServiceError("cursor_invalid", "The cursor is not one this API returned; start without it.")
 
     def get_page_size(self, request: Request) -> int:
         # DRF silently ignores a bad page_size; a client sending one has a bug worth hearing about.
@@ -64,6 +73,8 @@ class PostsApi(BaseApi):
     pagination_class = PostCursorPagination
     error_statuses = (409, 413, 422)
     query_parameters = frozenset({"status", "decision", "cursor", "page_size"})
+    field_codes = {"metadata": "metadata_invalid", "text": "text_invalid"}
+
     class InputSerializer(serializers.Serializer):
         image = BinaryFileField(required=False, allow_empty_file=True)
         text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
@@ -92,7 +103,7 @@ class PostsApi(BaseApi):
     def _submit(self, request: Request) -> Response:
         if len(request.FILES.getlist("image")) > 1 or set(request.FILES) - {"image"}:
             raise ServiceError("too_many_files", "Send at most one file, in the field 'image'.")
-        data = self._validated(self.InputSerializer, request.data)
+        data = self.body_validated(self.InputSerializer, request.data)
         post, created = post_submit(client=request.user, **data)
         body = PostOutputSerializer(post, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)

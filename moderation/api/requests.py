@@ -1,17 +1,15 @@
 """Ad-hoc endpoints: ask a question, ground phrases, caption a post; read a request; search."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Callable
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from moderation.api.base import BaseApi
+from moderation.api.base import BaseApi, BoundedJSONParser
 from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
 from moderation.selectors import uuid_or_not_found
@@ -42,60 +40,82 @@ def _accepted(request: Request, created: EngineRequest) -> Response:
 
 
 class _PostRequestApi(BaseApi):
-    """POST a JSON body, get 202 and the request's URL; a worker fills in the result."""
+    """POST a JSON body, get 202 and the request's URL; a worker fills in the result.
 
-    parser_classes = [JSONParser]  # phrase lists need JSON; a form can't say "a list of one"
+    The body is validated by ``InputSerializer``, whose limits are read from the settings when it is
+    built, so the OpenAPI document and the checks are one thing; the service checks again for its
+    other callers (the admin).
+    """
+
+    parser_classes = [BoundedJSONParser]  # phrase lists need JSON; a form can't say "a list of one"
     service: Callable[..., EngineRequest]
-    field: str
+    InputSerializer: type[serializers.Serializer]
 
     def post(self, request: Request, post_id: str) -> Response:
-        value = request.data.get(self.field) if isinstance(request.data, Mapping) else None
-        created = type(self).service(client=request.user, post_id=post_id, **{self.field: value})
+        data = self.body_validated(self.InputSerializer, request.data)
+        created = type(self).service(client=request.user, post_id=post_id, **data)
         return _accepted(request, created)
+
+
+class QuestionInputSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {"question": serializers.CharField(min_length=1, max_length=moderation_settings.MAX_QUESTION_LENGTH)}
+
+    class Meta:
+        ref_name = "QuestionInput"
+
+
+class GroundingInputSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        phrase = serializers.CharField(min_length=1, max_length=moderation_settings.MAX_PHRASE_LENGTH)
+        return {"phrases": serializers.ListField(child=phrase, min_length=1,
+                                                 max_length=moderation_settings.MAX_PHRASES)}
+
+    class Meta:
+        ref_name = "GroundingInput"
+
+
+class CaptionInputSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {"prompt": serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                                max_length=moderation_settings.MAX_CAPTION_PROMPT_LENGTH)}
+
+    class Meta:
+        ref_name = "CaptionInput"
 
 
 class PostQuestionApi(_PostRequestApi):
     service = staticmethod(post_question_ask)
-    field = "question"
+    InputSerializer = QuestionInputSerializer
+    field_codes = {"question": "question_invalid"}
 
-    class InputSerializer(serializers.Serializer):
-        question = serializers.CharField(min_length=1, max_length=500)
-
-        class Meta:
-            ref_name = "QuestionInput"
-
-    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_questions")
+    @extend_schema(request=QuestionInputSerializer, responses={202: RequestOutputSerializer},
+                   operation_id="posts_questions")
     def post(self, request: Request, post_id: str) -> Response:
         return super().post(request, post_id)
 
 
 class PostGroundingApi(_PostRequestApi):
     service = staticmethod(post_grounding_request)
-    field = "phrases"
+    InputSerializer = GroundingInputSerializer
 
-    class InputSerializer(serializers.Serializer):
-        phrases = serializers.ListField(child=serializers.CharField(min_length=1, max_length=100), min_length=1,
-                                        max_length=20)
+    def field_error_code(self, field: str, detail: Any) -> str | None:
+        # Errors of single phrases come keyed by their index; the list's own errors as a list.
+        return "phrase_invalid" if isinstance(detail, dict) else "phrases_invalid"
 
-        class Meta:
-            ref_name = "GroundingInput"
-
-    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_groundings")
+    @extend_schema(request=GroundingInputSerializer, responses={202: RequestOutputSerializer},
+                   operation_id="posts_groundings")
     def post(self, request: Request, post_id: str) -> Response:
         return super().post(request, post_id)
 
 
 class PostCaptionApi(_PostRequestApi):
     service = staticmethod(post_caption_request)
-    field = "prompt"
+    InputSerializer = CaptionInputSerializer
+    field_codes = {"prompt": "prompt_invalid"}
 
-    class InputSerializer(serializers.Serializer):
-        prompt = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
-
-        class Meta:
-            ref_name = "CaptionInput"
-
-    @extend_schema(request=InputSerializer, responses={202: RequestOutputSerializer}, operation_id="posts_captions")
+    @extend_schema(request=CaptionInputSerializer, responses={202: RequestOutputSerializer},
+                   operation_id="posts_captions")
     def post(self, request: Request, post_id: str) -> Response:
         return super().post(request, post_id)
 
@@ -103,8 +123,8 @@ class PostCaptionApi(_PostRequestApi):
 class RequestDetailApi(BaseApi):
     @extend_schema(responses=RequestOutputSerializer, operation_id="requests_retrieve")
     def get(self, request: Request, request_id: str) -> Response:
-        found = EngineRequest.objects.filter(pk=uuid_or_not_found(request_id, what="request"),
-                                             client=request.user).first()
+        found = EngineRequest.objects.filter(pk=uuid_or_not_found(request_id, what="request"), client=request.user,
+                                             origin=EngineRequest.Origin.CLIENT).first()
         if found is None:
             raise NotFound("not_found", "No such request.")
         return Response(RequestOutputSerializer(found, context={"request": request}).data)

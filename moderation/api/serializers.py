@@ -13,7 +13,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from moderation.models import Analysis, Post, ReviewDecision
+from moderation.models import Analysis, EngineRequest, Post, ReviewDecision
 from moderation.selectors import engine_request_summary
 from moderation.selectors_reviews import review_summary
 
@@ -102,5 +102,5 @@ class PostDetailOutputSerializer(PostOutputSerializer):
         return {**super().to_representation(post), "requests": self.get_requests(post)}
 
     def get_requests(self, post: Post) -> list[dict[str, Any]]:
-        recent = post.requests.order_by("-created_at")[:50]
+        recent = post.requests.filter(origin=EngineRequest.Origin.CLIENT).order_by("-created_at")[:50]
         return [{**engine_request_summary(r), "created_at": r.created_at.isoformat()} for r in recent]

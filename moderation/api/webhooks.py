@@ -56,7 +56,6 @@ class WebhookApi(BaseApi):
 
     @extend_schema(request=InputSerializer, responses=SecretOutputSerializer, operation_id="webhook_set")
     def put(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        endpoint, secret = webhook_endpoint_set(client=request.user, url=serializer.validated_data["url"])
+        data = self.body_validated(self.InputSerializer, request.data)
+        endpoint, secret = webhook_endpoint_set(client=request.user, url=data["url"])
         return Response({"url": endpoint.url, "secret": secret})

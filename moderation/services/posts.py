@@ -22,6 +22,8 @@ from moderation.services.errors import ServiceError
 from vlm_engine.imaging import ImageRejected, image_decode, image_reencode
 
 TOO_LARGE_CODES = {"image_too_large"}
+# Deeper metadata is refused: nothing real needs it, and each level costs stack in every JSON walker.
+MAX_METADATA_DEPTH = 32
 # Browsers sniff the first bytes of a response; markup there makes a "PNG" renderable as HTML.
 MARKUP_SNIFF_BYTES = 1024
 MARKUP_MARKERS = (b"<html", b"<script", b"<svg", b"<!doctype", b"<iframe", b"<body", b"<head", b"<?xml")
@@ -76,6 +78,8 @@ def post_text_validate(*, text: str) -> str:
 def post_metadata_validate(*, metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ServiceError("metadata_invalid", "metadata must be a JSON object.")
+    if json_nesting_exceeds(metadata, limit=MAX_METADATA_DEPTH):
+        raise ServiceError("metadata_invalid", f"metadata must not nest deeper than {MAX_METADATA_DEPTH} levels.")
     encoded = json.dumps(metadata)
     if "\\u0000" in encoded:
         # PostgreSQL's jsonb cannot hold NUL; refuse it the same way on every database.
@@ -84,6 +88,18 @@ def post_metadata_validate(*, metadata: Any) -> dict[str, Any]:
         raise ServiceError("metadata_too_large",
                            f"metadata exceeds {moderation_settings.MAX_METADATA_BYTES} bytes.")
     return metadata
+
+
+def json_nesting_exceeds(value: Any, *, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def post_submit(*, client: AbstractBaseUser, image: UploadedFile | None = None, text: str = "",

@@ -1,22 +1,30 @@
-"""Retention: drop the content of old posts, keep what verdicts and retraining need."""
+"""Retention: drop the content of old posts, and every text derived from it; keep what verdicts and
+retraining need."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Post, PostEvent
+from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, PostEvent, WebhookDelivery
 
 PURGE_BATCH = 500
+# Explanation fields written from the image or the text: what was read, described, answered or argued.
+DERIVED_EXPLANATION_FIELDS: dict[str, Any] = {"answers": [], "caption": None, "ocr_text": None, "rationale": None, "summary": ""}
 
 
 def post_content_purge(*, days: int | None = None, mode: str | None = None) -> int:
     """Delete images and text of posts older than ``days``; returns how many posts were purged.
 
-    Verdicts (analyses), decisions, events and embeddings stay. ``anonymize`` also drops the
-    client's ``external_id`` and ``metadata``, which may identify the author.
+    Also gone: what the models read or wrote about the content (OCR text, caption, answers,
+    rationale, summary), the parameters and results of ad-hoc requests about the posts, and
+    the stored ``Idempotency-Key`` responses that repeated the posts. Verdicts (scores),
+    decisions, events and embeddings stay. ``anonymize`` also drops the client's
+    ``external_id`` and ``metadata``, which may identify the author, from the post and from
+    its webhook payloads.
     """
     days = moderation_settings.RETENTION_DAYS if days is None else days
     mode = mode or moderation_settings.RETENTION_MODE
@@ -42,6 +50,21 @@ def _purge(posts: list[Post], *, anonymize: bool) -> None:
     fields = ["image", "text", "content_deleted_at", "updated_at"] + (["external_id", "metadata"] if anonymize else [])
     with transaction.atomic():
         Post.objects.bulk_update(posts, fields)
+        _derived_content_purge(post_ids=[p.pk for p in posts], anonymize=anonymize)
         PostEvent.objects.bulk_create(
             PostEvent(post=p, from_state=p.state, to_state=p.state, actor="retention",
                       detail={"content_deleted": True, "anonymized": anonymize}) for p in posts)
+
+
+def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
+    analyses = list(Analysis.objects.filter(post_id__in=post_ids).only("id", "explanation"))
+    for analysis in analyses:
+        analysis.explanation = {**(analysis.explanation or {}), **DERIVED_EXPLANATION_FIELDS}
+    Analysis.objects.bulk_update(analyses, ["explanation"])
+    EngineRequest.objects.filter(post_id__in=post_ids).update(params={}, result=None)
+    IdempotencyRecord.objects.filter(response_body__id__in=[str(pk) for pk in post_ids]).delete()
+    if anonymize:
+        deliveries = list(WebhookDelivery.objects.filter(post_id__in=post_ids).only("id", "payload"))
+        for delivery in deliveries:
+            delivery.payload = {**delivery.payload, "post": {**delivery.payload.get("post", {}), "external_id": None}}
+        WebhookDelivery.objects.bulk_update(deliveries, ["payload"])

@@ -30,14 +30,18 @@ class SearchHit:
 
 
 def query_embedding(*, client: AbstractBaseUser, query: str) -> tuple[np.ndarray, str]:
-    """The query's CLIP text embedding and the model that made it; asks a worker if it is new.
+    """The query's CLIP text embedding and the model that made it; asks a worker if this client
+    has not searched it before.
 
     Raises:
         ServiceError: 503 ``search_unavailable`` when no worker answered within SEARCH_TIMEOUT.
     """
     digest = hashlib.sha256(query.encode()).hexdigest()
-    done = (EngineRequest.objects.filter(kind=EngineRequest.Kind.QUERY, state=EngineRequest.State.DONE,
-                                         params__sha256=digest).order_by("-completed_at").first())
+    # Only this client's earlier queries: a shared cache would let one client time whether another
+    # searched a string (answered from the database vs embedded by a worker).
+    done = (EngineRequest.objects.filter(client=client, kind=EngineRequest.Kind.QUERY,
+                                         state=EngineRequest.State.DONE, params__sha256=digest)
+            .order_by("-completed_at").first())
     if done is None:
         done = _query_embed_wait(client=client, query=query, digest=digest)
     return np.asarray(done.result["embedding"], dtype=np.float32), done.model_version

@@ -4,13 +4,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
+import logging
 import secrets
 import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -26,43 +28,99 @@ from moderation.selectors_reviews import review_summary
 from moderation.services.errors import ServiceError
 
 SIGNATURE_VERSION = "v1"
+logger = logging.getLogger(__name__)
 
 
 class DeliveryRefused(Exception):
     """The receiver's address is not allowed (private, loopback, unresolvable)."""
 
 
+class SecretMissing(Exception):
+    """The endpoint has no signing secret: a delivery signed with an empty key could be forged by anyone."""
+
+
+# One message for every refused host: it never says what a name resolved to (internal DNS).
+REFUSAL_MESSAGE = ("The webhook host does not resolve to public addresses only. Receivers on your own "
+                   "network need MODERATION['WEBHOOK_ALLOW_PRIVATE'] = True.")
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: IPv4-compatible (::/96) and NAT64
+# (64:ff9b::/96, RFC 6052). Mapped, 6to4 and Teredo have their own accessors in ``ipaddress``.
+EMBEDDING_LAST_32_BITS = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A receiver URL resolved once: every send connects to ``address`` and nothing else."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str
+
+
+def webhook_secret_new() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def webhook_endpoint_set(*, client: AbstractBaseUser, url: str) -> tuple[WebhookEndpoint, str]:
     """Create or replace the client's endpoint; returns it with a new signing secret (shown once)."""
     webhook_url_check(url=url)
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    secret = webhook_secret_new()
     endpoint, _ = WebhookEndpoint.objects.update_or_create(
         client=client, defaults={"url": url, "secret": secret, "is_active": True})
     return endpoint, secret
 
 
 def webhook_url_check(*, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise ServiceError("webhook_url_invalid", "The webhook URL must be an http(s) URL with a host.")
+    """Refuse a URL that is not http(s) with a host, or whose host is not public."""
     try:
-        webhook_addresses_check(host=parts.hostname, port=parts.port or 443)
+        webhook_target_resolve(url=url)
     except DeliveryRefused as exc:
         raise ServiceError("webhook_url_refused", str(exc))
 
 
-def webhook_addresses_check(*, host: str, port: int) -> None:
-    """Refuse hosts that resolve to non-public addresses unless the settings allow them."""
+def webhook_target_resolve(*, url: str) -> WebhookTarget:
+    """Resolve the URL's host once and check every address it has.
+
+    Raises:
+        ServiceError: ``webhook_url_invalid`` when the URL is not http(s) with a host.
+        DeliveryRefused: the host does not resolve, or one of its addresses is not public.
+    """
+    invalid = ServiceError("webhook_url_invalid", "The webhook URL must be an http(s) URL with a host.")
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise DeliveryRefused(f"{host} does not resolve: {exc}")
-    if moderation_settings.WEBHOOK_ALLOW_PRIVATE:
-        return
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise DeliveryRefused(f"{host} resolves to a non-public address ({address}).")
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port out of range or not a number
+        raise invalid
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise invalid
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError):
+        raise DeliveryRefused(REFUSAL_MESSAGE)
+    addresses = [str(info[4][0]) for info in infos]
+    allow_private = moderation_settings.WEBHOOK_ALLOW_PRIVATE
+    if not addresses or not (allow_private or all(address_is_public(a) for a in addresses)):
+        raise DeliveryRefused(REFUSAL_MESSAGE)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return WebhookTarget(scheme=parts.scheme, host=parts.hostname, port=port, path=path, address=addresses[0])
+
+
+def address_is_public(address: str) -> bool:
+    """Whether ``address`` is a global unicast address, and so is any IPv4 address it embeds."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if not ip.is_global or ip.is_multicast:
+        return False
+    return all(embedded.is_global and not embedded.is_multicast for embedded in _embedded_ipv4(ip))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
+    if any(ip in network for network in EMBEDDING_LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 def webhook_payload(*, post: Post) -> dict[str, Any]:
@@ -96,35 +154,70 @@ def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None 
 def webhook_signature(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Standard Webhooks signature: HMAC-SHA256 over "id.timestamp.body", base64, "v1," prefix."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
+    if not key:
+        raise SecretMissing()
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return f"{SIGNATURE_VERSION},{base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()}"
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect is answered as the 3xx it is: a failed delivery
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address checked at resolution, never to a fresh lookup; Host stays the URL's."""
+
+    def __init__(self, target: WebhookTarget, *, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self.pinned_address = target.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As ``_PinnedHTTPConnection``, with TLS verified against the URL's host name (also the SNI)."""
+
+    def __init__(self, target: WebhookTarget, *, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=ssl.create_default_context())
+        self.pinned_address = target.address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 def _send(delivery: WebhookDelivery) -> int:
-    """POST the delivery; returns the HTTP status. Raises OSError or DeliveryRefused."""
-    url = delivery.endpoint.url
-    parts = urlsplit(url)
-    webhook_addresses_check(host=parts.hostname or "", port=parts.port or 443)
+    """POST the delivery to the one checked address; returns the HTTP status (redirects are not followed).
+
+    Raises:
+        SecretMissing: the endpoint has no signing secret.
+        DeliveryRefused: the host is not public.
+        OSError, ssl.SSLError, http.client.HTTPException: the connection failed.
+    """
+    if not delivery.endpoint.secret:
+        raise SecretMissing()
+    target = webhook_target_resolve(url=delivery.endpoint.url)
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {"Content-Type": "application/json", "User-Agent": "django-vlm-moderation",
                "webhook-id": str(delivery.pk), "webhook-timestamp": str(timestamp),
                "webhook-signature": webhook_signature(secret=delivery.endpoint.secret, msg_id=str(delivery.pk),
                                                       timestamp=timestamp, body=body)}
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    connection = connection_class(target, timeout=moderation_settings.WEBHOOK_TIMEOUT)
     try:
-        with _opener.open(request, timeout=moderation_settings.WEBHOOK_TIMEOUT) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        connection.request("POST", target.path, body=body, headers=headers)
+        return int(connection.getresponse().status)
+    finally:
+        connection.close()
+
+
+def webhook_error_class(exc: BaseException) -> str:
+    """What a client may learn of a failed attempt: a coarse class, never addresses or OS messages."""
+    if isinstance(exc, SecretMissing):
+        return "secret_missing"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    return "refused"
 
 
 def _due(limit: int, *, exclude: set[Any]) -> list[WebhookDelivery]:
@@ -153,10 +246,14 @@ def _attempt(delivery: WebhookDelivery) -> str:
     status, error = None, ""
     try:
         status = _send(delivery)
-    except (OSError, DeliveryRefused) as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    except (OSError, DeliveryRefused, SecretMissing, http.client.HTTPException, ServiceError) as exc:
+        error = webhook_error_class(exc)
+        logger.warning("Webhook delivery %s to endpoint %s failed (%s): %r", delivery.pk, delivery.endpoint_id,
+                       error, exc)
+    if status is not None and not 200 <= status < 300:
+        error = f"http_{status}"
     delivery.attempts += 1
-    delivery.last_status_code, delivery.last_error = status, error or ("" if status and status < 300 else f"HTTP {status}")
+    delivery.last_status_code, delivery.last_error = status, error
     if status is not None and 200 <= status < 300:
         delivery.state, delivery.delivered_at = WebhookDelivery.State.DELIVERED, timezone.now()
     elif delivery.attempts > len(moderation_settings.WEBHOOK_RETRY_DELAYS):

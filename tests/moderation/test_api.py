@@ -139,9 +139,9 @@ def test_pixel_cap_from_settings(api, settings):  # type: ignore[no-untyped-def]
     [
         ({}, "post_empty"),
         ({"text": "   "}, "post_empty"),
-        ({"text": "a\x00b"}, "invalid"),
+        ({"text": "a\x00b"}, "text_invalid"),
         ({"text": "x" * 5001}, "text_too_long"),
-        ({"text": "x", "metadata": "[1, 2]"}, "invalid"),
+        ({"text": "x", "metadata": "[1, 2]"}, "metadata_invalid"),
     ],
     ids=["nothing", "blank", "nul", "too-long", "metadata-not-object"],
 )

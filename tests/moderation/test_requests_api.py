@@ -66,7 +66,7 @@ def test_bad_requests_queue_nothing(api, image_post, path, body, status, code): 
 @pytest.mark.parametrize("path", ["questions", "groundings", "captions"])
 def test_unknown_and_foreign_posts_are_404(api, other_user, path):  # type: ignore[no-untyped-def]
     foreign = PostFactory(client=other_user)
-    body = {"question": "q", "phrases": ["p"], "prompt": "p"}
+    body = {"questions": {"question": "q"}, "groundings": {"phrases": ["p"]}, "captions": {"prompt": "p"}}[path]
 
     unknown = api.post(f"/api/v1/posts/{uuid.uuid4()}/{path}/", body, format="json")
     other = api.post(f"/api/v1/posts/{foreign.pk}/{path}/", body, format="json")
@@ -140,3 +140,16 @@ def test_nearest_exact_breaks_ties_by_id():  # type: ignore[no-untyped-def]
     rows = [("b", v.astype("<f4").tobytes()), ("a", v.astype("<f4").tobytes())]
 
     assert [h.post_id for h in nearest_exact(rows=rows, vector=v, k=2)] == ["a", "b"]
+
+
+def test_query_embeddings_are_cached_per_client(api, client_user, other_user, settings):  # type: ignore[no-untyped-def]
+    settings.MODERATION = {**settings.MODERATION, "SEARCH_TIMEOUT": 0.2}
+    EngineRequest.objects.create(client=other_user, kind="query", state="done", model_version="clip:tiny@abc",
+                                 params={"query": "a bat", "sha256": hashlib.sha256(b"a bat").hexdigest()},
+                                 result={"embedding": unit([1, 0, 0]).tolist()}, completed_at=timezone.now())
+
+    response = api.get("/api/v1/search/", {"q": "a bat"})
+
+    # Another client's embedding of the same text is not reused: this client's query waits for a worker.
+    assert (response.status_code, response.json()["code"]) == (503, "search_unavailable")
+    assert EngineRequest.objects.filter(client=client_user, kind="query", params__query="a bat").count() == 1

@@ -5,6 +5,10 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -13,10 +17,11 @@ from typing import Iterator
 import pytest
 from django.utils import timezone
 
-from moderation.models import Post, WebhookDelivery
+from moderation.models import Post, WebhookDelivery, WebhookEndpoint
 from moderation.services.analysis import analysis_record_batch, post_claim_batch
 from moderation.services.policies import policy_active
-from moderation.services.webhooks import (webhook_deliver_due, webhook_deliveries_create, webhook_endpoint_set,
+from moderation.services.webhooks import (REFUSAL_MESSAGE, SecretMissing, address_is_public, webhook_deliver_due,
+                                          webhook_deliveries_create, webhook_endpoint_set, webhook_secret_new,
                                           webhook_signature)
 from tests.factories import PostFactory
 from vlm_engine.types import Analysis as EngineAnalysis
@@ -29,6 +34,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []
         self.status = 204
         self.location = ""
         receiver = self
@@ -37,6 +43,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.paths.append(self.path)
                 self.send_response(receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
@@ -111,7 +118,7 @@ def test_redirect_is_a_failed_attempt_with_backoff(client_user, receiver, allow_
     assert webhook_deliver_due() == {"delivered": 0, "retrying": 1, "failed": 0}
 
     delivery = WebhookDelivery.objects.get()
-    assert (delivery.state, delivery.last_status_code, delivery.last_error) == ("pending", 302, "HTTP 302")
+    assert (delivery.state, delivery.last_status_code, delivery.last_error) == ("pending", 302, "http_302")
     assert delivery.next_attempt_at >= before + timedelta(seconds=5)
     assert len(receiver.requests) == 1  # the redirect was not followed
 
@@ -139,8 +146,197 @@ def test_loopback_receiver_refused_by_default(client_user, receiver):  # type: i
     assert refused.value.code == "webhook_url_refused"
 
 
+@pytest.mark.parametrize("url", ["http://localhost/x", "http://127.0.0.1/x", "http://no-such-host.invalid/x"])
+def test_refusal_is_generic_and_names_the_setting(api, url):  # type: ignore[no-untyped-def]
+    response = api.put("/api/v1/webhook/", {"url": url}, format="json")
+
+    assert (response.status_code, response.json()) == (400, {"code": "webhook_url_refused",
+                                                             "message": REFUSAL_MESSAGE})
+    assert "127.0.0.1" not in REFUSAL_MESSAGE and "WEBHOOK_ALLOW_PRIVATE" in REFUSAL_MESSAGE
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::127.0.0.1]/x",               # IPv4-compatible
+    "http://[::ffff:127.0.0.1]/x",          # IPv4-mapped
+    "http://[64:ff9b::7f00:1]/x",           # NAT64
+    "http://[64:ff9b::a00:8]/x",            # NAT64 of 10.0.0.8
+    "http://[2002:7f00:1::]/x",             # 6to4
+    "http://[2002:a9fe:a9fe::1]/x",         # 6to4 of 169.254.169.254
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",  # Teredo, client 127.0.0.1
+])
+def test_ipv6_forms_embedding_private_ipv4_are_refused(api, url):  # type: ignore[no-untyped-def]
+    response = api.put("/api/v1/webhook/", {"url": url}, format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "webhook_url_refused")
+    assert WebhookEndpoint.objects.count() == 0
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("93.184.216.34", True), ("2606:2800:220:1:248:1893:25c8:1946", True), ("64:ff9b::5db8:d822", True),
+    ("2002:5db8:d822::1", True), ("::5db8:d822", True), ("127.0.0.1", False), ("::1", False),
+    ("fe80::1", False), ("224.0.0.1", False), ("::ffff:10.0.0.1", False), ("64:ff9b::c0a8:101", False),
+])
+def test_address_is_public_checks_embedded_ipv4(address, public):  # type: ignore[no-untyped-def]
+    assert address_is_public(address) is public
+
+
+class RebindingResolver:
+    """A DNS answer that changes between lookups: public first, then loopback (DNS rebinding)."""
+
+    def __init__(self, host: str, first: str, then: str) -> None:
+        self.host, self.answers, self.calls = host, [first, then], 0
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != self.host:
+            return self.real(host, port, *args, **kwargs)
+        address = self.answers[min(self.calls, 1)]
+        self.calls += 1
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+
+def test_rebinding_resolver_never_reaches_loopback(client_user, receiver, settings, monkeypatch):  # type: ignore[no-untyped-def]
+    port = receiver.server.server_port
+    resolver = RebindingResolver("hooks.rebind.test", "93.184.216.34", "127.0.0.1")
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    settings.MODERATION = {**settings.MODERATION, "WEBHOOK_TIMEOUT": 1.0}
+    WebhookEndpoint.objects.create(client=client_user, url=f"http://hooks.rebind.test:{port}/hooks",
+                                   secret=webhook_secret_new())
+    decided_post(client_user)
+    resolver.calls = 0
+
+    webhook_deliver_due()
+
+    delivery = WebhookDelivery.objects.get()
+    assert receiver.requests == []
+    assert resolver.calls == 1  # resolved once; the checked address is the one connected to
+    assert delivery.state == "pending" and delivery.last_error in {"timeout", "refused"}
+
+
+def test_connection_keeps_the_host_header(client_user, receiver, allow_loopback, monkeypatch):  # type: ignore[no-untyped-def]
+    port = receiver.server.server_port
+    monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.1"))
+    webhook_endpoint_set(client=client_user, url=f"http://hooks.example.test:{port}/hooks?src=mod")
+    decided_post(client_user)
+
+    assert webhook_deliver_due()["delivered"] == 1
+    assert receiver.requests[0][0]["host"] == f"hooks.example.test:{port}"
+    assert receiver.paths == ["/hooks?src=mod"]
+
+
+@pytest.fixture
+def tls_receiver(tmp_path) -> Iterator[tuple[Receiver, list[str], str]]:  # type: ignore[no-untyped-def]
+    """A receiver behind TLS, its certificate made for hooks.example.test by a CA of its own; it records
+    the server name (SNI) each client sent. Yields the receiver, those names and the CA file."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=hooks.example.test", "-addext", "subjectAltName=DNS:hooks.example.test"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str] = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
+    receiver = Receiver()
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    yield receiver, names, str(cert)
+    receiver.server.shutdown()
+
+
+def test_tls_verifies_and_names_the_url_host_not_the_address(client_user, tls_receiver, allow_loopback,
+                                                             monkeypatch):  # type: ignore[no-untyped-def]
+    receiver, names, ca_file = tls_receiver
+    port = receiver.server.server_port
+    monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.1"))
+    trusting_the_test_ca = ssl.create_default_context(cafile=ca_file)
+    monkeypatch.setattr(ssl, "create_default_context", lambda: trusting_the_test_ca)
+    webhook_endpoint_set(client=client_user, url=f"https://hooks.example.test:{port}/hooks")
+    decided_post(client_user)
+
+    assert webhook_deliver_due()["delivered"] == 1
+    assert names == ["hooks.example.test"]
+    assert receiver.requests[0][0]["host"] == f"hooks.example.test:{port}"
+
+
+def test_tls_with_an_untrusted_certificate_is_a_tls_failure(client_user, tls_receiver, allow_loopback,
+                                                           monkeypatch):  # type: ignore[no-untyped-def]
+    receiver, names, _ = tls_receiver
+    port = receiver.server.server_port
+    monkeypatch.setattr(socket, "getaddrinfo", RebindingResolver("hooks.example.test", "127.0.0.1", "127.0.0.1"))
+    webhook_endpoint_set(client=client_user, url=f"https://hooks.example.test:{port}/hooks")
+    decided_post(client_user)
+
+    webhook_deliver_due()
+
+    assert names == ["hooks.example.test"] and receiver.requests == []
+    assert WebhookDelivery.objects.get().last_error == "tls"
+
+
+def test_failures_are_told_as_coarse_classes(client_user, allow_loopback, settings):  # type: ignore[no-untyped-def]
+    settings.MODERATION = {**settings.MODERATION, "WEBHOOK_TIMEOUT": 0.5}
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    webhook_endpoint_set(client=client_user, url=f"http://127.0.0.1:{silent.getsockname()[1]}/")
+    decided_post(client_user)
+    webhook_deliver_due()
+    timed_out = WebhookDelivery.objects.get()
+    WebhookEndpoint.objects.update(url=f"http://127.0.0.1:{closed_port}/")
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now())
+    webhook_deliver_due()
+    silent.close()
+
+    assert (timed_out.last_error, timed_out.last_status_code) == ("timeout", None)
+    assert WebhookDelivery.objects.get().last_error == "refused"
+
+
+def test_endpoint_without_a_secret_is_never_delivered(client_user, receiver, allow_loopback):  # type: ignore[no-untyped-def]
+    WebhookEndpoint.objects.create(client=client_user, url=receiver.url, secret="")
+    decided_post(client_user)
+
+    assert webhook_deliver_due() == {"delivered": 0, "retrying": 1, "failed": 0}
+    assert (WebhookDelivery.objects.get().last_error, receiver.requests) == ("secret_missing", [])
+    with pytest.raises(SecretMissing):
+        webhook_signature(secret="", msg_id="m", timestamp=1, body=b"{}")
+
+
+def test_admin_created_endpoint_gets_a_secret_shown_once(client, client_user, receiver, allow_loopback):  # type: ignore[no-untyped-def]
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    added = client.post("/admin/moderation/webhookendpoint/add/", {"client": client_user.pk, "url": receiver.url,
+                                                                   "is_active": "on", "created_at_0": "2026-01-01",
+                                                                   "created_at_1": "00:00:00"}, follow=True)
+
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.secret.startswith("whsec_") and len(base64.b64decode(endpoint.secret[6:])) == 32
+    assert added.content.decode().count(endpoint.secret) == 1
+    changed = client.post(f"/admin/moderation/webhookendpoint/{endpoint.pk}/change/",
+                          {"client": client_user.pk, "url": receiver.url, "is_active": "on",
+                           "created_at_0": "2026-01-01", "created_at_1": "00:00:00"}, follow=True)
+    assert WebhookEndpoint.objects.get().secret == endpoint.secret
+    assert endpoint.secret not in changed.content.decode()
+    assert endpoint.secret not in client.get(f"/admin/moderation/webhookendpoint/{endpoint.pk}/change/").content.decode()
+
+
+def test_admin_refuses_a_private_receiver(client, client_user):  # type: ignore[no-untyped-def]
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    response = client.post("/admin/moderation/webhookendpoint/add/", {
+        "client": client_user.pk, "url": "http://127.0.0.1/x", "is_active": "on",
+        "created_at_0": "2026-01-01", "created_at_1": "00:00:00"})
+
+    assert response.status_code == 200 and WebhookEndpoint.objects.count() == 0
+    assert "WEBHOOK_ALLOW_PRIVATE" in response.content.decode()
+
+
 @pytest.mark.parametrize("url", ["http://10.0.0.8/x", "http://169.254.169.254/latest", "http://[::1]/x",
-                                 "http://192.168.1.1/", "ftp://example.com/x", "http:///nohost"])
+                                 "http://192.168.1.1/", "ftp://example.com/x", "http:///nohost",
+                                 "http://example.com:99999/x"])
 def test_private_and_odd_urls_refused_over_api(api, url):  # type: ignore[no-untyped-def]
     response = api.put("/api/v1/webhook/", {"url": url}, format="json")
 
@@ -156,7 +352,7 @@ def test_delivery_refused_when_address_turns_private(client_user, receiver, allo
     webhook_deliver_due()
 
     delivery = WebhookDelivery.objects.get()
-    assert delivery.last_error.startswith("DeliveryRefused") and receiver.requests == []
+    assert (delivery.last_error, delivery.last_status_code, receiver.requests) == ("refused", None, [])
 
 
 def test_webhook_api_shows_own_endpoint_only(api, other_api, client_user, receiver, allow_loopback):  # type: ignore[no-untyped-def]
