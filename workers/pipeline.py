@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from moderation.models import Post
+from moderation.models import Post, PostState
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
                                           post_claim_return, post_engine_inputs)
 from moderation.services.learning import scoring_classifier
@@ -59,10 +59,17 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str)
                 if following is not None:  # claimed ahead, never started: no attempt is charged
                     post_claim_return(token=following.token, worker=worker)
                 raise
-            if not more:
+            if not more and not _requeued(batch):
                 break
-            batch = following if ahead else claim()
+            # A claim ahead finds nothing when the batch ran the queue dry; posts this batch gave
+            # back to the queue (to be retried alone) are claimed now, not at the next wake-up.
+            batch = following if following is not None else claim()
     return total
+
+
+def _requeued(batch: _Batch) -> bool:
+    """Whether a post of the batch went back to the queue, to be retried alone."""
+    return Post.objects.filter(pk__in=[p.pk for p in batch.posts], state=PostState.QUEUED).exists()
 
 
 def batch_analyze(*, engine: Callable[[], Engine], batch_size: int, worker: str) -> int:
