@@ -5,6 +5,7 @@ import logging
 
 from celery import Task, shared_task
 from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.worker import state as worker_state
 from django.db import close_old_connections
 
 from moderation.conf import moderation_settings
@@ -24,7 +25,14 @@ logger = logging.getLogger(__name__)
 def analyze_pending(self: Task) -> int:
     """Drain the queue of posts; the message carries nothing but the wake-up."""
     return batches_drain(engine=engine_get, batch_size=moderation_settings.BATCH_SIZE,
-                         worker=worker_name(self.request.hostname))
+                         worker=worker_name(self.request.hostname), stopping=_warm_shutdown_requested)
+
+
+def _warm_shutdown_requested() -> bool:
+    # Set by Celery's SIGTERM handler to the exit code, 0 included (hence identity, not equality);
+    # the worker exits once the running task returns.
+    flag = worker_state.should_stop
+    return flag is not None and flag is not False
 
 
 @shared_task(name="moderation.run_requests", acks_late=True, reject_on_worker_lost=True)

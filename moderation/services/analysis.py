@@ -45,11 +45,13 @@ def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str
 
 
 @transaction.atomic
-def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]:
+def post_claim_batch(*, limit: int, worker: str, charge: bool = True) -> tuple[uuid.UUID, list[Post]]:
     """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token.
 
     A post retried after a failed attempt is claimed alone: if it is what killed its worker,
-    it fails by itself and the posts that shared its batch are not charged again.
+    it fails by itself and the posts that shared its batch are not charged again. A claim
+    made ahead of the work (``charge=False``) counts no attempt until ``post_claim_start``:
+    if the worker dies or stops before starting it, the posts cannot have been the cause.
     """
     token = uuid.uuid4()
     queued = Post.objects.filter(state=PostState.QUEUED)
@@ -60,7 +62,7 @@ def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]
     # Conditional on the state, so a post claimed elsewhere meanwhile is not taken twice.
     Post.objects.filter(id__in=ids, state=PostState.QUEUED).update(
         state=PostState.ANALYZING, claim_token=token, claimed_at=timezone.now(), claimed_by=worker,
-        attempts=F("attempts") + 1)
+        attempts=F("attempts") + int(charge))
     posts = list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
     _events(posts, from_state=PostState.QUEUED, to_state=PostState.ANALYZING, actor=worker)
     return token, posts
@@ -260,13 +262,21 @@ def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> in
     return len(held)
 
 
+def post_claim_start(*, token: uuid.UUID, posts: Sequence[Post]) -> None:
+    """Count the attempt of a claim made ahead (``charge=False``), now that its work starts."""
+    Post.objects.filter(claim_token=token, state=PostState.ANALYZING).update(
+        attempts=F("attempts") + 1, claimed_at=timezone.now())
+    for post in posts:
+        post.attempts += 1
+
+
 @transaction.atomic
 def post_claim_return(*, token: uuid.UUID, worker: str) -> int:
-    """Give back a claim that was never worked on (the batch before it failed): back to
-    ``queued`` with the attempt not counted."""
+    """Give back a claim made ahead and never started (the batch before it failed, or the worker
+    is shutting down): back to ``queued``, no attempt counted."""
     held = list(rows_lock_skipping_locked(Post.objects.filter(claim_token=token, state=PostState.ANALYZING)))
     Post.objects.filter(pk__in=[p.pk for p in held]).update(
-        state=PostState.QUEUED, claim_token=None, attempts=F("attempts") - 1, updated_at=timezone.now())
+        state=PostState.QUEUED, claim_token=None, updated_at=timezone.now())
     _events(held, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=worker,
             detail={"reason": "returned unprocessed"})
     if held:
