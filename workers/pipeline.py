@@ -29,7 +29,7 @@ def worker_name(celery_hostname: str | None = None) -> str:
 
 
 def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
-                  stopping: Callable[[], bool] = lambda: False) -> int:
+                  stopping: Callable[[], bool] = lambda: False, finished: Callable[[], None] = lambda: None) -> int:
     """Analyse queued posts batch after batch until none are left; returns how many were claimed.
 
     While the engine runs one batch, the next is claimed and its images are read and decoded
@@ -38,8 +38,9 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
     claim ahead: a post being retried may be what kills workers. A claim ahead counts no
     attempt until its batch starts, so a worker killed meanwhile charges it nothing; when
     ``stopping()`` turns true (a warm shutdown) the batch in hand is finished and the one
-    claimed ahead is given back uncharged. ``engine`` is called only once there is work, so
-    an idle wake-up never loads the models.
+    claimed ahead is given back uncharged. ``finished`` is called after each batch (the
+    worker's heartbeat). ``engine`` is called only once there is work, so an idle wake-up
+    never loads the models.
     """
     total = 0
     if stopping():  # a wake-up the solo pool had already received when the shutdown began
@@ -66,6 +67,7 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
                 if following is not None:  # claimed ahead, never started: no attempt is charged
                     post_claim_return(token=following.token, worker=worker)
                 raise
+            finished()
             if stopping():
                 if following is not None:
                     post_claim_return(token=following.token, worker=worker)
