@@ -123,3 +123,37 @@ def test_nul_in_generated_text_reaches_postgresql_clean(tiny_engine):  # type: i
     with connection.cursor() as cursor:
         cursor.execute("SELECT explanation->>'ocr_text' FROM moderation_analysis WHERE post_id = %s", [post.pk])
         assert cursor.fetchone() == ("HATE",)
+
+
+class FakeAdHocEngine:
+    """Answers ad-hoc requests the way a misbehaving generator and grounder can."""
+
+    model_version = "fake\x00"
+
+    def ask(self, pairs):  # type: ignore[no-untyped-def]
+        return [Answer(question=q, answer="yes\x00\x1b") for _, q in pairs]
+
+    def ground(self, pairs):  # type: ignore[no-untyped-def]
+        return [[Grounding(phrase=p, box=(-5.0, -5.0, 1e9, 30.0), score=0.5) for p in phrases] for _, phrases in pairs]
+
+    def caption(self, pairs):  # type: ignore[no-untyped-def]
+        return ["cap\x00tion" for _ in pairs]
+
+
+def test_ad_hoc_answers_are_stored_clean(settings):  # type: ignore[no-untyped-def]
+    from moderation.models import EngineRequest
+    from moderation.services.requests import post_caption_request, post_grounding_request, post_question_ask
+    from workers.requests import requests_drain
+
+    post = post_with_image(size=(64, 48))
+    question = post_question_ask(client=post.client, post_id=post.pk, question="Is there a weapon?")
+    grounding = post_grounding_request(client=post.client, post_id=post.pk, phrases=["bat"])
+    caption = post_caption_request(client=post.client, post_id=post.pk)
+
+    assert requests_drain(engine=FakeAdHocEngine, batch_size=8) == 3
+
+    results = {r.pk: (r.state, r.result, r.model_version) for r in EngineRequest.objects.all()}
+    assert results[question.pk] == ("done", {"answer": "yes"}, "fake")
+    assert results[grounding.pk] == ("done", {"groundings": [{"phrase": "bat", "box": [0.0, 0.0, 64.0, 30.0],
+                                                              "score": 0.5}]}, "fake")
+    assert results[caption.pk] == ("done", {"caption": "caption"}, "fake")
