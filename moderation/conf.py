@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     # Longest generated answer, caption or rationale, in tokens.
     "MAX_NEW_TOKENS": 48,
     # Boxes kept per analysed image, best first: overlapping boxes of one phrase (IoU at least
-    # BOX_MERGE_IOU, 0 < x <= 1) are merged into their union, then at most MAX_BOXES_PER_PHRASE
+    # BOX_MERGE_IOU, 0..1; 0 merges all boxes of a phrase into one) are merged into their union, then at most MAX_BOXES_PER_PHRASE
     # per phrase and MAX_BOXES_PER_IMAGE in all are stored. Boxes are clipped to the image.
     "MAX_BOXES_PER_PHRASE": 3,
     "MAX_BOXES_PER_IMAGE": 10,

@@ -71,3 +71,19 @@ def test_stats_page_shows_workers_and_the_oldest_pending_webhook(client):  # typ
     assert "<td>gpu0@host</td><td>gpu</td>" in page
     assert ">42 s ago</td>" in page
     assert "Oldest pending webhook: 125 s." in page
+
+
+@pytest.mark.parametrize(("overrides", "ids"), [
+    ({"READY_GPU_WORKER_MAX_AGE": 60, "WORKER_HEARTBEAT_INTERVAL": 2.5}, []),
+    ({"READY_GPU_WORKER_MAX_AGE": 0}, ["moderation.E011"]),
+    ({"READY_DEFAULT_WORKER_MAX_AGE": "60"}, ["moderation.E011"]),
+    ({"WORKER_HEARTBEAT_INTERVAL": None}, ["moderation.E011"]),
+    ({"MAX_BOXES_PER_IMAGE": 0}, ["moderation.E004"]),
+    ({"BOX_MERGE_IOU": 1.5}, ["moderation.E005"]),
+])
+def test_liveness_and_box_settings_are_checked(settings, overrides, ids):  # type: ignore[no-untyped-def]
+    from moderation.checks import moderation_settings_check
+
+    settings.MODERATION = {**settings.MODERATION, **overrides}
+
+    assert [e.id for e in moderation_settings_check()] == ids
