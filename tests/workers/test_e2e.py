@@ -169,3 +169,19 @@ def test_sigterm_during_a_full_batch_charges_nothing_to_the_posts_claimed_ahead(
     returned = PostEvent.objects.filter(detail__reason="returned unprocessed")
     assert returned.count() == 4
     assert set(Post.objects.filter(pk__in=returned.values("post_id")).values_list("attempts", flat=True)) == {0}
+
+
+def test_an_idle_worker_keeps_beating(start_worker):  # type: ignore[no-untyped-def]
+    import json
+
+    from moderation.models import WorkerHeartbeat
+
+    worker = start_worker("idle@localhost", MODERATION_SETTINGS_JSON=json.dumps({"WORKER_HEARTBEAT_INTERVAL": 1}))
+    wait_until(lambda: WorkerHeartbeat.objects.filter(name="idle@localhost").exists(), timeout=120, interval=0.25,
+               message=f"a first heartbeat; log:\n{worker.log()[-3000:]}")
+    first = WorkerHeartbeat.objects.get(name="idle@localhost")
+
+    wait_until(lambda: WorkerHeartbeat.objects.get(pk=first.pk).last_seen_at > first.last_seen_at, timeout=30,
+               interval=0.25, message="a later heartbeat with no task run")
+    beat = WorkerHeartbeat.objects.get(pk=first.pk)
+    assert (beat.queues, beat.pid, beat.started_at) == (",default,gpu,", worker.proc.pid, first.started_at)
