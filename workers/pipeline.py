@@ -72,8 +72,8 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
                 if following is not None:
                     post_claim_return(token=following.token, worker=worker)
                 break
-            if not more and not _requeued(batch):
-                break
+            if number == MAX_BATCHES_PER_WAKEUP or (not more and not _requeued(batch)):
+                break  # the wake-up the requeue sent will carry on
             # A claim ahead finds nothing when the batch ran the queue dry; posts this batch gave
             # back to the queue (to be retried alone) are claimed now, not at the next wake-up.
             batch = following if following is not None else claim()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 from django.core.files.base import ContentFile
@@ -200,3 +201,18 @@ def test_a_wakeup_received_during_a_warm_shutdown_claims_nothing(engine):  # typ
 
     assert batches_drain(engine=lambda: engine, batch_size=2, worker="w", stopping=lambda: True) == 0
     assert sorted((p.state, p.attempts) for p in Post.objects.all()) == [("queued", 0), ("queued", 0)]
+
+
+def test_the_last_batch_of_a_wakeup_leaves_nothing_claimed(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("workers.pipeline.MAX_BATCHES_PER_WAKEUP", 2)
+    PostFactory.create_batch(3)
+    analyze = engine.analyze
+
+    def nan_for_all(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        return [replace(r, scores={"hate": float("nan")}) for r in analyze(posts, policy, **kwargs)]
+
+    monkeypatch.setattr(engine, "analyze", nan_for_all)
+    assert batches_drain(engine=lambda: engine, batch_size=3, worker="w") == 4
+
+    assert Post.objects.filter(state=PostState.ANALYZING).count() == 0
+    assert sorted(p.attempts for p in Post.objects.all()) == [1, 1, 2]
