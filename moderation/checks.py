@@ -15,7 +15,7 @@ POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAG
                  "MAX_METADATA_BYTES", "MAX_ATTEMPTS", "CLAIM_TIMEOUT", "QUEUED_STALE_AFTER",
                  "MAX_QUESTION_LENGTH", "MAX_PHRASES", "MAX_PHRASE_LENGTH", "MAX_CAPTION_PROMPT_LENGTH",
                  "SEARCH_MAX_K", "MAX_NEW_TOKENS", "REVIEW_CLAIM_MINUTES", "REVIEW_UNDO_SECONDS",
-                 "IDEMPOTENCY_KEY_TTL")
+                 "IDEMPOTENCY_KEY_TTL", "MAX_BOXES_PER_PHRASE", "MAX_BOXES_PER_IMAGE")
 
 
 @register()
@@ -37,7 +37,7 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             errors.append(Error(f"MODERATION[{key!r}] must be a positive integer, not {value!r}.",
                                 id="moderation.E004"))
-    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT", "GROUNDING_THRESHOLD", "WAKEUP_INTERVAL"):
+    for key in ("REVIEW_SAMPLE_RATE", "TEXT_WEIGHT", "GROUNDING_THRESHOLD", "WAKEUP_INTERVAL", "BOX_MERGE_IOU"):
         value = getattr(s, key)
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             errors.append(Error(f"MODERATION[{key!r}] must be a number between 0 and 1, not {value!r}.",
@@ -61,9 +61,23 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
                             "RETENTION_MODE 'delete' or 'anonymize'.", id="moderation.E010"))
+    errors += _liveness_errors()
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
+    return errors
+
+
+def _liveness_errors() -> list[Error]:
+    s, errors = moderation_settings, []
+    for key in ("WORKER_HEARTBEAT_INTERVAL", "READY_GPU_WORKER_MAX_AGE", "READY_DEFAULT_WORKER_MAX_AGE"):
+        value = getattr(s, key)
+        optional = key.startswith("READY_")
+        if (value is None and optional) or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                            and value > 0):
+            continue
+        errors.append(Error(f"MODERATION[{key!r}] must be a positive number of seconds"
+                            f"{' or None' if optional else ''}, not {value!r}.", id="moderation.E013"))
     return errors
 
 

@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "GROUNDING_THRESHOLD": 0.1,
     # Longest generated answer, caption or rationale, in tokens.
     "MAX_NEW_TOKENS": 48,
+    # Boxes kept per analysed image, best first: overlapping boxes of one phrase (IoU at least
+    # BOX_MERGE_IOU, 0..1; 0 merges all boxes of a phrase into one) are merged into their union, then at most MAX_BOXES_PER_PHRASE
+    # per phrase and MAX_BOXES_PER_IMAGE in all are stored. Boxes are clipped to the image.
+    "MAX_BOXES_PER_PHRASE": 3,
+    "MAX_BOXES_PER_IMAGE": 10,
+    "BOX_MERGE_IOU": 0.3,
     # Upload limits. Pixels are checked from the header, before decoding.
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
@@ -109,6 +115,12 @@ DEFAULTS: dict[str, Any] = {
     "ANALYZE_TASK": "moderation.analyze_pending",
     "WEBHOOK_TASK": "moderation.deliver_webhooks",
     "DEFAULT_QUEUE": "default",
+    # Worker liveness: each worker writes a heartbeat row at least this often (seconds) while
+    # it finishes or looks for work. /readyz answers 503 when no worker of the GPU queue, or of
+    # the default queue, has been seen for the given seconds; None leaves that check out.
+    "WORKER_HEARTBEAT_INTERVAL": 10.0,
+    "READY_GPU_WORKER_MAX_AGE": None,
+    "READY_DEFAULT_WORKER_MAX_AGE": None,
 }
 
 

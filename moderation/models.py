@@ -389,3 +389,21 @@ class ReviewDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verdict} on {self.post_id} by {self.reviewer_username}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker's last sign of life: when it last finished a task or looked for work."""
+
+    name = models.CharField(max_length=255, unique=True)  # Celery's node name, e.g. gpu0@host
+    # The queues it consumes, comma-delimited with a leading and trailing comma (",gpu,"), so a
+    # plain substring lookup finds a queue on every database.
+    queues = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -25,7 +25,15 @@ app.conf.update(
                  "moderation.retrain": {"queue": "gpu"}},
     task_soft_time_limit=600,
     task_time_limit=660,
+    # Broker outages: a worker never gives up reconnecting (max_retries None) -- a worker that
+    # exits on a long outage only adds a restart loop under the supervisor. Unacknowledged wake-ups
+    # lost with an emptied Redis cost nothing: beat re-sends sweeps and webhook deliveries, and
+    # the sweeper re-wakes the GPU workers for posts left queued. If the worker dies anyway
+    # (kombu can raise while restoring unacked messages), its supervisor restarts it and the
+    # heartbeat shows the gap (see README, Operations).
+    broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
     broker_connection_timeout=3,
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                                "interval_max": 0.5},
@@ -45,4 +53,6 @@ app.conf.update(
         "moderation-retrain": {"task": "moderation.retrain", "schedule": 3600.0},
     },
 )
+# Each worker writes a heartbeat row (see workers.heartbeat); /readyz and the stats page read it.
+app.steps["consumer"].add("workers.heartbeat:Heartbeat")
 app.autodiscover_tasks(["workers"])

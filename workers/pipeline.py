@@ -10,9 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from moderation.models import Post
+from moderation.models import Post, PostState
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
-                                          post_claim_return, post_engine_inputs)
+                                          post_claim_return, post_claim_start, post_engine_inputs)
 from moderation.services.learning import scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
@@ -28,41 +28,61 @@ def worker_name(celery_hostname: str | None = None) -> str:
     return os.environ.get("MODERATION_WORKER_NAME") or celery_hostname or socket.gethostname()
 
 
-def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str) -> int:
+def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
+                  stopping: Callable[[], bool] = lambda: False, finished: Callable[[], None] = lambda: None) -> int:
     """Analyse queued posts batch after batch until none are left; returns how many were claimed.
 
     While the engine runs one batch, the next is claimed and its images are read and decoded
     in a background thread (Pillow decodes outside the GIL), so the accelerator does not wait
     on JPEG decoding between batches. Only a full batch of first attempts is followed by a
-    claim ahead: a post being retried may be what kills workers, and the posts claimed ahead
-    of it would be charged an attempt each time. ``engine`` is called only once there is
-    work, so an idle wake-up never loads the models.
+    claim ahead: a post being retried may be what kills workers. A claim ahead counts no
+    attempt until its batch starts, so a worker killed meanwhile charges it nothing; when
+    ``stopping()`` turns true (a warm shutdown) the batch in hand is finished and the one
+    claimed ahead is given back uncharged. ``finished`` is called after each batch (the
+    worker's heartbeat). ``engine`` is called only once there is work, so an idle wake-up
+    never loads the models.
     """
     total = 0
+    if stopping():  # a wake-up the solo pool had already received when the shutdown began
+        return total
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead") as decoder:
         claim = functools.partial(_batch_claim, engine=engine, batch_size=batch_size, worker=worker, decoder=decoder)
         batch = claim()
         for number in range(1, MAX_BATCHES_PER_WAKEUP + 1):
             if batch is None:
                 break
+            if not batch.charged:
+                post_claim_start(token=batch.token, posts=batch.posts)
             total += len(batch.posts)
             first_attempts = all(post.attempts == 1 for post in batch.posts)
             full = len(batch.posts) == batch_size
             # A short batch of first attempts means the queue ran dry; a retried post is claimed
             # alone, so after one the queue may still hold more.
             more = number < MAX_BATCHES_PER_WAKEUP and (full or not first_attempts)
-            ahead = more and full and first_attempts
-            following = claim() if ahead else None
+            ahead = more and full and first_attempts and not stopping()
+            following = claim(charge=False) if ahead else None
             try:
                 _analyze_claimed(engine=engine(), batch=batch, worker=worker)
             except BaseException:
                 if following is not None:  # claimed ahead, never started: no attempt is charged
                     post_claim_return(token=following.token, worker=worker)
                 raise
-            if not more:
+            finished()
+            if stopping():
+                if following is not None:
+                    post_claim_return(token=following.token, worker=worker)
                 break
-            batch = following if ahead else claim()
+            if number == MAX_BATCHES_PER_WAKEUP or (not more and not _requeued(batch)):
+                break  # the wake-up the requeue sent will carry on
+            # A claim ahead finds nothing when the batch ran the queue dry; posts this batch gave
+            # back to the queue (to be retried alone) are claimed now, not at the next wake-up.
+            batch = following if following is not None else claim()
     return total
+
+
+def _requeued(batch: _Batch) -> bool:
+    """Whether a post of the batch went back to the queue, to be retried alone."""
+    return Post.objects.filter(pk__in=[p.pk for p in batch.posts], state=PostState.QUEUED).exists()
 
 
 def batch_analyze(*, engine: Callable[[], Engine], batch_size: int, worker: str) -> int:
@@ -77,6 +97,7 @@ def batch_analyze(*, engine: Callable[[], Engine], batch_size: int, worker: str)
 class _Batch:
     token: uuid.UUID
     posts: list[Post]
+    charged: bool
     # The batch's engine inputs and decoded images, being prepared by the decode thread.
     prepared: Future[_Prepared | None] | None = None
 
@@ -89,11 +110,11 @@ class _Prepared:
 
 
 def _batch_claim(*, engine: Callable[[], Engine], batch_size: int, worker: str,
-                 decoder: ThreadPoolExecutor | None) -> _Batch | None:
-    token, posts = post_claim_batch(limit=batch_size, worker=worker)
+                 decoder: ThreadPoolExecutor | None, charge: bool = True) -> _Batch | None:
+    token, posts = post_claim_batch(limit=batch_size, worker=worker, charge=charge)
     if not posts:
         return None
-    batch = _Batch(token=token, posts=posts)
+    batch = _Batch(token=token, posts=posts, charged=charge)
     if decoder is not None:
         batch.prepared = decoder.submit(_prepare, engine(), posts)
     return batch

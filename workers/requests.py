@@ -5,7 +5,9 @@ import uuid
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
+from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
+from moderation.services.model_output import LABEL_LIMIT, BoxLimits, model_boxes_clean, model_text_clean
 from moderation.services.analysis import post_engine_inputs
 from moderation.services.requests import request_claim_batch, request_complete, request_fail
 from vlm_engine.engine import Engine
@@ -39,8 +41,19 @@ def requests_run(*, engine: Engine, token: uuid.UUID, requests: Sequence[EngineR
                 group = [r for r in group if r not in bad]
                 continue
             for request, result in zip(group, results):
-                request_complete(token=token, request_id=request.pk, result=result, model_version=engine.model_version)
+                _complete(token=token, request=request, result=result, model_version=engine.model_version)
             group = []
+
+
+def _complete(*, token: uuid.UUID, request: EngineRequest, result: Any, model_version: str) -> None:
+    """Store one answer; anything that goes wrong storing it fails that request alone."""
+    try:
+        request_complete(token=token, request_id=request.pk, result=result,
+                         model_version=model_text_clean(model_version, limit=LABEL_LIMIT) or "")
+    # Model output is untrusted: no answer of one request may abandon the others of the batch.
+    except Exception as exc:  # noqa: BLE001
+        request_fail(token=token, request_id=request.pk,
+                     error=model_text_clean(f"storing the result failed: {type(exc).__name__}: {exc}") or "")
 
 
 def _key(request: EngineRequest) -> str:
@@ -53,9 +66,16 @@ def _run_kind(engine: Engine, kind: str, group: Sequence[EngineRequest]) -> list
     inputs = post_engine_inputs(posts=[r.post for r in group])
     if kind == Kind.QUESTION:
         answers = engine.ask([(i, r.params["question"]) for i, r in zip(inputs, group)])
-        return [{"answer": a.answer} for a in answers]
+        return [{"answer": model_text_clean(a.answer)} for a in answers]
     if kind == Kind.GROUNDING:
         found = engine.ground([(i, r.params["phrases"]) for i, r in zip(inputs, group)])
-        return [{"groundings": [asdict(g) for g in boxes]} for boxes in found]
+        return [{"groundings": _boxes(r, boxes)} for r, boxes in zip(group, found)]
     captions = engine.caption([(i, r.params.get("prompt")) for i, r in zip(inputs, group)])
-    return [{"caption": c} for c in captions]
+    return [{"caption": model_text_clean(c)} for c in captions]
+
+
+def _boxes(request: EngineRequest, boxes: Sequence[Any]) -> list[dict[str, Any]]:
+    s, post = moderation_settings, request.post
+    return model_boxes_clean([asdict(g) for g in boxes], width=post.image_width, height=post.image_height,
+                             limits=BoxLimits(per_phrase=s.MAX_BOXES_PER_PHRASE, per_image=s.MAX_BOXES_PER_IMAGE,
+                                              merge_iou=s.BOX_MERGE_IOU))

@@ -5,6 +5,7 @@ import logging
 
 from celery import Task, shared_task
 from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.worker import state as worker_state
 from django.db import close_old_connections
 
 from moderation.conf import moderation_settings
@@ -15,6 +16,7 @@ from moderation.services.requests import requests_release_stale
 from moderation.services.retention import post_content_purge
 from moderation.services.webhooks import webhook_deliver_due
 from workers.engine import engine_get
+from workers.heartbeat import heartbeat
 from workers.pipeline import batches_drain, worker_name
 from workers.requests import requests_drain
 
@@ -25,7 +27,15 @@ logger = logging.getLogger(__name__)
 def analyze_pending(self: Task) -> int:
     """Drain the queue of posts; the message carries nothing but the wake-up."""
     return batches_drain(engine=engine_get, batch_size=moderation_settings.BATCH_SIZE,
-                         worker=worker_name(self.request.hostname))
+                         worker=worker_name(self.request.hostname), stopping=_warm_shutdown_requested,
+                         finished=heartbeat)
+
+
+def _warm_shutdown_requested() -> bool:
+    # Set by Celery's SIGTERM handler to the exit code, 0 included (hence identity, not equality);
+    # the worker exits once the running task returns.
+    flag = worker_state.should_stop
+    return flag is not None and flag is not False
 
 
 @shared_task(name="moderation.run_requests", acks_late=True, reject_on_worker_lost=True)
@@ -68,6 +78,12 @@ def _worker_ready(sender: object = None, **kwargs: object) -> None:
     if released:
         logger.warning("Released %d posts claimed by a previous run of %s", released, name)
     post_queue_wakeup()
+
+
+@task_postrun.connect
+def _heartbeat_after_task(sender: Task | None = None, **kwargs: object) -> None:
+    if sender is not None and not getattr(sender.request, "is_eager", False):
+        heartbeat()
 
 
 @task_prerun.connect

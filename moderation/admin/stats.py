@@ -13,6 +13,7 @@ from moderation.admin.access import LEAD_PERM, permission_require
 from moderation.admin.charts import Chart, chart_columns, chart_rows
 from moderation.models import Post
 from moderation.selectors_reviews import review_queue_summary
+from moderation.selectors_workers import webhook_oldest_pending_age_s, workers_seen
 from moderation.selectors_stats import (stats_agreement, stats_decision_mix, stats_queue_ages, stats_throughput,
                                         stats_volume_per_day)
 
@@ -39,5 +40,6 @@ def stats_charts(*, days: int = WINDOW_DAYS) -> list[Chart]:
 def stats_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     permission_require(request.user, LEAD_PERM)
     context = {**site.each_context(request), "opts": Post._meta, "title": "Moderation stats",
-               "charts": stats_charts(), "summary": review_queue_summary(), "now": timezone.now()}
+               "charts": stats_charts(), "summary": review_queue_summary(), "now": timezone.now(),
+               "workers": workers_seen(), "webhook_oldest_pending_s": webhook_oldest_pending_age_s()}
     return TemplateResponse(request, "moderation/admin/stats.html", context)

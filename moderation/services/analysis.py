@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from django.db import transaction
@@ -17,6 +18,7 @@ from moderation.dispatch import analysis_wakeup
 from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, PostEvent, PostState
 from moderation.services.explanations import explanation_build
 from moderation.services.locking import rows_lock_skipping_locked
+from moderation.services.model_output import LABEL_LIMIT, ModelOutputInvalid, model_scores_clean, model_text_clean
 from moderation.services.policies import policy_for_engine
 from moderation.services.webhooks import webhook_deliveries_create
 from vlm_engine.types import Analysis as EngineAnalysis
@@ -43,11 +45,13 @@ def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str
 
 
 @transaction.atomic
-def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]:
+def post_claim_batch(*, limit: int, worker: str, charge: bool = True) -> tuple[uuid.UUID, list[Post]]:
     """Move up to ``limit`` queued posts, oldest first, to ``analyzing`` under a new claim token.
 
     A post retried after a failed attempt is claimed alone: if it is what killed its worker,
-    it fails by itself and the posts that shared its batch are not charged again.
+    it fails by itself and the posts that shared its batch are not charged again. A claim
+    made ahead of the work (``charge=False``) counts no attempt until ``post_claim_start``:
+    if the worker dies or stops before starting it, the posts cannot have been the cause.
     """
     token = uuid.uuid4()
     queued = Post.objects.filter(state=PostState.QUEUED)
@@ -58,7 +62,7 @@ def post_claim_batch(*, limit: int, worker: str) -> tuple[uuid.UUID, list[Post]]
     # Conditional on the state, so a post claimed elsewhere meanwhile is not taken twice.
     Post.objects.filter(id__in=ids, state=PostState.QUEUED).update(
         state=PostState.ANALYZING, claim_token=token, claimed_at=timezone.now(), claimed_by=worker,
-        attempts=F("attempts") + 1)
+        attempts=F("attempts") + int(charge))
     posts = list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
     _events(posts, from_state=PostState.QUEUED, to_state=PostState.ANALYZING, actor=worker)
     return token, posts
@@ -107,11 +111,40 @@ def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
     return None if values is None else np.asarray(values, dtype="<f4").tobytes()
 
 
-@transaction.atomic
 def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
                           worker: str, classifier: ModelVersion | None = None,
                           scoring: str = "zero_shot") -> list[Analysis]:
-    """Store the verdicts of one claim; posts no longer held by this claim are skipped."""
+    """Store the verdicts of one claim; posts no longer held by this claim are skipped.
+
+    Model output is untrusted: when storing the batch raises anything (a value the database
+    refuses, a NaN score, a bug met by one post's data), the batch is rolled back and each
+    result is stored alone, so only the post that causes it fails its attempt (with the real
+    error, retried alone later) and the rest conclude now, charged nothing more.
+    """
+    try:
+        return _analyses_store(token=token, policy=policy, results=results, worker=worker,
+                               classifier=classifier, scoring=scoring)
+    # Any exception: the point is that no output of one post can abandon a whole claim.
+    except Exception as exc:  # noqa: BLE001
+        if len(results) == 1:
+            post_attempt_fail(token=token, post_id=results[0].key, error=_record_error(exc), worker=worker)
+            return []
+    stored: list[Analysis] = []
+    for result in results:
+        stored += analysis_record_batch(token=token, policy=policy, results=[result], worker=worker,
+                                        classifier=classifier, scoring=scoring)
+    return stored
+
+
+def _record_error(exc: Exception) -> str:
+    if isinstance(exc, ModelOutputInvalid):
+        return f"model output invalid: {exc}"
+    return model_text_clean(f"recording the analysis failed: {type(exc).__name__}: {exc}") or ""
+
+
+@transaction.atomic
+def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis], worker: str,
+                    classifier: ModelVersion | None, scoring: str) -> list[Analysis]:
     held = {str(p.pk): p for p in Post.objects.select_for_update()
             .filter(claim_token=token, state=PostState.ANALYZING)}
     engine_policy = policy_for_engine(policy=policy)
@@ -121,7 +154,7 @@ def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence
         if post is None:
             continue
         analysis = _analysis_build(post=post, token=token, policy=policy, engine_policy=engine_policy,
-                                   result=result)
+                                   result=result, batch_posts=len(results))
         analysis.classifier, analysis.scoring = classifier, scoring
         analyses.append(analysis)
         posts.append(post)
@@ -160,17 +193,29 @@ def _posts_conclude(*, posts: Sequence[Post], analyses: Sequence[Analysis], toke
 
 
 def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_policy: EnginePolicy,
-                    result: EngineAnalysis) -> Analysis:
-    scores = {slug: round(float(v), 6) for slug, v in result.scores.items()}
+                    result: EngineAnalysis, batch_posts: int) -> Analysis:
+    scores = model_scores_clean(result.scores)
     verdict = analysis_decide(scores=scores, policy=engine_policy, post_id=post.pk)
+    size = (post.image_width, post.image_height) if post.image_width and post.image_height else None
     return Analysis(
-        post=post, claim_token=token, policy=policy, model_version=result.model_version, scores=scores,
+        post=post, claim_token=token, policy=policy,
+        model_version=model_text_clean(result.model_version, limit=LABEL_LIMIT) or "", scores=scores,
         decision=verdict.decision, top_category=verdict.top_category, risk=verdict.risk,
         explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision,
-                                      result=result),
-        timings_ms=dict(result.timings_ms), image_embedding=_embedding_bytes(result.image_embedding),
+                                      result=result, image_size=size),
+        timings_ms=_timings(result.timings_ms, batch_posts=batch_posts),
+        image_embedding=_embedding_bytes(result.image_embedding),
         text_embedding=_embedding_bytes(result.text_embedding),
     )
+
+
+def _timings(timings: Mapping[str, float], *, batch_posts: int) -> dict[str, float]:
+    """Milliseconds per stage for the whole batch the post was analysed in (the models run once
+    per batch, so a per-post share would be made up); ``batch_posts`` says how many shared it."""
+    stages = {str(k): round(float(v), 3) for k, v in timings.items()}
+    if not all(math.isfinite(v) for v in stages.values()):
+        raise ModelOutputInvalid(f"the engine reported non-finite timings: {stages}")
+    return {"batch_posts": batch_posts, **stages}
 
 
 @transaction.atomic
@@ -183,7 +228,8 @@ def post_attempt_fail(*, token: uuid.UUID, post_id: uuid.UUID, error: str, worke
         return None
     exhausted = permanent or post.attempts >= moderation_settings.MAX_ATTEMPTS
     new_state = PostState.FAILED if exhausted else PostState.QUEUED
-    Post.objects.filter(pk=post.pk).update(state=new_state, claim_token=None, last_error=error[:2000],
+    error = model_text_clean(error) or "unknown error"
+    Post.objects.filter(pk=post.pk).update(state=new_state, claim_token=None, last_error=error,
                                            updated_at=timezone.now())
     _events([post], from_state=PostState.ANALYZING, to_state=new_state, actor=worker,
             detail={"error": error[:500], "attempt": post.attempts})
@@ -216,13 +262,21 @@ def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> in
     return len(held)
 
 
+def post_claim_start(*, token: uuid.UUID, posts: Sequence[Post]) -> None:
+    """Count the attempt of a claim made ahead (``charge=False``), now that its work starts."""
+    Post.objects.filter(claim_token=token, state=PostState.ANALYZING).update(
+        attempts=F("attempts") + 1, claimed_at=timezone.now())
+    for post in posts:
+        post.attempts += 1
+
+
 @transaction.atomic
 def post_claim_return(*, token: uuid.UUID, worker: str) -> int:
-    """Give back a claim that was never worked on (the batch before it failed): back to
-    ``queued`` with the attempt not counted."""
+    """Give back a claim made ahead and never started (the batch before it failed, or the worker
+    is shutting down): back to ``queued``, no attempt counted."""
     held = list(rows_lock_skipping_locked(Post.objects.filter(claim_token=token, state=PostState.ANALYZING)))
     Post.objects.filter(pk__in=[p.pk for p in held]).update(
-        state=PostState.QUEUED, claim_token=None, attempts=F("attempts") - 1, updated_at=timezone.now())
+        state=PostState.QUEUED, claim_token=None, updated_at=timezone.now())
     _events(held, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=worker,
             detail={"reason": "returned unprocessed"})
     if held:

@@ -1,9 +1,10 @@
 """Explanations: one structured record tying a verdict to the evidence behind it."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Mapping
 
+from moderation.conf import moderation_settings
+from moderation.services.model_output import BoxLimits, model_boxes_clean, model_text_clean
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 
@@ -12,10 +13,13 @@ SUMMARY_BOXES = 3
 
 
 def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verdict_decision: str,
-                      result: EngineAnalysis | None = None) -> dict[str, Any]:
+                      result: EngineAnalysis | None = None, image_size: tuple[int, int] | None = None
+                      ) -> dict[str, Any]:
     """Scores against thresholds, the engine's evidence, and a summary naming the strongest signals.
 
-    Every number, box and answer in the summary is taken from the stored evidence; nothing is invented.
+    Every number, box and answer in the summary is taken from the stored evidence; nothing is
+    invented. ``scores`` must already be clean (``model_scores_clean``); the generated text and
+    boxes of ``result`` are cleaned here, boxes against ``image_size`` (width, height).
     """
     rows = [
         {"category": c.slug, "name": c.name, "score": scores.get(c.slug, 0.0),
@@ -24,19 +28,26 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verd
         for c in policy.categories
     ]
     rows.sort(key=lambda r: r["score"], reverse=True)
-    evidence = _evidence(result)
-    return {"policy_version": policy.version, "scores": rows, **evidence,
+    evidence = _evidence(result, image_size=image_size)
+    # The policy version is the same integer everywhere (API, events, webhooks); the engine's
+    # Policy carries it as a string.
+    return {"policy_version": int(policy.version), "scores": rows, **evidence,
             "nearest_examples": [], "summary": explanation_summary(rows, verdict_decision, evidence)}
 
 
-def _evidence(result: EngineAnalysis | None) -> dict[str, Any]:
+def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | None) -> dict[str, Any]:
     if result is None:
         return {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "rationale": None}
-    groundings = sorted((asdict(g) for g in result.groundings), key=lambda g: -g["score"])
-    for g in groundings:
-        g["box"] = list(g["box"])
-    return {"groundings": groundings, "answers": [asdict(a) for a in result.answers],
-            "caption": result.caption, "ocr_text": result.ocr_text, "rationale": result.rationale}
+    s = moderation_settings
+    width, height = image_size if image_size else (None, None)
+    groundings = model_boxes_clean(
+        [{"phrase": g.phrase, "box": g.box, "score": g.score} for g in result.groundings], width=width,
+        height=height, limits=BoxLimits(per_phrase=s.MAX_BOXES_PER_PHRASE, per_image=s.MAX_BOXES_PER_IMAGE,
+                                        merge_iou=s.BOX_MERGE_IOU))
+    answers = [{"question": model_text_clean(a.question), "answer": model_text_clean(a.answer)}
+               for a in result.answers]
+    return {"groundings": groundings, "answers": answers, "caption": model_text_clean(result.caption),
+            "ocr_text": model_text_clean(result.ocr_text), "rationale": model_text_clean(result.rationale)}
 
 
 def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Mapping[str, Any]) -> str:
@@ -50,11 +61,13 @@ def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Map
         top = rows[0] if rows else None
         strongest = f" Strongest signal: {top['name']} at {top['score']:.2f}." if top else ""
         sentence = f"The post was {verb}: no category reached its review threshold.{strongest}"
-    return sentence + _boxes_sentence(evidence.get("groundings") or [])
+    return model_text_clean(sentence + _boxes_sentence(evidence.get("groundings") or [])) or ""
 
 
 def _boxes_sentence(groundings: list[dict[str, Any]]) -> str:
-    if not groundings:
-        return ""
-    shown = [f"“{g['phrase']}” ({g['score']:.2f})" for g in groundings[:SUMMARY_BOXES]]
-    return f" Found in the image: {', '.join(shown)}."
+    """The best box of each phrase, strongest phrases first; a phrase is named once."""
+    best: dict[str, float] = {}
+    for g in sorted(groundings, key=lambda g: -g["score"]):
+        best.setdefault(g["phrase"], g["score"])
+    shown = [f"“{phrase}” ({score:.2f})" for phrase, score in list(best.items())[:SUMMARY_BOXES]]
+    return f" Found in the image: {', '.join(shown)}." if shown else ""

@@ -185,3 +185,14 @@ def test_worker_restart_releases_its_own_claims_only():  # type: ignore[no-untyp
     assert released == 1
     assert sorted(states(mine, theirs)) == ["analyzing", "queued"]
     assert PostEvent.objects.filter(to_state="queued", actor="gpu0@host").count() == 1
+
+
+def test_a_dead_worker_s_claim_ahead_goes_back_uncharged():  # type: ignore[no-untyped-def]
+    PostFactory.create_batch(4)
+    post_claim_batch(limit=2, worker="gpu0")
+    _, ahead = post_claim_batch(limit=2, worker="gpu0", charge=False)
+
+    assert post_release_worker_claims(worker="gpu0") == 4
+
+    assert sorted((p.state, p.attempts) for p in Post.objects.all()) == [("queued", 0)] * 2 + [("queued", 1)] * 2
+    assert {p.pk for p in Post.objects.filter(attempts=0)} == {p.pk for p in ahead}

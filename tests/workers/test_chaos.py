@@ -6,22 +6,25 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from celery import current_app
 from django.test import Client, override_settings
+from django.utils import timezone
 from kombu import pools as kombu_pools
 
 from moderation.dispatch import task_publisher_flush
-from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery
+from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery, WorkerHeartbeat
 from moderation.services.apikeys import apikey_create
 from moderation.services.posts import post_submit
 from moderation.services.webhooks import webhook_endpoint_set
-from tests.conftest import require_service
+from tests.conftest import ROOT, require_service
 from tests.factories import UserFactory
-from tests.workers.conftest import wait_until
+from tests.workers.conftest import WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FINAL = {PostState.ALLOWED, PostState.NEEDS_REVIEW, PostState.REMOVED}
@@ -214,3 +217,85 @@ def test_post_that_kills_its_worker_fails_alone(redis_server, chaos_worker):  # 
     for post in others:
         assert Analysis.objects.filter(post=post).count() == 1
         assert Post.objects.get(pk=post.pk).attempts <= 2
+
+
+class SlowReceiver:
+    """A webhook receiver on loopback whose first answer takes ``first_delay`` seconds, so the
+    delivery task that sends it is still running (unacknowledged) when the broker goes away."""
+
+    def __init__(self, first_delay: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[bytes] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if not receiver.bodies:
+                    time.sleep(first_delay)
+                receiver.bodies.append(body)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Supervisor:
+    """What ``restart: unless-stopped`` or systemd's ``Restart=always`` does: start the process
+    again whenever it exits."""
+
+    def __init__(self, start: Callable[[], WorkerProcess]) -> None:
+        self.start, self.current, self.restarts = start, start(), 0
+        self.running = True
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while self.running:
+            if self.current.proc is not None and self.current.proc.poll() is not None:
+                self.restarts += 1
+                self.current = self.start()
+            time.sleep(0.5)
+
+
+def test_broker_restarted_empty_under_an_unacked_webhook_task_deliveries_resume(  # type: ignore[no-untyped-def]
+        redis_server, chaos_worker, worker_env, tmp_path):
+    receiver = SlowReceiver(first_delay=5.0)
+    client = UserFactory(username="hooks")
+    with override_settings(MODERATION={"WEBHOOK_ALLOW_PRIVATE": True}):
+        webhook_endpoint_set(client=client, url=receiver.url)
+    env = {"CELERY_BROKER_URL": redis_server.url, "MODERATION_SETTINGS_JSON": FAST_RECOVERY,
+           "MODERATION_SWEEP_INTERVAL": "1", "MODERATION_WEBHOOK_INTERVAL": "1"}
+    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", "info",
+                             "-s", str(tmp_path / "beat-schedule")], cwd=ROOT, env={**worker_env, **env},
+                            stdout=(tmp_path / "beat.log").open("ab"), stderr=subprocess.STDOUT)
+    supervisor = Supervisor(lambda: chaos_worker("hooks@localhost"))
+    try:
+        posts = [post_submit(client=client, text=f"hooked {i}")[0] for i in range(6)]
+        wait_until(lambda: WebhookDelivery.objects.filter(post__in=posts).count() == len(posts), timeout=180,
+                   interval=0.25, message=f"every post final; log:\n{supervisor.current.log()[-3000:]}")
+        time.sleep(1.0)  # the first delivery is now being sent, its task unacknowledged
+        assert receiver.bodies == []
+        redis_server.stop()
+        time.sleep(2.0)
+        restarted_at = timezone.now()
+        redis_server.start()  # empty: the unacknowledged message is gone with the old server
+
+        wait_until(lambda: WebhookDelivery.objects.filter(state="delivered").count() == len(posts), timeout=180,
+                   interval=0.25, message=f"deliveries after the restart; log:\n{supervisor.current.log()[-3000:]}")
+        assert sorted(json.loads(b)["post"]["id"] for b in receiver.bodies) == sorted(str(p.pk) for p in posts)
+        wait_until(lambda: WorkerHeartbeat.objects.filter(name="hooks@localhost",
+                                                          last_seen_at__gt=restarted_at).exists(),
+                   timeout=60, interval=0.25, message="a heartbeat after the broker came back")
+        assert WorkerHeartbeat.objects.get(name="hooks@localhost").queues == ",default,gpu,"
+    finally:
+        supervisor.running = False
+        beat.terminate()
+        beat.wait(timeout=30)
+        receiver.server.shutdown()

@@ -145,3 +145,43 @@ def test_worker_keeps_its_database_connection_between_wakeups(start_worker):  # 
         wait_until(lambda: bool(worker_backends()), timeout=5, message="the worker's connection")
         seen.append(worker_backends())
     assert seen[0] == seen[1] == seen[2] and len(seen[0]) == 1, seen
+
+
+def test_sigterm_during_a_full_batch_charges_nothing_to_the_posts_claimed_ahead(start_worker):  # type: ignore[no-untyped-def]
+    client = UserFactory(username="shutdown")
+    posts = [post_submit(client=client, text=f"post {i}")[0] for i in range(200)]
+    worker = start_worker("shutdown-gpu0@localhost", MODERATION_BATCH_SIZE="4")
+
+    def batch_running_with_one_claimed_ahead() -> bool:
+        tokens = set(Post.objects.filter(state=PostState.ANALYZING).values_list("claim_token", flat=True))
+        return len(tokens) == 2 and Post.objects.filter(state__in=FINAL).exists()
+
+    wait_until(batch_running_with_one_claimed_ahead, timeout=180, interval=0.005,
+               message=f"a batch running with one claimed ahead; log:\n{worker.log()[-3000:]}")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=120) == 0, worker.log()[-3000:]
+
+    states = {(p.state in FINAL, p.state, p.attempts) for p in Post.objects.filter(pk__in=[p.pk for p in posts])}
+    # The worker stopped after the batch in hand instead of draining the queue; what it had
+    # claimed ahead went back to the queue with no attempt counted, and nothing stayed claimed.
+    assert states == {(True, s, 1) for _, s, _ in states if _} | {(False, PostState.QUEUED, 0)}, worker.log()[-4000:]
+    assert Post.objects.filter(state__in=FINAL).count() < len(posts)
+    returned = PostEvent.objects.filter(detail__reason="returned unprocessed")
+    assert returned.count() == 4
+    assert set(Post.objects.filter(pk__in=returned.values("post_id")).values_list("attempts", flat=True)) == {0}
+
+
+def test_an_idle_worker_keeps_beating(start_worker):  # type: ignore[no-untyped-def]
+    import json
+
+    from moderation.models import WorkerHeartbeat
+
+    worker = start_worker("idle@localhost", MODERATION_SETTINGS_JSON=json.dumps({"WORKER_HEARTBEAT_INTERVAL": 1}))
+    wait_until(lambda: WorkerHeartbeat.objects.filter(name="idle@localhost").exists(), timeout=120, interval=0.25,
+               message=f"a first heartbeat; log:\n{worker.log()[-3000:]}")
+    first = WorkerHeartbeat.objects.get(name="idle@localhost")
+
+    wait_until(lambda: WorkerHeartbeat.objects.get(pk=first.pk).last_seen_at > first.last_seen_at, timeout=30,
+               interval=0.25, message="a later heartbeat with no task run")
+    beat = WorkerHeartbeat.objects.get(pk=first.pk)
+    assert (beat.queues, beat.pid, beat.started_at) == (",default,gpu,", worker.proc.pid, first.started_at)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 from django.core.files.base import ContentFile
 
-from moderation.models import Analysis, Post, PostState
+from moderation.models import Analysis, Post, PostEvent, PostState
 from tests.factories import PostFactory, image_bytes
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
@@ -159,3 +160,59 @@ def test_drain_goes_on_after_a_retried_post_claimed_alone(engine):  # type: igno
 
     assert batches_drain(engine=lambda: engine, batch_size=4, worker="w") == 5
     assert Post.objects.filter(state=PostState.QUEUED).count() == 0
+
+
+def test_warm_shutdown_finishes_the_batch_and_gives_back_the_one_claimed_ahead_uncharged(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    PostFactory.create_batch(7)
+    analyze, stop = engine.analyze, []
+
+    def analyze_then_sigterm(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        stop.append(True)  # SIGTERM arrives while the first batch runs
+        return analyze(posts, policy, **kwargs)
+
+    monkeypatch.setattr(engine, "analyze", analyze_then_sigterm)
+    assert batches_drain(engine=lambda: engine, batch_size=3, worker="w", stopping=lambda: bool(stop)) == 3
+
+    states = sorted((p.state in {"allowed", "needs_review", "removed"}, p.state, p.attempts) for p in Post.objects.all())
+    assert [(final, attempts) for final, _, attempts in states] == [(False, 0)] * 4 + [(True, 1)] * 3
+    assert {s for final, s, _ in states if not final} == {"queued"}
+    assert PostEvent.objects.filter(detail__reason="returned unprocessed").count() == 3
+
+
+def test_a_claim_ahead_counts_its_attempt_only_when_its_batch_starts(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    PostFactory.create_batch(4)
+    analyze, attempts_ahead = engine.analyze, []
+
+    def spy(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        keys = {p.key for p in posts}
+        attempts_ahead.append(sorted(p.attempts for p in Post.objects.filter(state="analyzing")
+                                     if str(p.pk) not in keys))
+        return analyze(posts, policy, **kwargs)
+
+    monkeypatch.setattr(engine, "analyze", spy)
+    assert batches_drain(engine=lambda: engine, batch_size=2, worker="w") == 4
+
+    assert attempts_ahead == [[0, 0], []]
+    assert sorted(p.attempts for p in Post.objects.all()) == [1, 1, 1, 1]
+
+
+def test_a_wakeup_received_during_a_warm_shutdown_claims_nothing(engine):  # type: ignore[no-untyped-def]
+    PostFactory.create_batch(2)
+
+    assert batches_drain(engine=lambda: engine, batch_size=2, worker="w", stopping=lambda: True) == 0
+    assert sorted((p.state, p.attempts) for p in Post.objects.all()) == [("queued", 0), ("queued", 0)]
+
+
+def test_the_last_batch_of_a_wakeup_leaves_nothing_claimed(engine, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("workers.pipeline.MAX_BATCHES_PER_WAKEUP", 2)
+    PostFactory.create_batch(3)
+    analyze = engine.analyze
+
+    def nan_for_all(posts, policy, **kwargs):  # type: ignore[no-untyped-def]
+        return [replace(r, scores={"hate": float("nan")}) for r in analyze(posts, policy, **kwargs)]
+
+    monkeypatch.setattr(engine, "analyze", nan_for_all)
+    assert batches_drain(engine=lambda: engine, batch_size=3, worker="w") == 4
+
+    assert Post.objects.filter(state=PostState.ANALYZING).count() == 0
+    assert sorted(p.attempts for p in Post.objects.all()) == [1, 1, 2]

@@ -1,0 +1,77 @@
+"""Model output cleaned before storage: text, scores, boxes; the explanation built from it."""
+from __future__ import annotations
+
+import pytest
+
+from moderation.services.explanations import explanation_build
+from moderation.services.model_output import (BoxLimits, ModelOutputInvalid, model_boxes_clean, model_scores_clean,
+                                              model_text_clean)
+from vlm_engine.types import Analysis, Category, Grounding, Policy
+
+LIMITS = BoxLimits(per_phrase=2, per_image=3, merge_iou=0.3)
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("a\x00b", "ab"),
+    ("line\none\ttab", "line\none\ttab"),
+    ("\x1b[31mred\x7f\x85", "[31mred"),
+    ("evil\u202etxt.exe", "eviltxt.exe"),
+    ("lone \ud800 surrogate", "lone  surrogate"),
+    ("  padded \x00 ", "padded"),
+    (None, None),
+])
+def test_text_loses_control_and_format_characters(raw, clean):  # type: ignore[no-untyped-def]
+    assert model_text_clean(raw) == clean
+
+
+def test_text_is_capped():  # type: ignore[no-untyped-def]
+    assert model_text_clean("abc " * 10, limit=6) == "abc ab"
+    assert len(model_text_clean("x" * 5000) or "") == 2000
+
+
+def test_scores_are_clamped_and_non_finite_ones_refused():  # type: ignore[no-untyped-def]
+    assert model_scores_clean({"hate": 1.5, "violence": -0.2, "sexual": 0.1234567}) == {
+        "hate": 1.0, "violence": 0.0, "sexual": 0.123457}
+    with pytest.raises(ModelOutputInvalid, match="non-finite score for 'hate': inf"):
+        model_scores_clean({"hate": float("inf")})
+    with pytest.raises(ModelOutputInvalid, match="non-numeric score for 'hate'"):
+        model_scores_clean({"hate": "high"})
+
+
+def test_boxes_are_clipped_merged_and_capped():  # type: ignore[no-untyped-def]
+    raw = [
+        {"phrase": "noose", "box": (10, 10, 50, 50), "score": 0.9},
+        {"phrase": "noose", "box": (12, 12, 52, 52), "score": 0.8},     # merged into the first
+        {"phrase": "noose", "box": (60, 0, 70, 10), "score": 0.7},
+        {"phrase": "noose", "box": (80, 0, 90, 10), "score": 0.6},      # third box of the phrase: dropped
+        {"phrase": "gun", "box": (-20, 90, 30, 400), "score": 0.5},     # clipped to 100 x 100
+        {"phrase": "gun", "box": (200, 200, 300, 300), "score": 0.95},  # wholly outside: dropped
+        {"phrase": "gun", "box": (0, 0, float("nan"), 5), "score": 0.9},
+        {"phrase": "bat\x00", "box": (0, 0, 9, 9), "score": 0.4},       # fourth box of the image
+    ]
+
+    assert model_boxes_clean(raw, width=100, height=100, limits=LIMITS) == [
+        {"phrase": "noose", "box": [10.0, 10.0, 52.0, 52.0], "score": 0.9},
+        {"phrase": "noose", "box": [60.0, 0.0, 70.0, 10.0], "score": 0.7},
+        {"phrase": "gun", "box": [0.0, 90.0, 30.0, 100.0], "score": 0.5},
+    ]
+
+
+def test_explanation_names_each_phrase_once_and_keeps_the_policy_version_an_integer(settings):  # type: ignore[no-untyped-def]
+    settings.MODERATION = {**settings.MODERATION, "MAX_BOXES_PER_PHRASE": 5}
+    policy = Policy(version="4", benign_prompts=(), categories=(
+        Category(slug="hate", name="Hate", prompts=("x",), review_threshold=0.5, remove_threshold=0.9),))
+    result = Analysis(key="k", scores={"hate": 0.2}, image_embedding=None, text_embedding=None,
+                      model_version="m", timings_ms={}, caption="a\x00cap",
+                      groundings=(Grounding(phrase="noose", box=(0, 0, 10, 10), score=0.9),
+                                  Grounding(phrase="noose", box=(50, 50, 60, 60), score=0.8),
+                                  Grounding(phrase="rope", box=(20, 20, 30, 30), score=0.3)))
+
+    explanation = explanation_build(scores={"hate": 0.2}, policy=policy, verdict_decision="allow", result=result,
+                                    image_size=(100, 100))
+
+    assert explanation["policy_version"] == 4
+    assert explanation["caption"] == "acap"
+    assert explanation["summary"] == ("The post was allowed: no category reached its review threshold. "
+                                      "Strongest signal: Hate at 0.20. Found in the image: “noose” (0.90), "
+                                      "“rope” (0.30).")
