@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.utils.html import format_html
 
 from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
 
@@ -22,11 +23,23 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     """The delivery log: read-only, filterable by state."""
 
-    list_display = ["id", "post", "post_state", "state", "attempts", "last_status_code", "next_attempt_at",
-                    "delivered_at"]
+    class Media:
+        css = {"all": ["moderation/review.css"]}  # short ids that never wrap
+
+    list_display = ["short_id", "short_post", "post_state", "state", "attempts", "last_status_code",
+                    "next_attempt_at", "delivered_at"]
+    list_display_links = ["short_id"]
     list_filter = ["state"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
     show_full_result_count = False
+
+    @admin.display(description="id")
+    def short_id(self, delivery: WebhookDelivery) -> str:
+        return format_html('<span class="mod-id" title="{}">{}</span>', delivery.pk, str(delivery.pk)[:8])
+
+    @admin.display(description="post")
+    def short_post(self, delivery: WebhookDelivery) -> str:
+        return format_html('<span class="mod-id" title="{}">{}</span>', delivery.post_id, str(delivery.post_id)[:8])
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False
