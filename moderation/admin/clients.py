@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.utils.html import format_html
 
+from moderation.admin.display import short_id_html
 from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
 
 
@@ -35,11 +35,11 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="id")
     def short_id(self, delivery: WebhookDelivery) -> str:
-        return format_html('<span class="mod-id" title="{}">{}</span>', delivery.pk, str(delivery.pk)[:8])
+        return short_id_html(delivery.pk)
 
     @admin.display(description="post")
     def short_post(self, delivery: WebhookDelivery) -> str:
-        return format_html('<span class="mod-id" title="{}">{}</span>', delivery.post_id, str(delivery.post_id)[:8])
+        return short_id_html(delivery.post_id)
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False

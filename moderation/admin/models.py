@@ -13,6 +13,7 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 
 from moderation.admin.access import can_lead, permission_require
+from moderation.admin.display import compact_time
 from moderation.models import ModelVersion
 from moderation.selectors_learning import VersionComparison, model_version_active, model_version_comparison
 from moderation.services.errors import ServiceError
@@ -81,8 +82,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["moderation/review.css"]}  # short ids that never wrap
 
-    list_display = ["version", "status", "auroc", "baseline_auroc", "f1_review", "ece", "dataset_size",
-                    "created_at", "promoted_at", "promoted_by"]
+    list_display = ["version_status", "auroc", "baseline_auroc", "f1_review", "ece", "dataset_size", "created",
+                    "promoted"]
+    list_display_links = ["version_status"]
     list_filter = ["status"]
     actions = None
     # Nothing here is edited in place: a version changes only by being promoted or rolled back,
@@ -114,6 +116,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 path("<int:object_id>/rollback/", wrap(rollback_view), name="moderation_modelversion_rollback"),
                 *super().get_urls()]
 
+    @admin.display(description="version", ordering="version")
+    def version_status(self, version: ModelVersion) -> str:
+        return f"v{version.version} {version.status}"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, version: ModelVersion) -> str:
+        return compact_time(version.created_at)
+
+    @admin.display(description="promoted", ordering="promoted_at")
+    def promoted(self, version: ModelVersion) -> str:
+        by = f" by {version.promoted_by}" if version.promoted_by else ""
+        return compact_time(version.promoted_at, suffix=by)
+
     @admin.display(description="artifact")
     def artifact_name(self, version: ModelVersion) -> str:
         return version.artifact.name  # a name, not a link: artifacts are not served over HTTP
@@ -122,11 +137,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def auroc(self, version: ModelVersion) -> str:
         return _macro(version.metrics, "auroc")
 
-    @admin.display(description="baseline AUROC")
+    @admin.display(description="baseline")
     def baseline_auroc(self, version: ModelVersion) -> str:
         return f"{_macro(version.baseline_metrics, 'auroc')} ({version.baseline_metrics.get('source', '—')})"
 
-    @admin.display(description="F1 @ review")
+    @admin.display(description="F1")
     def f1_review(self, version: ModelVersion) -> str:
         return _macro(version.metrics, "review", "f1")
 

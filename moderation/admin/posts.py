@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from moderation.admin import review_views, stats
 from moderation.admin.access import REVIEW_PERM, permission_require
+from moderation.admin.display import compact_time, short_id, short_id_html
 from moderation.admin.pagination import CappedCountPaginator
 from moderation.models import Analysis, Post, PostEvent, PostState, ReviewDecision
 from moderation.services.reviews import review_decide_many
@@ -89,8 +90,8 @@ class PostAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["moderation/review.css"]}  # short ids that never wrap
 
-    list_display = ["short_id", "state", "top_category", "risk", "policy_version", "client", "short_external_id",
-                    "created_at", "review_link"]
+    list_display = ["short_id", "state", "top_category", "policy_version", "client", "short_external_id",
+                    "created", "review_link"]
     list_display_links = ["short_id"]
     list_filter = ["state"]
     search_fields = ["=id", "=external_id"]
@@ -108,14 +109,18 @@ class PostAdmin(admin.ModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, post: Post) -> str:
-        return format_html('<span class="mod-id" title="{}">{}</span>', post.pk, review_views.short_id(post.pk))
+        return short_id_html(post.pk)
 
-    @admin.display(description="external id", ordering="external_id")
+    @admin.display(description="ext. id", ordering="external_id")
     def short_external_id(self, post: Post) -> str:
         if not post.external_id:
             return "—"
         shown = post.external_id if len(post.external_id) <= 24 else f"{post.external_id[:23]}…"
         return format_html('<span title="{}">{}</span>', post.external_id, shown)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, post: Post) -> str:
+        return compact_time(post.created_at)  # so that the list fits a 1024 px window
 
     @admin.display(description="image")
     def image_link(self, post: Post) -> str:
@@ -130,17 +135,16 @@ class PostAdmin(admin.ModelAdmin):
         (reviewers hold the change permission to decide, not to edit fields)."""
         extra = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False,
                  "show_save_and_add_another": False, "show_delete": False,
-                 "title": f"Review record of post {review_views.short_id(object_id)}", "subtitle": None,
+                 "title": f"Review record of post {short_id(object_id)}", "subtitle": None,
                  "review_url": review_views.post_review_url(object_id) if _is_uuid(object_id) else None}
         return super().change_view(request, object_id, form_url, extra)
 
-    @admin.display(description="top category", ordering="current_analysis__top_category")
+    @admin.display(description="top (risk)", ordering="current_analysis__top_category")
     def top_category(self, post: Post) -> str:
-        return post.current_analysis.top_category if post.current_analysis else "—"
-
-    @admin.display(description="risk")
-    def risk(self, post: Post) -> str:
-        return f"{post.current_analysis.risk:.2f}" if post.current_analysis else "—"
+        analysis = post.current_analysis
+        if analysis is None:
+            return "—"
+        return format_html("{} <span class=\"mod-muted\">{}</span>", analysis.top_category or "—", f"{analysis.risk:.2f}")
 
     @admin.display(description="policy")
     def policy_version(self, post: Post) -> str:

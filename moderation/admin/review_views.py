@@ -13,6 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from moderation.admin.access import REVIEW_PERM, VIEW_PERM, can_review, permission_require
+from moderation.admin.display import short_id
 from moderation.conf import moderation_settings
 from moderation.models import Category, EngineRequest, Post, PostState
 from moderation.selectors import engine_request_summary
@@ -21,12 +22,6 @@ from moderation.selectors_reviews import (post_review_evidence, review_last_deci
 from moderation.services.errors import ServiceError
 from moderation.services.requests import post_grounding_request, post_question_ask
 from moderation.services.reviews import review_claim_next, review_decide, review_undo
-
-SHORT_ID = 8  # characters of a UUID shown in titles and tables; the full id is on hover
-
-
-def short_id(value: Any) -> str:
-    return str(value)[:SHORT_ID]
 
 
 def _context(request: HttpRequest, site: admin.AdminSite, title: str, **extra: Any) -> dict[str, Any]:

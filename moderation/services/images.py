@@ -8,6 +8,7 @@ from django.db.models.fields.files import FieldFile
 from PIL import Image
 
 from moderation.models import Post
+from moderation.services.errors import NotFound
 
 # Twice the queue's 96×72 cell, for high-density screens; a few kilobytes instead of megabytes.
 THUMBNAIL_BOX = (192, 144)
@@ -19,11 +20,18 @@ def post_thumbnail_ensure(*, post: Post) -> FieldFile:
 
     Two requests racing to make it both write a file; the first to record its name wins and
     the other's file is removed, so the post keeps exactly one.
+
+    Raises:
+        NotFound: the stored image does not decode.
     """
     if post.image_thumbnail:
         return post.image_thumbnail
     with post.image.open("rb") as handle:
-        data = thumbnail_bytes(handle.read())
+        try:
+            data = thumbnail_bytes(handle.read())
+        except (OSError, ValueError, Image.DecompressionBombError):
+            # The stored file no longer decodes (damaged on disk): nothing to show, not a server error.
+            raise NotFound("not_found", "The image cannot be read.")
     post.image_thumbnail.save("thumbnail.jpg", ContentFile(data), save=False)
     recorded = Post.objects.filter(pk=post.pk, image_thumbnail="").update(image_thumbnail=post.image_thumbnail.name)
     if not recorded:

@@ -111,3 +111,14 @@ def test_the_demo_site_serves_no_media_even_with_debug(settings, post):  # type:
     finally:
         settings.DEBUG = False
         importlib.reload(demo.urls)
+
+
+def test_a_damaged_stored_image_has_no_thumbnail_and_no_server_error(client, post):  # type: ignore[no-untyped-def]
+    reviewer = _staff(client, "Reviewer")
+    with open(post.image.path, "wb") as handle:
+        handle.write(b"no longer a jpeg")
+
+    response = reviewer.get(reverse("moderation:post-thumbnail", args=[post.pk]))
+
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert Post.objects.get(pk=post.pk).image_thumbnail == ""
