@@ -34,6 +34,7 @@ class PostImageApi(BaseApi):
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [AllowAny]
     query_parameters = frozenset()
+    metadata_class = None  # OPTIONS describes nothing to someone who may not see the image
     thumbnail = False
 
     @extend_schema(responses={(200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY)},
