@@ -215,7 +215,7 @@ def check_layout(page: Any, name: str) -> None:
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 
-def review_with_the_keyboard(page: Any, base: str) -> None:
+def review_with_the_keyboard(page: Any) -> None:
     """Lands one click from work; u with nothing to undo stays; a checkbox click keeps the keys; e
     hands a different post; u takes the last decision back."""
     page.click("#start-reviewing")
@@ -238,7 +238,11 @@ def review_with_the_keyboard(page: Any, base: str) -> None:
 def crawl(page: Any, base: str, posts: dict[str, str], *, lead: bool) -> dict[str, Any]:
     """Opens every page the role can reach from the admin index, and the post pages of every state."""
     visit(page, f"{base}/admin/")
+    check_layout(page, f"index-{'lead' if lead else 'reviewer'}")
     seen: dict[str, Any] = {"labels": []}
+    for other in links(page, "#content-main .app-moderation a.addlink, #user-tools a[href*=password]"):
+        visit(page, other)
+    visit(page, f"{base}/admin/")
     for changelist in links(page, "#content-main .app-moderation th a"):
         visit(page, changelist)
         for change in links(page, "#result_list tbody tr th a")[:1]:
@@ -294,7 +298,7 @@ def test_every_page_for_posts_in_every_state(live_server, browser, made):  # typ
         login(page, base, username)
         assert page.locator("#mod-start").is_visible()
         if not lead:
-            review_with_the_keyboard(page, base)
+            review_with_the_keyboard(page)
         labels += crawl(page, base, made, lead=lead)["labels"]
         if lead:
             promote_from_the_version_page(page, base)
