@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_http_methods
 
 from moderation.admin.access import can_lead, permission_require
 from moderation.admin.display import compact_time
@@ -40,6 +41,7 @@ def _back_to(version: ModelVersion) -> HttpResponse:
     return redirect("admin:moderation_modelversion_change", version.pk)
 
 
+@require_http_methods(["GET", "POST"])
 def promote_view(request: HttpRequest, object_id: int, *, site: admin.AdminSite) -> HttpResponse:
     """GET: the candidate's metrics beside the active head's, with a warning where it is worse; POST: promote."""
     permission_require(request.user, MODEL_PERM)
@@ -56,6 +58,7 @@ def promote_view(request: HttpRequest, object_id: int, *, site: admin.AdminSite)
                     title=f"Promote v{version.version}?")
 
 
+@require_http_methods(["GET", "POST"])
 def rollback_view(request: HttpRequest, object_id: int, *, site: admin.AdminSite) -> HttpResponse:
     """GET: the version a rollback returns to beside the active one; POST: roll back."""
     permission_require(request.user, MODEL_PERM)
