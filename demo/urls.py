@@ -1,7 +1,10 @@
-"""URLs of the demo site: the admin and the moderation app."""
+"""URLs of the demo site: the admin and the moderation app.
+
+Uploaded images are never served from MEDIA_URL: only the app's permission-checked image
+endpoint (``/api/v1/posts/{id}/image/``) hands them out.
+"""
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -12,7 +15,3 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False)),
 ]
 
-if settings.DEBUG:
-    from django.conf.urls.static import static
-
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -30,6 +30,10 @@ def post_image_path(instance: "Post", filename: str) -> str:
     return f"posts/{timezone.now():%Y/%m}/{instance.id}.jpg"
 
 
+def post_thumbnail_path(instance: "Post", filename: str) -> str:
+    return f"thumbnails/{timezone.now():%Y/%m}/{instance.id}.jpg"
+
+
 class Policy(models.Model):
     """One immutable version of the moderation policy; the highest version is active."""
 
@@ -107,6 +111,8 @@ class Post(models.Model):
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
     image_format = models.CharField(max_length=8, blank=True)
+    # A small copy for the review queue, made once on first view (see services/images.py).
+    image_thumbnail = models.FileField(upload_to=post_thumbnail_path, blank=True, max_length=255)
     metadata = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=PostState.choices, default=PostState.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -178,6 +184,10 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     promoted_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # Who made it active and who retired it, as usernames (they outlive the accounts);
+    # "auto" when AUTO_PROMOTE_MARGIN promoted it.
+    promoted_by = models.CharField(max_length=150, blank=True)
+    retired_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["-version"]

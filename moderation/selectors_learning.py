@@ -59,3 +59,69 @@ def embedding_from_bytes(blob: bytes | None) -> np.ndarray | None:
 
 def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
+# (label, path under "macro", True when higher is better)
+COMPARED_METRICS = (("AUROC", ("auroc",), True), ("F1 at the review threshold", ("review", "f1"), True),
+                    ("ECE (calibration error)", ("ece",), False))
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    label: str
+    new: float | None
+    current: float | None
+    worse: bool
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    """What a lead sees before switching heads: the head to be used next beside the one in use now."""
+
+    new_label: str
+    current_label: str
+    split_note: str
+    rows: tuple[MetricRow, ...]
+
+    @property
+    def worse(self) -> tuple[MetricRow, ...]:
+        return tuple(row for row in self.rows if row.worse)
+
+
+def model_version_comparison(*, new: ModelVersion | None, current: ModelVersion | None) -> VersionComparison:
+    """``new`` (None: zero-shot scoring) against ``current`` (None: zero-shot), on the same
+    held-out split when one of them was evaluated against the other, else each on its own."""
+    new_metrics, current_metrics, note = _paired_metrics(new, current)
+    rows = tuple(_metric_row(label, path, higher, new_metrics, current_metrics) for label, path, higher in COMPARED_METRICS)
+    return VersionComparison(new_label=_version_label(new), current_label=_version_label(current), split_note=note,
+                             rows=rows)
+
+
+def _version_label(version: ModelVersion | None) -> str:
+    return f"v{version.version}" if version is not None else "zero-shot scoring"
+
+
+def _source(version: ModelVersion | None) -> str:
+    return f"v{version.version}" if version is not None else "zero_shot"
+
+
+def _paired_metrics(new: ModelVersion | None, current: ModelVersion | None) -> tuple[dict, dict, str]:
+    if current is not None and current.baseline_metrics.get("source") == _source(new):
+        return current.baseline_metrics, current.metrics, f"both on {_version_label(current)}'s held-out split"
+    if new is not None and new.baseline_metrics.get("source") == _source(current):
+        return new.metrics, new.baseline_metrics, f"both on {_version_label(new)}'s held-out split"
+    return ((new.metrics if new else {}), (current.metrics if current else {}),
+            "each on its own held-out split: not directly comparable")
+
+
+def _macro_value(metrics: dict, path: tuple[str, ...]) -> float | None:
+    value: object = metrics.get("macro") or {}
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _metric_row(label: str, path: tuple[str, ...], higher_better: bool, new: dict, current: dict) -> MetricRow:
+    a, b = _macro_value(new, path), _macro_value(current, path)
+    worse = a is not None and b is not None and (a < b if higher_better else a > b)
+    return MetricRow(label=label, new=a, current=b, worse=worse)

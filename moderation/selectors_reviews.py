@@ -50,8 +50,26 @@ def review_queue(*, now: datetime | None = None) -> QuerySet[Post]:
             .order_by("-priority", "created_at", "pk"))
 
 
-def review_queue_page(*, now: datetime | None = None, limit: int = QUEUE_PAGE_SIZE) -> list[Post]:
-    return list(review_queue(now=now).select_related("current_analysis", "review_claimed_by")[:limit])
+@dataclass(frozen=True)
+class QueueRow:
+    """A post of the queue with the score of its top category (what "Score" shows; priority is
+    ``post.priority``, severity × confidence × age)."""
+
+    post: Post
+    score: float | None
+
+
+def review_queue_page(*, now: datetime | None = None, limit: int = QUEUE_PAGE_SIZE) -> list[QueueRow]:
+    posts = review_queue(now=now).select_related("current_analysis", "review_claimed_by")[:limit]
+    return [QueueRow(post=p, score=_top_score(p)) for p in posts]
+
+
+def _top_score(post: Post) -> float | None:
+    analysis = post.current_analysis
+    if analysis is None or not analysis.top_category:
+        return None
+    score = (analysis.scores or {}).get(analysis.top_category)
+    return float(score) if isinstance(score, (int, float)) else None
 
 
 @dataclass(frozen=True)
@@ -145,10 +163,31 @@ def post_review_evidence(*, post: Post) -> dict[str, Any]:
         "boxes": grounding_boxes_to_percent(groundings=groundings, width=post.image_width,
                                             height=post.image_height) if sized else [],
         "phrases": list(dict.fromkeys(str(g["phrase"]) for g in groundings)),
-        "events": list(PostEvent.objects.filter(post=post).order_by("created_at", "id")),
+        "events": [EventRow(event=e, note=event_note(detail=e.detail))
+                   for e in PostEvent.objects.filter(post=post).order_by("created_at", "id")],
         "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),
         "requests": list(EngineRequest.objects.filter(post=post).order_by("-created_at")[:10]),
     }
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event: PostEvent
+    note: str
+
+
+# The detail keys worth a word in a post's history, in the order they are told.
+EVENT_NOTE_KEYS = ("verdict", "action", "decision", "category", "reason", "error", "attempt")
+
+
+def event_note(*, detail: Any) -> str:
+    """One line from an event's ``detail``, whatever keys it has (pipeline events may have none)."""
+    if not isinstance(detail, dict):
+        return ""
+    parts = [f"{key}: {detail[key]}" for key in EVENT_NOTE_KEYS if detail.get(key) not in (None, "")]
+    if detail.get("content_deleted"):
+        parts.append("content deleted")
+    return "; ".join(parts)
 
 
 def _score_rows(analysis: Any) -> list[dict[str, Any]]:

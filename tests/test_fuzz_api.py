@@ -39,6 +39,9 @@ SEED = 20240611          # fixed: CI and a developer's machine generate the same
 # there is no worker here, so that is its expected answer (and the only 5xx allowed anywhere).
 SEARCH_OPERATION_ID = "search"
 SEARCH_LABEL = "GET /api/v1/search/"
+# A post's image answers anyone without the right to see it as if the post did not exist (404),
+# credentials or not: an anonymous request must not learn that the post is there.
+IMAGE_PATHS = ("/image/", "/image/thumbnail/")
 BUSINESS_RULE_OPERATIONS = ("posts_submit", "webhook_set", "posts_questions", "posts_groundings", "posts_captions")
 
 
@@ -138,6 +141,10 @@ def test_fuzz_without_credentials(case: Any, api_key_header: str) -> None:
     if not _routed(response):
         # A path the URL patterns don't match (e.g. a non-UUID id) never reaches the API's auth.
         assert response.status_code == 404, (response.status_code, response.text)
+        return
+    if case.operation.path.endswith(IMAGE_PATHS):
+        expected = 404 if case.method.upper() in ("GET", "HEAD") else 405
+        assert response.status_code == expected, (response.status_code, response.text)
         return
     assert response.status_code == 401, (response.status_code, response.text)
     assert response.json()["code"] == "not_authenticated", response.text

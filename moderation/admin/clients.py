@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from moderation.admin.display import short_id_html
 from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
 from moderation.services.errors import ServiceError
 from moderation.services.webhooks import webhook_secret_new, webhook_url_check
@@ -57,11 +58,23 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     """The delivery log: read-only, filterable by state."""
 
-    list_display = ["id", "post", "post_state", "state", "attempts", "last_status_code", "next_attempt_at",
-                    "delivered_at"]
+    class Media:
+        css = {"all": ["moderation/review.css"]}  # short ids that never wrap
+
+    list_display = ["short_id", "short_post", "post_state", "state", "attempts", "last_status_code",
+                    "next_attempt_at", "delivered_at"]
+    list_display_links = ["short_id"]
     list_filter = ["state"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
     show_full_result_count = False
+
+    @admin.display(description="id")
+    def short_id(self, delivery: WebhookDelivery) -> str:
+        return short_id_html(delivery.pk)
+
+    @admin.display(description="post")
+    def short_post(self, delivery: WebhookDelivery) -> str:
+        return short_id_html(delivery.post_id)
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False

@@ -2,6 +2,7 @@
 and the URLs of the reviewer dashboard, hung under the post admin so the default ``admin.site`` serves them."""
 from __future__ import annotations
 
+import uuid
 from functools import partial
 from typing import Any, Callable
 
@@ -14,9 +15,18 @@ from django.utils.html import format_html
 
 from moderation.admin import review_views, stats
 from moderation.admin.access import REVIEW_PERM, permission_require
+from moderation.admin.display import compact_time, short_id, short_id_html
 from moderation.admin.pagination import CappedCountPaginator
 from moderation.models import Analysis, Post, PostEvent, PostState, ReviewDecision
 from moderation.services.reviews import review_decide_many
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -77,11 +87,17 @@ def escalate(modeladmin, request, queryset):  # type: ignore[no-untyped-def]
 
 @admin.register(Post)
 class PostAdmin(admin.ModelAdmin):
-    list_display = ["id", "state", "top_category", "risk", "policy_version", "client", "external_id",
-                    "created_at", "review_link"]
+    class Media:
+        css = {"all": ["moderation/review.css"]}  # short ids that never wrap
+
+    list_display = ["short_id", "state", "top_category", "policy_version", "client", "short_external_id",
+                    "created", "review_link"]
+    list_display_links = ["short_id"]
     list_filter = ["state"]
     search_fields = ["=id", "=external_id"]
-    readonly_fields = [f.name for f in Post._meta.fields]
+    # Files are shown as links to the permission-checked image view, never as MEDIA_URL links.
+    exclude = ["image", "image_thumbnail"]
+    readonly_fields = [f.name for f in Post._meta.fields if f.name not in ("image", "image_thumbnail")] + ["image_link"]
     inlines = [AnalysisInline, ReviewDecisionInline, PostEventInline]
     show_full_result_count = False
     paginator = CappedCountPaginator
@@ -89,14 +105,46 @@ class PostAdmin(admin.ModelAdmin):
     list_select_related = ["client", "current_analysis__policy"]
     actions = [mark_not_violating, escalate]
     change_list_template = "moderation/admin/post_change_list.html"
+    change_form_template = "moderation/admin/post_change_form.html"
 
-    @admin.display(description="top category", ordering="current_analysis__top_category")
+    @admin.display(description="id", ordering="id")
+    def short_id(self, post: Post) -> str:
+        return short_id_html(post.pk)
+
+    @admin.display(description="ext. id", ordering="external_id")
+    def short_external_id(self, post: Post) -> str:
+        if not post.external_id:
+            return "—"
+        shown = post.external_id if len(post.external_id) <= 24 else f"{post.external_id[:23]}…"
+        return format_html('<span title="{}">{}</span>', post.external_id, shown)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, post: Post) -> str:
+        return compact_time(post.created_at)  # so that the list fits a 1024 px window
+
+    @admin.display(description="image")
+    def image_link(self, post: Post) -> str:
+        if not post.image or post.content_deleted_at:
+            return "—"
+        return format_html('<a href="{}">{}×{} JPEG</a>', reverse("moderation:post-image", args=[post.pk]),
+                           post.image_width, post.image_height)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """A read-only record: titled for reviewing, a link to the review page, no Save buttons
+        (reviewers hold the change permission to decide, not to edit fields)."""
+        extra = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False,
+                 "show_save_and_add_another": False, "show_delete": False,
+                 "title": f"Review record of post {short_id(object_id)}", "subtitle": None,
+                 "review_url": review_views.post_review_url(object_id) if _is_uuid(object_id) else None}
+        return super().change_view(request, object_id, form_url, extra)
+
+    @admin.display(description="top (risk)", ordering="current_analysis__top_category")
     def top_category(self, post: Post) -> str:
-        return post.current_analysis.top_category if post.current_analysis else "—"
-
-    @admin.display(description="risk")
-    def risk(self, post: Post) -> str:
-        return f"{post.current_analysis.risk:.2f}" if post.current_analysis else "—"
+        analysis = post.current_analysis
+        if analysis is None:
+            return "—"
+        return format_html("{} <span class=\"mod-muted\">{}</span>", analysis.top_category or "—", f"{analysis.risk:.2f}")
 
     @admin.display(description="policy")
     def policy_version(self, post: Post) -> str:
@@ -122,7 +170,6 @@ class PostAdmin(admin.ModelAdmin):
             path("requests/<uuid:request_id>/", wrap(v.request_poll_view), name="moderation_review_request"),
             path("<uuid:post_id>/review/", wrap(v.post_review_view), name="moderation_review_post"),
             path("<uuid:post_id>/review/decide/", wrap(v.decide_view), name="moderation_review_decide"),
-            path("<uuid:post_id>/review/image/", wrap(v.image_view), name="moderation_review_image"),
             path("<uuid:post_id>/review/ask/", wrap(v.ask_view), name="moderation_review_ask"),
         ]
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from moderation.admin.access import REVIEW_PERM, VIEW_PERM, can_review, permission_require
+from moderation.admin.display import short_id
+from moderation.conf import moderation_settings
 from moderation.models import Category, EngineRequest, Post, PostState
 from moderation.selectors import engine_request_summary
 from moderation.selectors_reviews import (post_review_evidence, review_last_decision, review_neighbours,
@@ -19,10 +22,6 @@ from moderation.selectors_reviews import (post_review_evidence, review_last_deci
 from moderation.services.errors import ServiceError
 from moderation.services.requests import post_grounding_request, post_question_ask
 from moderation.services.reviews import review_claim_next, review_decide, review_undo
-
-# The image is served only to staff, never from MEDIA_URL; these headers stop it from ever running as a page.
-IMAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300",
-                 "Content-Security-Policy": "default-src 'none'; sandbox", "Content-Disposition": "inline"}
 
 
 def _context(request: HttpRequest, site: admin.AdminSite, title: str, **extra: Any) -> dict[str, Any]:
@@ -37,14 +36,15 @@ def post_review_url(post_id: Any) -> str:
 def queue_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     permission_require(request.user, VIEW_PERM)
     context = _context(request, site, "Review queue", summary=review_queue_summary(),
-                       posts=review_queue_page(), now=timezone.now(), can_review=can_review(request.user))
+                       rows=review_queue_page(), now=timezone.now(), can_review=can_review(request.user))
     return TemplateResponse(request, "moderation/admin/queue.html", context)
 
 
 def _next_post_redirect(request: HttpRequest) -> HttpResponse:
     post = review_claim_next(reviewer=request.user)
     if post is None:
-        messages.info(request, "The queue is empty: nothing left to claim.")
+        messages.info(request, "Nothing left for you to claim: the queue is empty, or holds only posts that "
+                               "others hold or that you escalated.")
         return redirect("admin:moderation_review_queue")
     return redirect(post_review_url(post.pk))
 
@@ -71,12 +71,16 @@ def post_review_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSit
     post = get_object_or_404(Post.objects.select_related("current_analysis__policy", "review_claimed_by"), pk=post_id)
     previous_id, next_id = review_neighbours(post=post)
     context = _context(
-        request, site, f"Review post {post.pk}", post=post, **post_review_evidence(post=post),
+        request, site, f"Review post {short_id(post.pk)}", post=post, undo_seconds=_undo_seconds(), **post_review_evidence(post=post),
         categories=_categories(post), previous_id=previous_id, next_id=next_id, outcome=review_outcome(post=post),
         can_decide=can_review(request.user) and post.state == PostState.NEEDS_REVIEW,
         claimed_by_other=_claimed_by_other(post, request.user), last_decision=review_last_decision(
             reviewer=request.user))
     return TemplateResponse(request, "moderation/admin/post_review.html", context)
+
+
+def _undo_seconds() -> str:
+    return f"{moderation_settings.REVIEW_UNDO_SECONDS:g}"
 
 
 def _claimed_by_other(post: Post, user: Any) -> bool:
@@ -94,8 +98,8 @@ def decide_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) ->
     except ServiceError as exc:
         messages.error(request, exc.message)
         return redirect(post_review_url(post.pk))
-    messages.success(request, f"Recorded “{decision.get_verdict_display()}” for post {post.pk}. "
-                              "Press u within 30 seconds to undo.")
+    messages.success(request, f"Recorded “{decision.get_verdict_display()}” for post {short_id(post.pk)}. "
+                              f"Press u within {_undo_seconds()} seconds to undo.")
     return _next_post_redirect(request)
 
 
@@ -104,23 +108,20 @@ def undo_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     permission_require(request.user, REVIEW_PERM)
     undo = review_undo(reviewer=request.user)
     if undo is None:
-        messages.warning(request, "Nothing to undo: your last decision is older than 30 seconds, "
+        messages.warning(request, f"Nothing to undo: your last decision is older than {_undo_seconds()} seconds, "
                                   "already undone, or superseded.")
-        return redirect("admin:moderation_review_queue")
+        return redirect(_back(request))
     messages.success(request, f"Undid your “{undo.undoes.get_verdict_display()}”; the post is back in review.")
     return redirect(post_review_url(undo.post_id))
 
 
-@require_GET
-def image_view(request: HttpRequest, post_id: Any, *, site: admin.AdminSite) -> HttpResponse:
-    permission_require(request.user, VIEW_PERM)
-    post = get_object_or_404(Post, pk=post_id)
-    if not post.image or post.content_deleted_at:
-        raise Http404("This post has no image.")
-    response = FileResponse(post.image.open("rb"), content_type="image/jpeg")
-    for header, value in IMAGE_HEADERS.items():
-        response[header] = value
-    return response
+def _back(request: HttpRequest) -> str:
+    """The page the form was sent from (``next``), if it is on this site; else the queue."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return reverse("admin:moderation_review_queue")
 
 
 def _request_json(found: EngineRequest) -> dict[str, Any]:

@@ -78,8 +78,10 @@ class PostOutputSerializer(serializers.ModelSerializer):
     def get_image(self, post: Post) -> dict[str, Any] | None:
         if not post.image:
             return None
+        path = reverse("moderation:post-image", kwargs={"post_id": post.pk})
+        request = self.context.get("request")
         return {"width": post.image_width, "height": post.image_height, "format": post.image_format,
-                "sha256": post.image_sha256}
+                "sha256": post.image_sha256, "url": request.build_absolute_uri(path) if request else path}
 
     def get_error(self, post: Post) -> str | None:
         return post.last_error or None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.urls import path
+from moderation.api.images import PostImageApi, PostThumbnailApi
 from moderation.api.posts import PostDetailApi, PostsApi
 from moderation.api.requests import (PostCaptionApi, PostGroundingApi, PostQuestionApi, RequestDetailApi,
                                      SearchApi)
@@ -11,6 +12,8 @@ from moderation.api.webhooks import WebhookApi
 urlpatterns = [
     path("posts/", PostsApi.as_view(), name="posts"),
     path("posts/<str:post_id>/", PostDetailApi.as_view(), name="post-detail"),
+    path("posts/<str:post_id>/image/", PostImageApi.as_view(), name="post-image"),
+    path("posts/<str:post_id>/image/thumbnail/", PostThumbnailApi.as_view(), name="post-thumbnail"),
     path("posts/<str:post_id>/questions/", PostQuestionApi.as_view(), name="post-questions"),
     path("posts/<str:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
     path("posts/<str:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('moderation', '0010_webhook_event_key'),
+        ('moderation', '0011_post_thumbnail_model_version_actors'),
     ]
 
     operations = [

@@ -160,7 +160,7 @@ def _candidate_store(*, head: Any, metrics: dict[str, Any], baseline: dict[str, 
     margin = moderation_settings.AUTO_PROMOTE_MARGIN
     trusted = "test" not in splits_untrusted(sizes=sizes)
     if margin is not None and trusted and _beats(metrics, baseline, margin):
-        model_promote(version=candidate, by=None)
+        model_promote(version=candidate, by=None)  # recorded as "auto"
     return candidate
 
 
@@ -199,37 +199,48 @@ def model_head_load(*, version: ModelVersion) -> Any:
     return _HEADS[key]
 
 
+AUTO_ACTOR = "auto"
+
+
+def _actor(by: Any) -> str:
+    """Who acted, as stored: the username (it outlives the account), or "auto" for the margin rule."""
+    return AUTO_ACTOR if by is None else by.get_username()
+
+
 @transaction.atomic
 def model_promote(*, version: ModelVersion, by: Any) -> ModelVersion:
     """Make ``version`` the active head; the active one is retired (kept, never deleted) and
-    remembered as the version a rollback returns to."""
+    remembered as the version a rollback returns to. ``by`` (a user; None: automatic promotion)
+    is recorded on both."""
     current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     if current is not None and current.pk != version.pk:
         ModelVersion.objects.filter(pk=version.pk).update(replaced=current)
-    return _activate(version=version, retiring=current)
+    return _activate(version=version, retiring=current, actor=_actor(by))
 
 
-def _activate(*, version: ModelVersion, retiring: ModelVersion | None) -> ModelVersion:
+def _activate(*, version: ModelVersion, retiring: ModelVersion | None, actor: str) -> ModelVersion:
     now = timezone.now()
     if retiring is not None and retiring.pk != version.pk:
-        ModelVersion.objects.filter(pk=retiring.pk).update(status=ModelVersion.Status.RETIRED, retired_at=now)
+        ModelVersion.objects.filter(pk=retiring.pk).update(status=ModelVersion.Status.RETIRED, retired_at=now,
+                                                           retired_by=actor)
     ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.ACTIVE, promoted_at=now,
-                                                      retired_at=None)
+                                                      promoted_by=actor, retired_at=None, retired_by="")
     version.refresh_from_db()
     return version
 
 
 @transaction.atomic
 def model_rollback(*, by: Any) -> ModelVersion | None:
-    """Retire the active head and reactivate the one it replaced (None: back to zero-shot/kNN)."""
+    """Retire the active head and reactivate the one it replaced (None: back to zero-shot/kNN).
+    ``by`` is recorded as who retired the one and reactivated the other."""
     active = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     if active is None:
         raise ServiceError("nothing_to_roll_back", "No head is active.")
     if active.replaced is None:
         ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.RETIRED,
-                                                         retired_at=timezone.now())
+                                                         retired_at=timezone.now(), retired_by=_actor(by))
         return None
-    return _activate(version=active.replaced, retiring=active)
+    return _activate(version=active.replaced, retiring=active, actor=_actor(by))
 
 
 def retrain_due() -> bool:

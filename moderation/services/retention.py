@@ -44,10 +44,12 @@ def _purge(posts: list[Post], *, anonymize: bool) -> None:
     for post in posts:
         if post.image:
             post.image.delete(save=False)  # the file goes; the row keeps its hash and size
+        if post.image_thumbnail:
+            post.image_thumbnail.delete(save=False)
         post.text, post.content_deleted_at = "", now
         if anonymize:
             post.external_id, post.metadata = None, {}
-    fields = ["image", "text", "content_deleted_at", "updated_at"] + (["external_id", "metadata"] if anonymize else [])
+    fields = ["image", "image_thumbnail", "text", "content_deleted_at", "updated_at"] + (["external_id", "metadata"] if anonymize else [])
     with transaction.atomic():
         Post.objects.bulk_update(posts, fields)
         _derived_content_purge(post_ids=[p.pk for p in posts], anonymize=anonymize)

@@ -41,11 +41,14 @@ def review_claim_next(*, reviewer: Any, now: datetime | None = None) -> Post | N
     """Claim the highest-priority post in ``needs_review`` that nobody else holds.
 
     A reviewer who already holds a claim gets that post back (a reload never grabs a second one).
+    Posts the reviewer escalated are left to others: an escalation rises to the top of the queue,
+    and handing it straight back to the reviewer who passed it on would undo the point of it.
     """
     now = now or timezone.now()
     if held := review_claim_held(reviewer=reviewer, now=now):
         return held
-    candidate = rows_lock_skipping_locked(review_queue(now=now).filter(_claim_free(now))).only("pk").first()
+    waiting = review_queue(now=now).filter(_claim_free(now)).exclude(pk__in=_escalated_by(reviewer))
+    candidate = rows_lock_skipping_locked(waiting).only("pk").first()
     if candidate is None:
         return None
     # Conditional on the claim still being free: without SKIP LOCKED (SQLite) this is what stops a double claim.
@@ -56,6 +59,12 @@ def review_claim_next(*, reviewer: Any, now: datetime | None = None) -> Post | N
     post = Post.objects.get(pk=candidate.pk)
     _event(post=post, from_state=post.state, to_state=post.state, reviewer=reviewer, detail={"action": "claim"})
     return post
+
+
+def _escalated_by(reviewer: Any) -> Any:
+    """Ids of posts whose escalation by ``reviewer`` still stands (not undone)."""
+    return ReviewDecision.objects.filter(reviewer=reviewer, verdict=Verdict.ESCALATE,
+                                         undone_by__isnull=True).values("post_id")
 
 
 def _decision_check(*, post: Post, verdict: str, category: str, reason: str) -> None:

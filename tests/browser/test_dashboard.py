@@ -2,38 +2,18 @@
 from __future__ import annotations
 
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from moderation.models import ReviewDecision
-from tests.conftest import ROOT, require_service
+from tests.conftest import ROOT
 from tests.factories import UserFactory, post_in_review
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 SCREENSHOT = ROOT / "artifacts" / "dashboard-post.png"
 IMAGE_SIZE = (1600, 1200)  # larger than the page's column, so the browser scales it down
 BOX = (64.0, 48.0, 320.0, 240.0)  # AnalysisFactory's grounding, in original-image pixels
-
-
-@pytest.fixture
-def browser(monkeypatch):  # type: ignore[no-untyped-def]
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("Playwright for Python is not installed (pip install playwright)")
-    if not CHROMIUM.exists():
-        require_service(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    # Playwright's sync API runs an event loop in this thread; the test's ORM calls stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
