@@ -67,7 +67,7 @@ def moderation_worker_start_check(app_configs: Any = None, **kwargs: Any) -> lis
     workers may run elsewhere, with another torch)."""
     s = moderation_settings
     warnings: list[CheckMessage] = []
-    if importlib.util.find_spec("torch") is not None and s.DEVICE != "cpu":
+    if s.DEVICE != "cpu" and _torch_installed():
         from vlm_engine.devices import device_problem
 
         problem = device_problem(s.DEVICE)
@@ -83,6 +83,14 @@ def moderation_worker_start_check(app_configs: Any = None, **kwargs: Any) -> lis
             hint="Point TINY_CHECKPOINT_DIR at a writable directory, or leave it unset for the user's cache.",
             id="moderation.W021"))
     return warnings
+
+
+def _torch_installed() -> bool:
+    """Whether this host could run a worker at all (a web-only install has no torch)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def _directory_writable(path: Path) -> bool:
