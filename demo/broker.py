@@ -16,6 +16,7 @@ import sqlite3
 from typing import Any
 
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from kombu.transport.sqlalchemy.models import metadata as kombu_metadata
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
@@ -62,9 +63,9 @@ def _connection_owner_check(dbapi_connection: sqlite3.Connection, connection_rec
 def _tables_create(engine: Engine) -> None:
     """kombu's tables; two processes starting together may both try, and the loser finds them made."""
     try:
-        kombu_sqlalchemy.metadata.create_all(engine)
+        kombu_metadata.create_all(engine)
     except OperationalError:
-        kombu_sqlalchemy.metadata.create_all(engine)
+        kombu_metadata.create_all(engine)
 
 
 class Channel(kombu_sqlalchemy.Channel):
