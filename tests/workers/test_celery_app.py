@@ -38,8 +38,8 @@ def test_the_configured_app_routes_by_the_settings() -> None:
 
 
 def test_the_app_requires_an_explicit_settings_module() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run([sys.executable, "-c", "from workers.celery import app; print(app.conf.broker_url)"],
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL"}}
+    result = subprocess.run([sys.executable, "-c", "from workers.celery import app; print(app.conf.task_routes)"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 1
