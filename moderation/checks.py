@@ -1,9 +1,12 @@
 """System checks for the MODERATION settings, with stable ids."""
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
-from django.core.checks import Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from drf_spectacular.openapi import AutoSchema
 
 from moderation.conf import DEFAULTS, moderation_settings
@@ -79,6 +82,46 @@ def _liveness_errors() -> list[Error]:
         errors.append(Error(f"MODERATION[{key!r}] must be a positive number of seconds"
                             f"{' or None' if optional else ''}, not {value!r}.", id="moderation.E013"))
     return errors
+
+
+@register()
+def moderation_worker_start_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """What would stop a worker from building its engine, seen from this host (warnings: the
+    workers may run elsewhere, with another torch)."""
+    s = moderation_settings
+    warnings: list[CheckMessage] = []
+    if s.DEVICE != "cpu" and _torch_installed():
+        from vlm_engine.devices import device_problem
+
+        problem = device_problem(s.DEVICE)
+        if problem is not None:
+            warnings.append(Warning(
+                f"MODERATION['DEVICE'] = {s.DEVICE!r}: {problem}. A worker started here fails every post.",
+                hint='Use "DEVICE": "cpu" on hosts without that device.', id="moderation.W020"))
+    tiny_dir = Path(s.TINY_CHECKPOINT_DIR)
+    if not _directory_writable(tiny_dir):
+        warnings.append(Warning(
+            f"MODERATION['TINY_CHECKPOINT_DIR'] = {str(tiny_dir)!r} cannot be created or written; a worker "
+            "that falls back to the tiny checkpoints (offline, or PROFILE 'tiny') fails every post.",
+            hint="Point TINY_CHECKPOINT_DIR at a writable directory, or leave it unset for the user's cache.",
+            id="moderation.W021"))
+    return warnings
+
+
+def _torch_installed() -> bool:
+    """Whether this host could run a worker at all (a web-only install has no torch)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
+
+
+def _directory_writable(path: Path) -> bool:
+    """Whether ``path`` is a writable directory, or could be created as one."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def _rate_valid(rate: object) -> bool:

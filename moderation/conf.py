@@ -1,6 +1,7 @@
 """The app's settings: ``settings.MODERATION`` merged over documented defaults."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -19,8 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # Per-role checkpoint overrides: {"clip": ..., "grounder": ..., "generator": ...}, each a hub
     # id or a local path; "" disables the grounder or the generator.
     "MODELS": {},
-    # Where the offline tiny checkpoints are written and read.
-    "TINY_CHECKPOINT_DIR": "",
+    # Where the offline tiny checkpoints are written and read; None (or ""): a cache directory,
+    # $XDG_CACHE_HOME/django-vlm-moderation/tiny-models (~/.cache/... when XDG_CACHE_HOME is unset).
+    "TINY_CHECKPOINT_DIR": None,
     # Seconds to wait for the model hub before falling back to "tiny".
     "MODEL_LOAD_TIMEOUT": 5.0,
     # Posts claimed and analysed together by one worker step.
@@ -121,7 +123,16 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_HEARTBEAT_INTERVAL": 10.0,
     "READY_GPU_WORKER_MAX_AGE": None,
     "READY_DEFAULT_WORKER_MAX_AGE": None,
+    # Seconds between two runs of the sweeper, and of the sender of due webhook retries (beat).
+    "SWEEP_INTERVAL": 15.0,
+    "WEBHOOK_INTERVAL": 10.0,
 }
+
+
+def tiny_checkpoint_dir_default() -> str:
+    """The user's cache directory for the tiny checkpoints (read when the settings are, not at import)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "django-vlm-moderation", "tiny-models")
 
 
 class ModerationSettings:
@@ -133,7 +144,9 @@ class ModerationSettings:
     def _load(self) -> dict[str, Any]:
         if self._cache is None:
             user = getattr(django_settings, "MODERATION", {}) or {}
-            self._cache = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+            merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+            merged["TINY_CHECKPOINT_DIR"] = merged["TINY_CHECKPOINT_DIR"] or tiny_checkpoint_dir_default()
+            self._cache = merged
         return self._cache
 
     def unknown_keys(self) -> list[str]:

@@ -10,7 +10,9 @@ import dj_database_url
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("MODERATION_VAR_DIR", BASE_DIR / "var"))
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-demo-key-change-me")
+# No fallback here: only the DEBUG flavours (dev, test) may supply a fixed key; anything else
+# without DJANGO_SECRET_KEY is refused by Django ("The SECRET_KEY setting must not be empty").
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
@@ -90,26 +92,20 @@ if os.environ.get("DJANGO_CACHE_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
 
-_broker_dir = VAR_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    # A broker that needs no server: messages are files in var/broker.
-    for sub in ("out", "processed", "control"):
-        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "out"),
-        "data_folder_out": str(_broker_dir / "out"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        "polling_interval": 0.1,
-    }
+# Without CELERY_BROKER_URL: a broker that needs no server, its messages rows of a SQLite file
+# in var/ (demo/broker.py). Any other URL (redis://...) is used as it is.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqlite:///{VAR_DIR / 'broker.sqlite3'}"
+if CELERY_BROKER_URL.startswith("sqlite:"):
+    CELERY_BROKER_TRANSPORT = "demo.broker:Transport"
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 MODERATION = {
     "PROFILE": os.environ.get("MODERATION_PROFILE", "small"),
     "DEVICE": os.environ.get("MODERATION_DEVICE", "cpu"),
     "TINY_CHECKPOINT_DIR": str(Path(os.environ.get("MODERATION_TINY_DIR", VAR_DIR / "tiny-models"))),
     "BATCH_SIZE": int(os.environ.get("MODERATION_BATCH_SIZE", "16")),
+    "SWEEP_INTERVAL": float(os.environ.get("MODERATION_SWEEP_INTERVAL", "15")),
+    "WEBHOOK_INTERVAL": float(os.environ.get("MODERATION_WEBHOOK_INTERVAL", "10")),
     # Any other MODERATION key, as a JSON object (e.g. '{"CLAIM_TIMEOUT": 60}').
     **json.loads(os.environ.get("MODERATION_SETTINGS_JSON", "{}")),
 }

@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 
 from .base import *  # noqa: F401,F403
-from .base import DATABASES, MODERATION, VAR_DIR
+from .base import DATABASES, MODERATION, SECRET_KEY, VAR_DIR
 
+# The suite's own processes only; this flavour never serves anyone.
+SECRET_KEY = SECRET_KEY or "django-insecure-test-suite-only-never-deploy-this-key"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The per-address limit of keyless requests is off: every test client comes from 127.0.0.1 and the
 # memory cache outlives tests, so the suite's 401 checks would share one budget. Its tests turn it on.

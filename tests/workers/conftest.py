@@ -62,13 +62,15 @@ class WorkerProcess:
 
 @pytest.fixture
 def worker_env(transactional_db, settings, tiny_dir, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    broker = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+    # Without CELERY_BROKER_URL the workers use the settings' default, the embedded broker in
+    # var/, as this process does.
+    broker = os.environ.get("CELERY_BROKER_URL", "")
     if broker.startswith("redis") and not broker_reachable(broker):
         require_service(f"Redis at {broker} is not reachable")
     settings.MEDIA_ROOT = tmp_path / "media"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.test", "DATABASE_URL": database_url(),
-           "CELERY_BROKER_URL": broker, "MODERATION_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-           "MODERATION_TINY_DIR": str(tiny_dir), "PYTHONUNBUFFERED": "1"}
+           "MODERATION_MEDIA_ROOT": str(settings.MEDIA_ROOT), "MODERATION_TINY_DIR": str(tiny_dir),
+           "PYTHONUNBUFFERED": "1"}
     return env
 
 
