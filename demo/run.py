@@ -52,15 +52,16 @@ def var_dir() -> Path:
 
 def models_notice() -> str:
     """Resolve the models up front, so a fallback to random weights is shown at start, loudly."""
-    from vlm_engine.loading import engine_config_resolve
+    from vlm_engine.loading import config_roles_real, engine_config_resolve, roles_notice
 
     profile = os.environ.get("MODERATION_PROFILE", "small")
     tiny_dir = os.environ.get("MODERATION_TINY_DIR", str(var_dir() / "tiny-models"))
     config, notice = engine_config_resolve(profile, tiny_dir=tiny_dir,
                                            device=os.environ.get("MODERATION_DEVICE", "cpu"))
+    roles = roles_notice(config_roles_real(config))
     if notice:
-        return f"\n{'!' * 78}\n {notice}\n{'!' * 78}"
-    return f"\n Models: {config.profile} profile ({config.clip})"
+        return f"\n{'!' * 78}\n {notice}\n {roles}\n{'!' * 78}"
+    return f"\n Models: {config.profile} profile ({config.clip})\n {roles}"
 
 
 def banner(password: str, key: str, notice: str) -> None:

@@ -59,6 +59,29 @@ def engine_config_resolve(
     return _tiny_config(config, settings), notice
 
 
+def roles_notice(roles_real: Mapping[str, bool]) -> str:
+    """One line for the operator: which roles run trained weights, and which random ones (output withheld)."""
+    real = [kind for kind, is_real in roles_real.items() if is_real]
+    random = [kind for kind, is_real in roles_real.items() if not is_real]
+    line = f"Roles with a real checkpoint: {', '.join(real) or 'none'}."
+    if random:
+        line += f" Random weights, output withheld as 'unavailable': {', '.join(random)}."
+    return line
+
+
+def config_roles_real(config: EngineConfig) -> dict[str, bool]:
+    """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
+    from vlm_engine.checkpoints import checkpoint_is_real
+
+    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator"}
+    real = {kinds[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
+    if config.reader == "rapidocr":
+        real["reader"] = True  # its models ship inside the rapidocr wheel
+    elif config.reader == "vlm" and "generator" in real:
+        real["reader"] = real["generator"]
+    return real
+
+
 def hub_reachable(timeout_s: float) -> bool:
     """Whether a TCP connection to the Hugging Face hub opens within `timeout_s`."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -136,6 +159,8 @@ def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineCon
     else:
         fields = {key: value for key, value in settings.items() if key not in ROLE_FIELDS or value == ""}
         fields.pop("clip", None)  # CLIP cannot be disabled; "" means the default
+        # The OCR reader's models ship inside its package: it stays real when the hub is out of reach.
+        fields.setdefault("reader", config.reader)
         tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
     if _uses_tiny_dir(tiny):
         tiny_checkpoints_write(tiny.tiny_dir)

@@ -59,6 +59,11 @@ class Analysis:
     policy order, `caption` describes the image, `ocr_text` is the text read from it (None
     when none was read), and `rationale` argues the verdict, kept only when some category's
     score reaches its review threshold.
+
+    `ocr_words` are the words the OCR reader found (every post with an image, when one is
+    configured), with boxes in original-image pixels; `ocr_text` then holds its lines.
+    `no_checkpoint` names the role kinds ("embedder", "grounder", "generator", "reader",
+    "text") that ran on random weights: what they produced is noise, not a finding.
     """
 
     key: str
@@ -72,6 +77,8 @@ class Analysis:
     caption: str | None = None
     ocr_text: str | None = None
     rationale: str | None = None
+    no_checkpoint: tuple[str, ...] = ()
+    ocr_words: tuple[Word, ...] = ()
 
 
 class EngineInputError(ValueError):
@@ -99,3 +106,12 @@ class Answer:
 
     question: str
     answer: str
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word read from an image, with its box in pixel coordinates (x0, y0, x1, y1)."""
+
+    text: str
+    box: tuple[float, float, float, float]
+    score: float

@@ -27,7 +27,7 @@ def engine_get() -> Engine:
 
 def _engine_build() -> Engine:
     from vlm_engine.engine import Engine
-    from vlm_engine.loading import engine_config_resolve
+    from vlm_engine.loading import engine_config_resolve, roles_notice
 
     s = moderation_settings
     config, notice = engine_config_resolve(
@@ -42,6 +42,7 @@ def _engine_build() -> Engine:
     engine = Engine.from_config(config)
     logger.info("Engine ready: profile=%s model=%s device=%s", config.profile, engine.model_version,
                 config.device)
+    logger.warning("%s", roles_notice(engine.roles_real()))
     return engine
 
 

@@ -240,3 +240,18 @@ def test_every_registration_still_renders_for_a_superuser(client, model):  # typ
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
 
     assert client.get(reverse(f"admin:moderation_{model}_changelist")).status_code == 200
+
+
+def test_review_page_says_which_outputs_are_unavailable(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review(image_size=(640, 480))
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation, "caption": None,
+                            "unavailable": {"caption": "unavailable: no checkpoint for generator"}}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(reverse("admin:moderation_review_post", args=[post.pk])).content.decode()
+
+    assert ('<li><strong>caption</strong>: unavailable: no checkpoint for generator</li>' in page
+            and "a red square" not in page)
+    assert 'data-testid="unavailable"' not in reviewer_client.get(
+        reverse("admin:moderation_review_post", args=[post_in_review().pk])).content.decode()
