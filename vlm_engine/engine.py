@@ -17,6 +17,7 @@ from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import DecodedImage, ImageRejected, image_decode
 from vlm_engine.reading import NO_READING, RAPIDOCR, VLM_READER, OcrReaderRole, Reading
 from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
+from vlm_engine.text import TextRole, TextScorer
 from vlm_engine.timing import stage_timed
 from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput, Word
 
@@ -46,19 +47,24 @@ class Engine:
         grounder: GrounderRole | None = None,
         generator: GeneratorRole | None = None,
         reader: OcrReaderRole | None = None,
+        text: TextRole | None = None,
     ) -> None:
         self.config = config
         self.clip = clip
         self.grounder = grounder
         self.generator = generator
         self.reader = reader
-        roles = (clip, grounder, generator, reader)
+        self.text = text
+        roles = (clip, grounder, generator, reader, text)
         self.model_version = "+".join(role.version for role in roles if role is not None)
         self._look_closer = LookCloser(
             grounder, generator, threshold=config.grounding_threshold, max_new_tokens=config.max_new_tokens,
             read_text=config.reader == VLM_READER,
         )
         self._scorer = ZeroShotScorer(clip, batch_size=config.batch_size, text_weight=config.text_weight)
+        self._text_scorer = (
+            TextScorer(text, weight=config.text_role_weight, batch_size=config.batch_size) if text is not None else None
+        )
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
@@ -75,6 +81,7 @@ class Engine:
             grounder=GrounderRole.load(config.grounder, device=device, dtype=dtype) if config.grounder else None,
             generator=GeneratorRole.load(config.generator, device=device, dtype=dtype) if config.generator else None,
             reader=OcrReaderRole.load(RAPIDOCR, device=device) if config.reader == RAPIDOCR else None,
+            text=TextRole.load(config.text, device=device) if config.text else None,
         )
 
     def roles_real(self) -> dict[str, bool]:
@@ -82,8 +89,9 @@ class Engine:
 
         Only configured roles are listed, the embedder first.
         """
-        roles: dict[str, ClipRole | GrounderRole | GeneratorRole | OcrReaderRole | None] = {
-            "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader}
+        roles: dict[str, ClipRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | None] = {
+            "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
+            "text": self.text}
         if self.reader is None and self.config.reader == VLM_READER:
             roles["reader"] = self.generator  # the generator reads, as well as its weights allow
         return {kind: bool(role.real) for kind, role in roles.items() if role is not None}
@@ -144,6 +152,8 @@ class Engine:
         readings = self._read(decoded, timings)
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
+            if self._text_scorer is not None:
+                table = replace(table, text=self._text_scorer.table(policy))
         if self.config.look_closer <= 0:
             scored = self._look_then_score(posts, images, policy, table, timings, classifier, readings)
         else:
@@ -288,6 +298,7 @@ class Engine:
             text_embs = self._scorer.embed_texts([text.strip() or None for text in texts])
         with stage_timed(timings, "score"):
             scores = self._scorer.scores(image_embs, text_embs, table)
+            self._text_blend(scores, texts, table, timings)
             by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
         return _Scored(image_embs, text_embs, scores, findings, by_classifier, readings)
 
@@ -309,9 +320,20 @@ class Engine:
         with stage_timed(timings, "score"):
             image_embs = [scored.image_embs[row] for row in rows]
             scores = self._scorer.scores(image_embs, text_embs, table)
+            self._text_blend(scores, texts, table, timings)
             by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
         for row, text_emb, row_scores, by in zip(rows, text_embs, scores, by_classifier):
             scored.text_embs[row], scored.scores[row], scored.by_classifier[row] = text_emb, row_scores, by
+
+    def _text_blend(
+        self, scores: list[dict[str, float]], texts: Sequence[str], table: PromptTable, timings: dict[str, float]
+    ) -> None:
+        """The text role's similarity to the policy's texts joins the zero-shot scores (long text is not cut at 77)."""
+        if self._text_scorer is None or table.text is None:
+            return
+        with stage_timed(timings, "text"):
+            embeddings = self._text_scorer.embed([text.strip() or None for text in texts])
+        self._text_scorer.blend(scores, embeddings, table.text)
 
     def _analysis(
         self,

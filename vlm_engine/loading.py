@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vlm_engine.config import ROLE_FIELDS, EngineConfig
+from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, EngineConfig
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -79,6 +79,8 @@ def config_roles_real(config: EngineConfig) -> dict[str, bool]:
         real["reader"] = True  # its models ship inside the rapidocr wheel
     elif config.reader == "vlm" and "generator" in real:
         real["reader"] = real["generator"]
+    if config.text:
+        real["text"] = config.text == PACKAGED_TEXT or checkpoint_is_real(config.text)
     return real
 
 
@@ -161,6 +163,8 @@ def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineCon
         fields.pop("clip", None)  # CLIP cannot be disabled; "" means the default
         # The OCR reader's models ship inside its package: it stays real when the hub is out of reach.
         fields.setdefault("reader", config.reader)
+        # Likewise the packaged MiniLM; a hub text encoder that could not be loaded gives way to it.
+        fields["text"] = config.text if config.text in ("", PACKAGED_TEXT) else PACKAGED_TEXT
         tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
     if _uses_tiny_dir(tiny):
         tiny_checkpoints_write(tiny.tiny_dir)

@@ -32,6 +32,7 @@ class Category:
     review_threshold: float = 0.5
     remove_threshold: float = 0.9
     description: str = ""
+    exemplars: tuple[str, ...] = ()  # short example texts of the category, for the text role
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Policy:
     version: str
     categories: tuple[Category, ...]
     benign_prompts: tuple[str, ...]
+    benign_exemplars: tuple[str, ...] = ()  # short texts that break no rule, for the text role
 
 
 @dataclass(frozen=True)

@@ -255,3 +255,17 @@ def test_review_page_says_which_outputs_are_unavailable(reviewer_client):  # typ
             and "a red square" not in page)
     assert 'data-testid="unavailable"' not in reviewer_client.get(
         reverse("admin:moderation_review_post", args=[post_in_review().pk])).content.decode()
+
+
+def test_lead_edits_exemplars_in_a_new_version(lead_client):  # type: ignore[no-untyped-def]
+    v1 = policy_active()
+    data = _new_version_data(v1, **{"categories-0-exemplars": "they should all leave\nsend them back",
+                                    "benign_exemplars": "I hate Mondays\nwelcome, neighbours"})
+
+    response = lead_client.post(reverse("admin:moderation_policy_new_version", args=[v1.pk]), data)
+
+    v2 = Policy.objects.get(version=v1.version + 1)
+    assert response.status_code == 302
+    assert v2.benign_exemplars == ["I hate Mondays", "welcome, neighbours"]
+    assert v2.categories.order_by("position").first().exemplars == ["they should all leave", "send them back"]
+    assert v1.categories.order_by("position").first().exemplars != ["they should all leave", "send them back"]
