@@ -62,7 +62,8 @@ def test_demo_run_serves_api_and_worker_writes_verdict(tmp_path, tiny_dir):  # t
         banner = (tmp_path / "run.log").read_text(errors="replace")
         assert f"{base}/api/v1/docs/" in banner and key in banner and password in banner
         assert "NOTICE: the 'small' models could not be loaded" in banner
-        assert "verdicts are meaningless" in banner
+        assert "scores from the tiny embedder are noise" in banner
+        assert "Roles with a real checkpoint: reader, text. Random weights, output withheld" in banner
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -362,6 +362,7 @@ class Engine:
             ocr_words=reading.words,
             rationale=found.rationale if review else None,
             no_checkpoint=tuple(kind for kind, real in self.roles_real().items() if not real),
+            real_roles=tuple(kind for kind, real in self.roles_real().items() if real),
         )
 
     def _adhoc_inputs(

@@ -20,7 +20,8 @@ _CHECKPOINT_FILE_GROUPS = (
     ("tokenizer.json", "vocab.json"),
     _WEIGHT_FILES,
 )
-_TINY_NOTICE = "using the random-weight 'tiny' checkpoints — verdicts are meaningless."
+_TINY_NOTICE = ("using the random-weight 'tiny' checkpoints: what they produce is withheld as 'unavailable', "
+                "and scores from the tiny embedder are noise.")
 
 
 def engine_config_resolve(

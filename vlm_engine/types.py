@@ -80,6 +80,7 @@ class Analysis:
     ocr_text: str | None = None
     rationale: str | None = None
     no_checkpoint: tuple[str, ...] = ()
+    real_roles: tuple[str, ...] = ()  # the role kinds with trained weights
     ocr_words: tuple[Word, ...] = ()
 
 

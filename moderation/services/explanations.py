@@ -42,13 +42,24 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verd
     unavailable = _unavailable(result)
     evidence = {**_evidence(result, image_size=image_size), **{k: v for k, v in WITHHELD.items() if k in unavailable}}
     summary = explanation_summary(rows, verdict_decision, evidence)
-    if "scores" in unavailable:
-        summary += (" These scores come from an embedder with random weights (no checkpoint for embedder):"
-                    " they are not a finding.")
+    real = list(result.real_roles) if result is not None else []
+    summary += _random_scores_sentence(unavailable, real)
     # The policy version is the same integer everywhere (API, events, webhooks); the engine's
     # Policy carries it as a string.
     return {"policy_version": int(policy.version), "scores": rows, **evidence,
-            "nearest_examples": [], "unavailable": unavailable, "summary": summary}
+            "nearest_examples": [], "unavailable": unavailable,
+            "roles": {"real": real, "no_checkpoint": list(result.no_checkpoint) if result is not None else []},
+            "summary": summary}
+
+
+def _random_scores_sentence(unavailable: Mapping[str, str], real: list[str]) -> str:
+    if "scores" not in unavailable:
+        return ""
+    if "text" in real:
+        return (" The image side of these scores comes from an embedder with random weights (no checkpoint for"
+                " embedder); only their text side, from the text role, is a finding.")
+    return (" These scores come from an embedder with random weights (no checkpoint for embedder):"
+            " they are not a finding.")
 
 
 def _unavailable(result: EngineAnalysis | None) -> dict[str, str]:

