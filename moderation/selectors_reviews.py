@@ -145,6 +145,11 @@ def post_review_evidence(*, post: Post) -> dict[str, Any]:
         "boxes": grounding_boxes_to_percent(groundings=groundings, width=post.image_width,
                                             height=post.image_height) if sized else [],
         "phrases": list(dict.fromkeys(str(g["phrase"]) for g in groundings)),
+        # The OCR reader's words, drawn as a layer of their own beside the grounding boxes.
+        "words": grounding_boxes_to_percent(
+            groundings=[{"phrase": w["text"], "box": w["box"], "score": w["score"]}
+                        for w in explanation.get("ocr_words") or []],
+            width=post.image_width, height=post.image_height) if sized else [],
         "events": list(PostEvent.objects.filter(post=post).order_by("created_at", "id")),
         "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),
         "requests": list(EngineRequest.objects.filter(post=post).order_by("-created_at")[:10]),

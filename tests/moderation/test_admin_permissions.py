@@ -269,3 +269,16 @@ def test_lead_edits_exemplars_in_a_new_version(lead_client):  # type: ignore[no-
     assert v2.benign_exemplars == ["I hate Mondays", "welcome, neighbours"]
     assert v2.categories.order_by("position").first().exemplars == ["they should all leave", "send them back"]
     assert v1.categories.order_by("position").first().exemplars != ["they should all leave", "send them back"]
+
+
+def test_review_page_draws_the_read_words_as_their_own_layer(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review(image_size=(640, 480))
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation, "ocr_words": [
+        {"text": "HATE", "box": [64.0, 96.0, 192.0, 144.0], "score": 0.99}]}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(reverse("admin:moderation_review_post", args=[post.pk])).content.decode()
+
+    assert ('<div class="mod-word" title="HATE 0.99" style="left:10.0000%;top:20.0000%;width:20.0000%;'
+            'height:10.0000%"></div>') in page
