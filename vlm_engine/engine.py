@@ -62,9 +62,9 @@ class Engine:
             read_text=config.reader == VLM_READER,
         )
         self._scorer = ZeroShotScorer(clip, batch_size=config.batch_size, text_weight=config.text_weight)
-        self._text_scorer = (
-            TextScorer(text, weight=config.text_role_weight, batch_size=config.batch_size) if text is not None else None
-        )
+        # A random embedder's scores are noise: with a real text role, posts with text are scored by it alone.
+        weight = 1.0 if text is not None and text.real and not clip.real else config.text_role_weight
+        self._text_scorer = TextScorer(text, weight=weight, batch_size=config.batch_size) if text is not None else None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:

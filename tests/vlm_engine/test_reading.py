@@ -23,11 +23,6 @@ pytestmark = pytest.mark.slow
 Box = tuple[float, float, float, float]
 
 
-@pytest.fixture(scope="session")
-def reader() -> OcrReaderRole:
-    return OcrReaderRole.load("rapidocr")
-
-
 def meme(lines: list[str], *, size: tuple[int, int], font_size: int) -> tuple[Image.Image, dict[str, Box]]:
     """Black words on white, one line per entry, and where Pillow drew each word."""
     image = Image.new("RGB", size, "white")

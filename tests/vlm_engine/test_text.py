@@ -31,11 +31,6 @@ POLICY = Policy(
 )
 
 
-@pytest.fixture(scope="session")
-def minilm() -> TextRole:
-    return TextRole.load(PACKAGED_MINILM, device="cpu")
-
-
 def test_packaged_minilm_loads_from_the_package_directory(minilm: TextRole) -> None:
     assert packaged_minilm_dir().name == "model" and (packaged_minilm_dir() / "model.safetensors").is_file()
     assert (minilm.version, minilm.real, minilm.max_tokens) == ("text:all-MiniLM-L6-v2@53aa51172d14", True, 256)
@@ -103,3 +98,17 @@ def test_the_engine_blends_text_scores_for_post_and_read_text(tiny_dir: Path, mi
     assert engine.roles_real() == {"embedder": False, "text": True}
     assert hateful.model_version.endswith("+text:all-MiniLM-L6-v2@53aa51172d14")
     assert hateful.timings_ms["text"] > 0
+
+
+def test_a_random_embedder_leaves_posts_with_text_to_the_real_text_role(tiny_dir: Path, minilm: TextRole) -> None:
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", reader="",
+                                      text=PACKAGED_MINILM, text_role_weight=0.0)
+    clip = ClipRole.load(str(tiny_dir / "clip"), device="cpu", dtype="float32")
+    post = PostInput(key="a", image=None, text="go back to your country")
+
+    result = Engine(config, clip, text=minilm).analyze([post], POLICY)[0]
+
+    scorer = TextScorer(minilm, weight=1.0, batch_size=8)
+    expected = [{"hate": 0.0, "spam": result.scores["spam"]}]
+    scorer.blend(expected, scorer.embed([post.text]), scorer.table(POLICY))
+    assert result.scores == pytest.approx(expected[0], abs=1e-6)
