@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
 from django.utils import timezone
 
-from moderation.models import EngineRequest, Post, PostEvent, PostState, ReviewDecision
+from moderation.models import Analysis, EngineRequest, Post, PostEvent, PostState, ReviewDecision
 
 # Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
 QUEUE_COUNT_CAP = 1000
@@ -66,6 +66,13 @@ def review_queue_summary() -> QueueSummary:
     count = len(waiting.values_list("pk", flat=True)[:QUEUE_COUNT_CAP + 1])
     oldest = waiting.order_by("created_at").values_list("created_at", flat=True).first()
     return QueueSummary(waiting=min(count, QUEUE_COUNT_CAP), capped=count > QUEUE_COUNT_CAP, oldest_at=oldest)
+
+
+def models_roles_latest() -> dict[str, list[str]]:
+    """Which model roles were real and which ran on random weights, as the newest analysis recorded."""
+    explanation = Analysis.objects.order_by("-pk").values_list("explanation", flat=True).first() or {}
+    roles = explanation.get("roles") or {}
+    return {"real": list(roles.get("real") or []), "no_checkpoint": list(roles.get("no_checkpoint") or [])}
 
 
 def review_outcome(*, post: Post) -> ReviewDecision | None:

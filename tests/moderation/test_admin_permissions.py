@@ -282,3 +282,18 @@ def test_review_page_draws_the_read_words_as_their_own_layer(reviewer_client):  
 
     assert ('<div class="mod-word" title="HATE 0.99" style="left:10.0000%;top:20.0000%;width:20.0000%;'
             'height:10.0000%"></div>') in page
+
+
+def test_queue_says_which_model_roles_are_real(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review()
+    queue = reverse("admin:moderation_review_queue")
+    assert 'data-testid="models-notice"' not in reviewer_client.get(queue).content.decode()
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation,
+                            "roles": {"real": ["reader", "text"], "no_checkpoint": ["embedder", "generator"]}}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(queue).content.decode()
+
+    assert ("Models: real checkpoints for reader, text; random weights, output withheld as unavailable, for "
+            "embedder, generator.") in page
