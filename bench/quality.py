@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.common import results_write
 from bench.memes import Meme, meme_set
+from bench.ocr import word_recall
 from vlm_engine.engine import Engine
 from vlm_engine.learning.metrics import auroc
 from vlm_engine.loading import engine_config_resolve
@@ -53,14 +54,9 @@ def quality(engine: Engine, memes: list[Meme], policy: Policy) -> dict[str, Any]
         results += engine.analyze(posts[start : start + 8], policy)
     hate = np.array([r.scores["hate"] for r in results])
     labels = np.array([float(m.hateful) for m in memes])
-    recall = [_recall(r.ocr_text or "", m.words) for r, m in zip(results, memes)]
+    recall = [word_recall([r.ocr_text or ""], m.words) for r, m in zip(results, memes)]
     return {"memes": len(memes), "hate_auroc": auroc(hate, labels), "ocr_word_recall": float(np.mean(recall)),
             "hate_scores": {m.key: round(float(s), 4) for m, s in zip(memes, hate)}}
-
-
-def _recall(read: str, words: tuple[str, ...]) -> float:
-    seen = set(read.upper().split())
-    return sum(word.upper() in seen for word in words) / len(words)
 
 
 def main() -> None:
