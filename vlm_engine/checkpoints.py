@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+# Written into every checkpoint this package builds with random weights (the tiny ones), so a
+# role knows at load time that its output is noise, whatever the directory is called.
+RANDOM_WEIGHTS_MARKER = "random-weights.json"
 # Files every checkpoint written by this package has once it is complete.
-COMPLETE_MARKERS = ("config.json", "model.safetensors", "processor_config.json")
+COMPLETE_MARKERS = ("config.json", "model.safetensors", "processor_config.json", RANDOM_WEIGHTS_MARKER)
+
+
+def checkpoint_is_real(name_or_path: str) -> bool:
+    """Whether a checkpoint holds trained weights: False for one this package built with random weights."""
+    return not (Path(name_or_path) / RANDOM_WEIGHTS_MARKER).is_file()
 
 
 def checkpoint_version(role: str, name_or_path: str) -> str:
@@ -36,7 +45,10 @@ def checkpoint_complete(directory: Path) -> bool:
 
 
 def checkpoint_save(model: Any, processor: Any, target: Path) -> None:
-    """Write a model and its processor to ``target``: aside first, then renamed into place.
+    """Write a random-weight model and its processor to ``target``: aside first, then renamed into place.
+
+    The checkpoint is marked as random (``RANDOM_WEIGHTS_MARKER``), so loading it never passes
+    its output off as a finding.
 
     A web and a worker process may both start on a fresh disk; neither may ever read a
     half-written checkpoint, and the files must be readable by other users.
@@ -46,6 +58,8 @@ def checkpoint_save(model: Any, processor: Any, target: Path) -> None:
     staging.chmod(0o755)  # mkdtemp makes it private
     processor.save_pretrained(staging)
     model.save_pretrained(staging)
+    marker = {"random_weights": True, "model_type": str(getattr(model.config, "model_type", ""))}
+    (staging / RANDOM_WEIGHTS_MARKER).write_text(json.dumps(marker) + "\n")
     for path in staging.iterdir():
         path.chmod(0o644)  # transformers 5 writes model.safetensors as 0600
     _staging_publish(staging, target)

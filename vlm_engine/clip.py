@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
+from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_load, checkpoint_version
 
 if TYPE_CHECKING:
     import torch
@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 class ClipRole:
     """A loaded CLIP checkpoint; each call is preprocess → forward (device) → postprocess (numpy)."""
 
-    def __init__(self, model: Any, processor: Any, *, version: str, device: str) -> None:
+    def __init__(self, model: Any, processor: Any, *, version: str, device: str, real: bool = True) -> None:
         self.model = model
         self.processor = processor
         self.version = version
+        self.real = real  # False: random weights, so the output is no finding
         self.device = device
         # Read once: a plain float, so scoring stays in numpy.
         self.logit_scale = float(model.logit_scale.detach().float().exp().item())
@@ -44,7 +45,7 @@ class ClipRole:
         model, processor = checkpoint_load(AutoModel, name_or_path, device=device, dtype=dtype,
                                            local_files_only=local_files_only)
         version = checkpoint_version("clip", name_or_path)
-        return cls(model, processor, version=version, device=device)
+        return cls(model, processor, version=version, device=device, real=checkpoint_is_real(name_or_path))
 
     @property
     def image_size(self) -> int:

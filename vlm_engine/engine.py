@@ -15,9 +15,11 @@ from vlm_engine.config import EngineConfig
 from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import DecodedImage, ImageRejected, image_decode
+from vlm_engine.reading import NO_READING, RAPIDOCR, VLM_READER, OcrReaderRole, Reading
 from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
+from vlm_engine.text import TextRole, TextScorer
 from vlm_engine.timing import stage_timed
-from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput
+from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput, Word
 
 _Role = TypeVar("_Role")
 
@@ -31,6 +33,7 @@ class _Scored:
     scores: list[dict[str, float]]
     findings: list[Findings]
     by_classifier: list[bool]  # whether the learned classifier gave some of the row's scores
+    readings: list[Reading]  # what the OCR reader read, row per post (NO_READING without one)
 
 
 class Engine:
@@ -43,16 +46,25 @@ class Engine:
         *,
         grounder: GrounderRole | None = None,
         generator: GeneratorRole | None = None,
+        reader: OcrReaderRole | None = None,
+        text: TextRole | None = None,
     ) -> None:
         self.config = config
         self.clip = clip
         self.grounder = grounder
         self.generator = generator
-        self.model_version = "+".join(role.version for role in (clip, grounder, generator) if role is not None)
+        self.reader = reader
+        self.text = text
+        roles = (clip, grounder, generator, reader, text)
+        self.model_version = "+".join(role.version for role in roles if role is not None)
         self._look_closer = LookCloser(
-            grounder, generator, threshold=config.grounding_threshold, max_new_tokens=config.max_new_tokens
+            grounder, generator, threshold=config.grounding_threshold, max_new_tokens=config.max_new_tokens,
+            read_text=config.reader == VLM_READER,
         )
         self._scorer = ZeroShotScorer(clip, batch_size=config.batch_size, text_weight=config.text_weight)
+        # A random embedder's scores are noise: with a real text role, posts with text are scored by it alone.
+        weight = 1.0 if text is not None and text.real and not clip.real else config.text_role_weight
+        self._text_scorer = TextScorer(text, weight=weight, batch_size=config.batch_size) if text is not None else None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
@@ -68,7 +80,21 @@ class Engine:
             ClipRole.load(config.clip, device=device, dtype=dtype),
             grounder=GrounderRole.load(config.grounder, device=device, dtype=dtype) if config.grounder else None,
             generator=GeneratorRole.load(config.generator, device=device, dtype=dtype) if config.generator else None,
+            reader=OcrReaderRole.load(RAPIDOCR, device=device) if config.reader == RAPIDOCR else None,
+            text=TextRole.load(config.text, device=device) if config.text else None,
         )
+
+    def roles_real(self) -> dict[str, bool]:
+        """Role kind -> whether its checkpoint holds trained weights (False: random tiny weights).
+
+        Only configured roles are listed, the embedder first.
+        """
+        roles: dict[str, ClipRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | None] = {
+            "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
+            "text": self.text}
+        if self.reader is None and self.config.reader == VLM_READER:
+            roles["reader"] = self.generator  # the generator reads, as well as its weights allow
+        return {kind: bool(role.real) for kind, role in roles.items() if role is not None}
 
     def decode(self, posts: Sequence[PostInput]) -> list[DecodedImage | None]:
         """Decode each post's image for `analyze` (None for a text-only post).
@@ -123,12 +149,15 @@ class Engine:
         elif len(decoded) != len(posts):
             raise ValueError(f"got {len(decoded)} decoded images for {len(posts)} posts")
         images = [None if item is None else item.image for item in decoded]
+        readings = self._read(decoded, timings)
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
+            if self._text_scorer is not None:
+                table = replace(table, text=self._text_scorer.table(policy))
         if self.config.look_closer <= 0:
-            scored = self._look_then_score(posts, images, policy, table, timings, classifier)
+            scored = self._look_then_score(posts, images, policy, table, timings, classifier, readings)
         else:
-            scored = self._score_then_look(posts, images, policy, table, timings, classifier)
+            scored = self._score_then_look(posts, images, policy, table, timings, classifier, readings)
         head = getattr(classifier, "version", None)
         version = f"+head:{head}" if isinstance(head, str) and head else ""
         return [self._analysis(post, row, scored, policy, timings, version, decoded[row])
@@ -191,6 +220,15 @@ class Engine:
         """L2-normalised CLIP text embedding of a search query, comparable to image embeddings."""
         return tuple(float(value) for value in self.clip.embed_texts([text])[0])
 
+    def _read(self, decoded: Sequence[DecodedImage | None], timings: dict[str, float]) -> list[Reading]:
+        """The OCR reader's words for every post with an image, boxes in original pixels."""
+        if self.reader is None:
+            return [NO_READING] * len(decoded)
+        present = [item for item in decoded if item is not None]
+        with stage_timed(timings, "read"):
+            found = iter(self.reader.read([item.image for item in present]))
+        return [NO_READING if item is None else _reading_in_original_pixels(next(found), item) for item in decoded]
+
     def _look_then_score(
         self,
         posts: Sequence[PostInput],
@@ -199,12 +237,14 @@ class Engine:
         table: PromptTable,
         timings: dict[str, float],
         classifier: Classifier | None,
+        readings: list[Reading],
     ) -> _Scored:
         """look_closer <= 0: look at every post with an image, then score once with the text read from it."""
         with_image = [row for row, image in enumerate(images) if image is not None]
         findings = self._findings(posts, images, with_image, policy, timings)
-        texts = [classifier_text(post.text, found.ocr_text) for post, found in zip(posts, findings)]
-        return self._scored(images, texts, table, findings, timings, classifier)
+        texts = [classifier_text(post.text, reading.text or found.ocr_text)
+                 for post, found, reading in zip(posts, findings, readings)]
+        return self._scored(images, texts, table, findings, timings, classifier, readings)
 
     def _score_then_look(
         self,
@@ -214,10 +254,12 @@ class Engine:
         table: PromptTable,
         timings: dict[str, float],
         classifier: Classifier | None,
+        readings: list[Reading],
     ) -> _Scored:
-        """look_closer > 0: score all, look at the high scorers, re-score those whose image held text."""
-        texts = [post.text for post in posts]
-        scored = self._scored(images, texts, table, [NO_FINDINGS] * len(posts), timings, classifier)
+        """look_closer > 0: score all (with the OCR reader's text), look at the high scorers, re-score
+        those whose image the generator read text from."""
+        texts = [classifier_text(post.text, reading.text) for post, reading in zip(posts, readings)]
+        scored = self._scored(images, texts, table, [NO_FINDINGS] * len(posts), timings, classifier, readings)
         chosen = [
             row
             for row, (image, scores) in enumerate(zip(images, scored.scores))
@@ -249,14 +291,16 @@ class Engine:
         findings: list[Findings],
         timings: dict[str, float],
         classifier: Classifier | None,
+        readings: list[Reading],
     ) -> _Scored:
         with stage_timed(timings, "embed"):
             image_embs = self._scorer.embed_images(images)
             text_embs = self._scorer.embed_texts([text.strip() or None for text in texts])
         with stage_timed(timings, "score"):
             scores = self._scorer.scores(image_embs, text_embs, table)
+            self._text_blend(scores, texts, table, timings)
             by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
-        return _Scored(image_embs, text_embs, scores, findings, by_classifier)
+        return _Scored(image_embs, text_embs, scores, findings, by_classifier, readings)
 
     def _rescore(
         self,
@@ -276,9 +320,20 @@ class Engine:
         with stage_timed(timings, "score"):
             image_embs = [scored.image_embs[row] for row in rows]
             scores = self._scorer.scores(image_embs, text_embs, table)
+            self._text_blend(scores, texts, table, timings)
             by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
         for row, text_emb, row_scores, by in zip(rows, text_embs, scores, by_classifier):
             scored.text_embs[row], scored.scores[row], scored.by_classifier[row] = text_emb, row_scores, by
+
+    def _text_blend(
+        self, scores: list[dict[str, float]], texts: Sequence[str], table: PromptTable, timings: dict[str, float]
+    ) -> None:
+        """The text role's similarity to the policy's texts joins the zero-shot scores (long text is not cut at 77)."""
+        if self._text_scorer is None or table.text is None:
+            return
+        with stage_timed(timings, "text"):
+            embeddings = self._text_scorer.embed([text.strip() or None for text in texts])
+        self._text_scorer.blend(scores, embeddings, table.text)
 
     def _analysis(
         self,
@@ -290,7 +345,7 @@ class Engine:
         head: str,
         decoded: DecodedImage | None,
     ) -> Analysis:
-        found, scores = scored.findings[row], scored.scores[row]
+        found, scores, reading = scored.findings[row], scored.scores[row], scored.readings[row]
         # A rationale argues for review; below every review threshold it would only mislead.
         review = any(scores[category.slug] >= category.review_threshold for category in policy.categories)
         return Analysis(
@@ -303,8 +358,11 @@ class Engine:
             groundings=_in_original_pixels(found.groundings, decoded),
             answers=found.answers,
             caption=found.caption,
-            ocr_text=found.ocr_text,
+            ocr_text=reading.text or found.ocr_text,
+            ocr_words=reading.words,
             rationale=found.rationale if review else None,
+            no_checkpoint=tuple(kind for kind, real in self.roles_real().items() if not real),
+            real_roles=tuple(kind for kind, real in self.roles_real().items() if real),
         )
 
     def _adhoc_inputs(
@@ -335,7 +393,8 @@ class Engine:
         CLIP gets twice its input side; OWLv2 its own (much larger) input side.
         """
         grounder_side = self.grounder.image_size if self.grounder is not None else 0
-        return max(2 * self.clip.image_size, grounder_side)
+        reader_side = self.reader.image_size if self.reader is not None else 0
+        return max(2 * self.clip.image_size, grounder_side, reader_side)
 
 
 def _in_original_pixels(groundings: Sequence[Grounding], decoded: DecodedImage | None) -> tuple[Grounding, ...]:
@@ -346,6 +405,16 @@ def _in_original_pixels(groundings: Sequence[Grounding], decoded: DecodedImage |
     return tuple(
         replace(g, box=(g.box[0] * sx, g.box[1] * sy, g.box[2] * sx, g.box[3] * sy)) for g in groundings
     )
+
+
+def _reading_in_original_pixels(reading: Reading, decoded: DecodedImage) -> Reading:
+    """Word boxes read from a draft-decoded (smaller) JPEG, in the original image's pixels."""
+    sx, sy = decoded.width / decoded.image.width, decoded.height / decoded.image.height
+    words = tuple(
+        Word(text=w.text, box=(w.box[0] * sx, w.box[1] * sy, w.box[2] * sx, w.box[3] * sy), score=w.score)
+        for w in reading.words
+    )
+    return Reading(text=reading.text, words=words)
 
 
 def _as_tuple(embedding: np.ndarray | None) -> tuple[float, ...] | None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
+from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_load, checkpoint_version
 
 if TYPE_CHECKING:
     import torch
@@ -47,10 +47,11 @@ def rationale_prompt(category_names: Sequence[str], post_text: str) -> str:
 class GeneratorRole:
     """A loaded image-text-to-text checkpoint; each call is preprocess → generate (device) → decode (str)."""
 
-    def __init__(self, model: Any, processor: Any, *, version: str, device: str) -> None:
+    def __init__(self, model: Any, processor: Any, *, version: str, device: str, real: bool = True) -> None:
         self.model = model
         self.processor = processor
         self.version = version
+        self.real = real  # False: random weights, so the output is no finding
         self.device = device
         # Decoder-only generation appends after the prompt, so prompts must end flush right.
         self.processor.tokenizer.padding_side = "left"
@@ -73,7 +74,7 @@ class GeneratorRole:
         model, processor = checkpoint_load(AutoModelForImageTextToText, name_or_path, device=device, dtype=dtype,
                                            local_files_only=local_files_only)
         version = checkpoint_version("vlm", name_or_path)
-        return cls(model, processor, version=version, device=device)
+        return cls(model, processor, version=version, device=device, real=checkpoint_is_real(name_or_path))
 
     def generate(
         self, images: Sequence[Image.Image], prompts: Sequence[str], *, max_new_tokens: int = 32

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 # One way to name and version a checkpoint, shared with the CLIP role.
-from vlm_engine.checkpoints import checkpoint_load, checkpoint_version
+from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_load, checkpoint_version
 from vlm_engine.types import Grounding
 
 if TYPE_CHECKING:
@@ -28,10 +28,11 @@ class GrounderRole:
     cached go through the text tower once, and the detection heads score every phrase at once.
     """
 
-    def __init__(self, model: Any, processor: Any, *, version: str, device: str) -> None:
+    def __init__(self, model: Any, processor: Any, *, version: str, device: str, real: bool = True) -> None:
         self.model = model
         self.processor = processor
         self.version = version
+        self.real = real  # False: random weights, so the output is no finding
         self.device = device
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
         self._query_embeds: dict[str, torch.Tensor] = {}
@@ -65,7 +66,7 @@ class GrounderRole:
         if model.config.model_type != "owlv2":
             raise ValueError(f"{name_or_path} is a {model.config.model_type} model, not OWLv2")
         version = checkpoint_version("owlv2", name_or_path)
-        return cls(model, processor, version=version, device=device)
+        return cls(model, processor, version=version, device=device, real=checkpoint_is_real(name_or_path))
 
     def ground(
         self,

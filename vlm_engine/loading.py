@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vlm_engine.config import ROLE_FIELDS, EngineConfig
+from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, EngineConfig
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -20,7 +20,8 @@ _CHECKPOINT_FILE_GROUPS = (
     ("tokenizer.json", "vocab.json"),
     _WEIGHT_FILES,
 )
-_TINY_NOTICE = "using the random-weight 'tiny' checkpoints — verdicts are meaningless."
+_TINY_NOTICE = ("using the random-weight 'tiny' checkpoints: what they produce is withheld as 'unavailable', "
+                "and scores from the tiny embedder are noise.")
 
 
 def engine_config_resolve(
@@ -57,6 +58,31 @@ def engine_config_resolve(
         return config, None
     notice = f"NOTICE: the {profile!r} models could not be loaded ({problem}); {_TINY_NOTICE}"
     return _tiny_config(config, settings), notice
+
+
+def roles_notice(roles_real: Mapping[str, bool]) -> str:
+    """One line for the operator: which roles run trained weights, and which random ones (output withheld)."""
+    real = [kind for kind, is_real in roles_real.items() if is_real]
+    random = [kind for kind, is_real in roles_real.items() if not is_real]
+    line = f"Roles with a real checkpoint: {', '.join(real) or 'none'}."
+    if random:
+        line += f" Random weights, output withheld as 'unavailable': {', '.join(random)}."
+    return line
+
+
+def config_roles_real(config: EngineConfig) -> dict[str, bool]:
+    """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
+    from vlm_engine.checkpoints import checkpoint_is_real
+
+    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator"}
+    real = {kinds[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
+    if config.reader == "rapidocr":
+        real["reader"] = True  # its models ship inside the rapidocr wheel
+    elif config.reader == "vlm" and "generator" in real:
+        real["reader"] = real["generator"]
+    if config.text:
+        real["text"] = config.text == PACKAGED_TEXT or checkpoint_is_real(config.text)
+    return real
 
 
 def hub_reachable(timeout_s: float) -> bool:
@@ -136,6 +162,10 @@ def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineCon
     else:
         fields = {key: value for key, value in settings.items() if key not in ROLE_FIELDS or value == ""}
         fields.pop("clip", None)  # CLIP cannot be disabled; "" means the default
+        # The OCR reader's models ship inside its package: it stays real when the hub is out of reach.
+        fields.setdefault("reader", config.reader)
+        # Likewise the packaged MiniLM; a hub text encoder that could not be loaded gives way to it.
+        fields["text"] = config.text if config.text in ("", PACKAGED_TEXT) else PACKAGED_TEXT
         tiny = EngineConfig.for_profile("tiny", tiny_dir=config.tiny_dir, device=config.device, **fields)
     if _uses_tiny_dir(tiny):
         tiny_checkpoints_write(tiny.tiny_dir)

@@ -10,6 +10,7 @@ import numpy as np
 
 from vlm_engine.clip import ClipRole
 from vlm_engine.learning.dataset import embeddings_pair
+from vlm_engine.text import TextTable
 from vlm_engine.types import Policy
 
 _Embedder = Callable[[list[Any]], np.ndarray]
@@ -32,6 +33,7 @@ class PromptTable:
 
     embeddings: np.ndarray
     columns: dict[str, tuple[list[int], int]]  # slug -> (label columns, how many are the category's)
+    text: TextTable | None = None  # the text role's reference texts, when the engine has one
 
 
 class ZeroShotScorer:

@@ -32,6 +32,7 @@ class Category:
     review_threshold: float = 0.5
     remove_threshold: float = 0.9
     description: str = ""
+    exemplars: tuple[str, ...] = ()  # short example texts of the category, for the text role
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Policy:
     version: str
     categories: tuple[Category, ...]
     benign_prompts: tuple[str, ...]
+    benign_exemplars: tuple[str, ...] = ()  # short texts that break no rule, for the text role
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class Analysis:
     policy order, `caption` describes the image, `ocr_text` is the text read from it (None
     when none was read), and `rationale` argues the verdict, kept only when some category's
     score reaches its review threshold.
+
+    `ocr_words` are the words the OCR reader found (every post with an image, when one is
+    configured), with boxes in original-image pixels; `ocr_text` then holds its lines.
+    `no_checkpoint` names the role kinds ("embedder", "grounder", "generator", "reader",
+    "text") that ran on random weights: what they produced is noise, not a finding.
     """
 
     key: str
@@ -72,6 +79,9 @@ class Analysis:
     caption: str | None = None
     ocr_text: str | None = None
     rationale: str | None = None
+    no_checkpoint: tuple[str, ...] = ()
+    real_roles: tuple[str, ...] = ()  # the role kinds with trained weights
+    ocr_words: tuple[Word, ...] = ()
 
 
 class EngineInputError(ValueError):
@@ -99,3 +109,12 @@ class Answer:
 
     question: str
     answer: str
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word read from an image, with its box in pixel coordinates (x0, y0, x1, y1)."""
+
+    text: str
+    box: tuple[float, float, float, float]
+    score: float

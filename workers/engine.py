@@ -76,7 +76,7 @@ def engine_start() -> str | None:
 def _engine_build() -> Engine:
     from vlm_engine.devices import device_problem
     from vlm_engine.engine import Engine
-    from vlm_engine.loading import engine_config_resolve
+    from vlm_engine.loading import engine_config_resolve, roles_notice
 
     s = moderation_settings
     problem = device_problem(s.DEVICE)
@@ -94,6 +94,7 @@ def _engine_build() -> Engine:
     engine = Engine.from_config(config)
     logger.info("Engine ready: profile=%s model=%s device=%s", config.profile, engine.model_version,
                 config.device)
+    logger.warning("%s", roles_notice(engine.roles_real()))
     return engine
 
 

@@ -9,6 +9,7 @@ from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
 from moderation.services.model_output import LABEL_LIMIT, BoxLimits, model_boxes_clean, model_text_clean
 from moderation.services.analysis import post_engine_inputs
+from moderation.services.explanations import unavailable_marker
 from moderation.services.requests import request_claim_batch, request_complete, request_fail
 from vlm_engine.engine import Engine
 from vlm_engine.types import EngineInputError
@@ -60,9 +61,19 @@ def _key(request: EngineRequest) -> str:
     return str(request.post_id) if request.post_id else str(request.pk)
 
 
+# The role each kind of request needs, and the result field it fills.
+_ROLE_OF_KIND = {Kind.QUESTION: ("generator", "answer"), Kind.GROUNDING: ("grounder", "groundings"),
+                 Kind.CAPTION: ("generator", "caption")}
+
+
 def _run_kind(engine: Engine, kind: str, group: Sequence[EngineRequest]) -> list[Any]:
     if kind == Kind.QUERY:
         return [{"embedding": list(engine.embed_query(r.params["query"]))} for r in group]
+    role, field = _ROLE_OF_KIND[Kind(kind)]
+    if engine.roles_real().get(role) is False:
+        # Random weights answer with noise: say so instead of presenting it as an answer.
+        empty: Any = [] if field == "groundings" else None
+        return [{field: empty, "unavailable": unavailable_marker(role)} for _ in group]
     inputs = post_engine_inputs(posts=[r.post for r in group])
     if kind == Kind.QUESTION:
         answers = engine.ask([(i, r.params["question"]) for i, r in zip(inputs, group)])

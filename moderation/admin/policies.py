@@ -39,6 +39,7 @@ class CategoryForm(forms.Form):
     prompts = LinesField(required=False)
     phrases = LinesField(required=False)
     questions = LinesField(required=False)
+    exemplars = LinesField(required=False, help_text="Short example texts of this category, one per line.")
     review_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
     remove_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
 
@@ -65,13 +66,14 @@ CategoryFormSet = forms.formset_factory(CategoryForm, formset=BaseCategoryFormSe
 class PolicyVersionForm(forms.Form):
     note = forms.CharField(max_length=255, required=False, help_text="What changed, for the version list.")
     benign_prompts = LinesField(required=False)
+    benign_exemplars = LinesField(required=False, help_text="Short texts that break no rule, one per line.")
 
 
 class CategoryInline(admin.StackedInline):
     model = Category
     extra = 0
     can_delete = False
-    fields = ["slug", "name", "description", "severity", "prompts", "phrases", "questions",
+    fields = ["slug", "name", "description", "severity", "prompts", "phrases", "questions", "exemplars",
               "review_threshold", "remove_threshold", "position"]
     readonly_fields = fields
 
@@ -92,11 +94,13 @@ def new_version_view(request: HttpRequest, object_id: int, *, site: admin.AdminS
     source = get_object_or_404(Policy, pk=object_id)
     data = request.POST if request.method == "POST" else None
     form = PolicyVersionForm(data, initial={"benign_prompts": source.benign_prompts,
+                                            "benign_exemplars": source.benign_exemplars,
                                             "note": f"from v{source.version}"})
     formset = CategoryFormSet(data, initial=_categories_initial(source), prefix="categories")
     if data is not None and form.is_valid() and formset.is_valid():
         categories = [f.cleaned_data for f in formset.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
         policy = policy_publish(categories=categories, benign_prompts=form.cleaned_data["benign_prompts"],
+                                benign_exemplars=form.cleaned_data["benign_exemplars"],
                                 note=form.cleaned_data["note"], created_by=request.user)
         messages.success(request, f"Published policy v{policy.version}; new analyses use it.")
         return redirect("admin:moderation_policy_change", policy.pk)
@@ -108,7 +112,7 @@ def new_version_view(request: HttpRequest, object_id: int, *, site: admin.AdminS
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
     list_display = ["version", "note", "created_at", "created_by"]
-    readonly_fields = ["version", "note", "benign_prompts", "created_at", "created_by"]
+    readonly_fields = ["version", "note", "benign_prompts", "benign_exemplars", "created_at", "created_by"]
     inlines = [CategoryInline]
     change_form_template = "moderation/admin/policy_change_form.html"
 

@@ -17,8 +17,9 @@ from moderation.admin.display import short_id
 from moderation.conf import moderation_settings
 from moderation.models import Category, EngineRequest, Post, PostState
 from moderation.selectors import engine_request_summary
-from moderation.selectors_reviews import (post_review_evidence, review_last_decision, review_neighbours,
-                                          review_outcome, review_queue_page, review_queue_summary)
+from moderation.selectors_reviews import (models_roles_latest, post_review_evidence, review_last_decision,
+                                          review_neighbours, review_outcome, review_queue_page,
+                                          review_queue_summary)
 from moderation.services.errors import ServiceError
 from moderation.services.requests import post_grounding_request, post_question_ask
 from moderation.services.reviews import review_claim_next, review_decide, review_undo
@@ -36,7 +37,8 @@ def post_review_url(post_id: Any) -> str:
 def queue_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     permission_require(request.user, VIEW_PERM)
     context = _context(request, site, "Review queue", summary=review_queue_summary(),
-                       rows=review_queue_page(), now=timezone.now(), can_review=can_review(request.user))
+                       rows=review_queue_page(), now=timezone.now(), can_review=can_review(request.user),
+                       roles=models_roles_latest())
     return TemplateResponse(request, "moderation/admin/queue.html", context)
 
 

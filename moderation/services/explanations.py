@@ -4,12 +4,23 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from moderation.conf import moderation_settings
-from moderation.services.model_output import BoxLimits, model_boxes_clean, model_text_clean
+from moderation.services.model_output import BoxLimits, model_boxes_clean, model_text_clean, model_words_clean
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 
 DECISION_WORDS = {"allow": "allowed", "review": "sent to review", "remove": "removed"}
 SUMMARY_BOXES = 3
+# Which role produced each explanation field: a role on random weights produced noise, which is
+# withheld and replaced by an `unavailable` marker. Scores stay (the verdict needs them) but are marked.
+FIELDS_BY_ROLE = {"embedder": ("scores",), "grounder": ("groundings",),
+                  "generator": ("caption", "answers", "rationale"), "reader": ("ocr_text", "ocr_words")}
+WITHHELD = {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "ocr_words": [],
+            "rationale": None}
+
+
+def unavailable_marker(role: str) -> str:
+    """What the API and the review page say instead of the output of a role without a real checkpoint."""
+    return f"unavailable: no checkpoint for {role}"
 
 
 def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verdict_decision: str,
@@ -28,16 +39,38 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verd
         for c in policy.categories
     ]
     rows.sort(key=lambda r: r["score"], reverse=True)
-    evidence = _evidence(result, image_size=image_size)
+    unavailable = _unavailable(result)
+    evidence = {**_evidence(result, image_size=image_size), **{k: v for k, v in WITHHELD.items() if k in unavailable}}
+    summary = explanation_summary(rows, verdict_decision, evidence)
+    real = list(result.real_roles) if result is not None else []
+    summary += _random_scores_sentence(unavailable, real)
     # The policy version is the same integer everywhere (API, events, webhooks); the engine's
     # Policy carries it as a string.
     return {"policy_version": int(policy.version), "scores": rows, **evidence,
-            "nearest_examples": [], "summary": explanation_summary(rows, verdict_decision, evidence)}
+            "nearest_examples": [], "unavailable": unavailable,
+            "roles": {"real": real, "no_checkpoint": list(result.no_checkpoint) if result is not None else []},
+            "summary": summary}
+
+
+def _random_scores_sentence(unavailable: Mapping[str, str], real: list[str]) -> str:
+    if "scores" not in unavailable:
+        return ""
+    if "text" in real:
+        return (" The image side of these scores comes from an embedder with random weights (no checkpoint for"
+                " embedder); only their text side, from the text role, is a finding.")
+    return (" These scores come from an embedder with random weights (no checkpoint for embedder):"
+            " they are not a finding.")
+
+
+def _unavailable(result: EngineAnalysis | None) -> dict[str, str]:
+    """Explanation field -> marker, for each field a role without a real checkpoint would have filled."""
+    missing = result.no_checkpoint if result is not None else ()
+    return {field: unavailable_marker(role) for role in missing for field in FIELDS_BY_ROLE.get(role, ())}
 
 
 def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | None) -> dict[str, Any]:
     if result is None:
-        return {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "rationale": None}
+        return dict(WITHHELD)
     s = moderation_settings
     width, height = image_size if image_size else (None, None)
     groundings = model_boxes_clean(
@@ -46,8 +79,11 @@ def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | No
                                         merge_iou=s.BOX_MERGE_IOU))
     answers = [{"question": model_text_clean(a.question), "answer": model_text_clean(a.answer)}
                for a in result.answers]
+    words = model_words_clean([{"text": w.text, "box": w.box, "score": w.score} for w in result.ocr_words],
+                              width=width, height=height)
     return {"groundings": groundings, "answers": answers, "caption": model_text_clean(result.caption),
-            "ocr_text": model_text_clean(result.ocr_text), "rationale": model_text_clean(result.rationale)}
+            "ocr_text": model_text_clean(result.ocr_text), "ocr_words": words,
+            "rationale": model_text_clean(result.rationale)}
 
 
 def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Mapping[str, Any]) -> str:

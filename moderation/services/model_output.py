@@ -73,6 +73,22 @@ def model_boxes_clean(groundings: Sequence[Mapping[str, Any]], *, width: int | N
     return kept
 
 
+# Words kept per image: a meme holds a few dozen; a screenshot of a page is not worth more.
+MAX_OCR_WORDS = 300
+
+
+def model_words_clean(words: Sequence[Mapping[str, Any]], *, width: int | None, height: int | None
+                      ) -> list[dict[str, Any]]:
+    """OCR words in reading order: text cleaned, boxes clipped to the image, empty ones dropped, capped."""
+    kept = []
+    for word in words[:MAX_OCR_WORDS]:
+        box = _box_clean({"phrase": word.get("text"), "box": word.get("box"), "score": word.get("score")},
+                         width=width, height=height)
+        if box is not None and box["phrase"]:
+            kept.append({"text": box["phrase"], "box": box["box"], "score": box["score"]})
+    return kept
+
+
 def _box_clean(grounding: Mapping[str, Any], *, width: int | None, height: int | None) -> dict[str, Any] | None:
     try:
         x0, y0, x1, y1 = (float(v) for v in grounding["box"])

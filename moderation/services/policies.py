@@ -12,7 +12,7 @@ from vlm_engine.types import Category as EngineCategory
 from vlm_engine.types import Policy as EnginePolicy
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "default_policy.json"
-CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrases", "questions",
+CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrases", "questions", "exemplars",
                    "review_threshold", "remove_threshold")
 
 
@@ -22,12 +22,13 @@ def default_policy_data() -> dict[str, Any]:
 
 @transaction.atomic
 def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: Iterable[str],
-                   note: str = "", created_by: Any = None) -> Policy:
+                   benign_exemplars: Iterable[str] = (), note: str = "", created_by: Any = None) -> Policy:
     """Write a new policy version; earlier versions are never changed."""
     # Locking the newest row serialises concurrent publishes on the version number.
     latest = Policy.objects.select_for_update().order_by("-version").first()
     policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
-                                   benign_prompts=list(benign_prompts), note=note, created_by=created_by)
+                                   benign_prompts=list(benign_prompts), benign_exemplars=list(benign_exemplars),
+                                   note=note, created_by=created_by)
     Category.objects.bulk_create(
         Category(policy=policy, position=i, **{f: c[f] for f in CATEGORY_FIELDS if f in c})
         for i, c in enumerate(categories)
@@ -41,7 +42,7 @@ def policy_active() -> Policy:
     if policy is None:
         data = default_policy_data()
         policy = policy_publish(categories=data["categories"], benign_prompts=data["benign_prompts"],
-                                note=data["note"])
+                                benign_exemplars=data["benign_exemplars"], note=data["note"])
     return policy
 
 
@@ -60,9 +61,10 @@ def _engine_policy_build(policy: Policy) -> EnginePolicy:
     categories = tuple(
         EngineCategory(slug=c.slug, name=c.name, description=c.description, severity=c.severity,
                        prompts=tuple(c.prompts), phrases=tuple(c.phrases), questions=tuple(c.questions),
-                       review_threshold=c.review_threshold, remove_threshold=c.remove_threshold)
+                       exemplars=tuple(c.exemplars), review_threshold=c.review_threshold,
+                       remove_threshold=c.remove_threshold)
         for c in policy.categories.order_by("position", "slug")
     )
     return EnginePolicy(version=str(policy.version), categories=categories,
-                        benign_prompts=tuple(policy.benign_prompts))
+                        benign_prompts=tuple(policy.benign_prompts), benign_exemplars=tuple(policy.benign_exemplars))
 

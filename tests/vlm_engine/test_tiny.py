@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +57,26 @@ def test_tiny_words_are_single_tokens(tiny_clip_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_clip_dir))
     lengths = {word: len(tokenizer(word)["input_ids"]) for word in TINY_WORDS}
     assert lengths == dict.fromkeys(TINY_WORDS, 3)  # <|startoftext|> word <|endoftext|>
+
+
+def test_tiny_checkpoints_are_marked_random_and_load_as_not_real(tiny_dir: Path, tmp_path: Path) -> None:
+    from vlm_engine.checkpoints import RANDOM_WEIGHTS_MARKER, checkpoint_is_real
+    from vlm_engine.clip import ClipRole
+
+    assert [checkpoint_is_real(str(tiny_dir / sub)) for sub in ("clip", "owlv2", "generator")] == [False] * 3
+    assert json.loads((tiny_dir / "clip" / RANDOM_WEIGHTS_MARKER).read_text()) == {
+        "random_weights": True, "model_type": "clip"}
+    # The same files under another name are still random: the marker decides, not the path.
+    renamed = tmp_path / "openai-clip-vit-base-patch32"
+    shutil.copytree(tiny_dir / "clip", renamed)
+    assert ClipRole.load(str(renamed), device="cpu", dtype="float32").real is False
+    (renamed / RANDOM_WEIGHTS_MARKER).unlink()
+    assert ClipRole.load(str(renamed), device="cpu", dtype="float32").real is True
+
+
+def test_an_unmarked_older_tiny_checkpoint_is_rewritten_with_the_marker(tmp_path: Path) -> None:
+    from vlm_engine.checkpoints import RANDOM_WEIGHTS_MARKER
+
+    clip = tiny_clip_write(tmp_path)
+    (clip / RANDOM_WEIGHTS_MARKER).unlink()
+    assert (tiny_clip_write(tmp_path) / RANDOM_WEIGHTS_MARKER).is_file()

@@ -109,10 +109,11 @@ def test_ad_hoc_requests_and_search_through_the_real_worker(live_server, start_w
                    message=f"{kind} answered; log:\n{worker.log()[-3000:]}")
     results = {kind: requests.get(url, headers=headers, timeout=30).json() for kind, url in urls.items()}
     assert {k: r["status"] for k, r in results.items()} == dict.fromkeys(asks, "done")
-    assert isinstance(results["questions"]["result"]["answer"], str)
-    assert isinstance(results["captions"]["result"]["caption"], str)
-    for box in results["groundings"]["result"]["groundings"]:
-        assert box["phrase"] in {"young person", "bat"} and len(box["box"]) == 4
+    # The worker runs the tiny random-weight roles: their output is withheld, not shown as an answer.
+    assert {k: r["result"] for k, r in results.items()} == {
+        "questions": {"answer": None, "unavailable": "unavailable: no checkpoint for generator"},
+        "groundings": {"groundings": [], "unavailable": "unavailable: no checkpoint for grounder"},
+        "captions": {"caption": None, "unavailable": "unavailable: no checkpoint for generator"}}
     assert "+owlv2:" in results["groundings"]["model_version"]
     detail = requests.get(post_url, headers=headers, timeout=30).json()
     assert sorted(r["kind"] for r in detail["requests"]) == ["caption", "grounding", "question"]

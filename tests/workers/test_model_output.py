@@ -59,11 +59,12 @@ def test_bad_output_of_one_post_never_abandons_its_batch(tiny_engine, monkeypatc
     engine = CorruptingEngine(tiny_engine, {
         str(nul.pk): {"caption": "a cat\x00 on\x07 a mat\u202e", "rationale": "x" * 50_000,
                       "answers": (Answer(question="Is there a weapon?", answer="no\x00\x1b[31m"),),
-                      "model_version": "tiny\x00"},
+                      "model_version": "tiny\x00", "no_checkpoint": ()},  # as if from real roles
         str(nan.pk): {"scores": {"hate": float("nan"), "harassment": 0.1}},
         str(boxes.pk): {"groundings": (Grounding(phrase="noose", box=(-50.0, -10.0, 30.0, 20.0), score=0.9),
                                        Grounding(phrase="noose", box=(500.0, 500.0, 900.0, 900.0), score=0.8),
-                                       Grounding(phrase="noose", box=(0.0, 0.0, float("inf"), 9.0), score=0.7))},
+                                       Grounding(phrase="noose", box=(0.0, 0.0, float("inf"), 9.0), score=0.7)),
+                        "no_checkpoint": ()},
     })
     decide = analysis_services.analysis_decide
 
@@ -116,7 +117,7 @@ def test_nul_in_generated_text_reaches_postgresql_clean(tiny_engine):  # type: i
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL is the database that refuses NUL in JSON text")
     post = post_with_image()
-    engine = CorruptingEngine(tiny_engine, {str(post.pk): {"ocr_text": "\x00" * 3 + "HATE\x00"}})
+    engine = CorruptingEngine(tiny_engine, {str(post.pk): {"ocr_text": "\x00" * 3 + "HATE\x00", "no_checkpoint": ()}})
 
     batches_drain(engine=lambda: engine, batch_size=4, worker="w")
 
@@ -129,6 +130,9 @@ class FakeAdHocEngine:
     """Answers ad-hoc requests the way a misbehaving generator and grounder can."""
 
     model_version = "fake\x00"
+
+    def roles_real(self):  # type: ignore[no-untyped-def]
+        return {"embedder": True, "grounder": True, "generator": True}  # real roles, misbehaving
 
     def ask(self, pairs):  # type: ignore[no-untyped-def]
         return [Answer(question=q, answer="yes\x00\x1b") for _, q in pairs]
