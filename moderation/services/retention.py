@@ -9,7 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, PostEvent, WebhookDelivery
+from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, WebhookDelivery
+from moderation.services.lifecycle import RETENTION, Move, post_transition
 
 PURGE_BATCH = 500
 # Explanation fields written from the image or the text: what was read, described, answered or argued.
@@ -44,16 +45,16 @@ def _purge(posts: list[Post], *, anonymize: bool) -> None:
     for post in posts:
         if post.image:
             post.image.delete(save=False)  # the file goes; the row keeps its hash and size
-        post.text, post.content_deleted_at = "", now
-        if anonymize:
-            post.external_id, post.metadata = None, {}
-    fields = ["image", "text", "content_deleted_at", "updated_at"] + (["external_id", "metadata"] if anonymize else [])
+    cleared: dict[str, Any] = {"image": "", "text": "", "content_deleted_at": now, "updated_at": now}
+    if anonymize:
+        cleared.update(external_id=None, metadata={})
     with transaction.atomic():
-        Post.objects.bulk_update(posts, fields)
-        _derived_content_purge(post_ids=[p.pk for p in posts], anonymize=anonymize)
-        PostEvent.objects.bulk_create(
-            PostEvent(post=p, from_state=p.state, to_state=p.state, actor="retention",
-                      detail={"content_deleted": True, "anonymized": anonymize}) for p in posts)
+        # Locked, so each event names the state the post is really in.
+        held = list(Post.objects.select_for_update().filter(pk__in=[p.pk for p in posts]).only("id", "state"))
+        post_transition(moves=[Move(post_id=p.pk, from_state=p.state, to_state=p.state,
+                                    detail={"content_deleted": True, "anonymized": anonymize}) for p in held],
+                        actor=RETENTION, updates=cleared)
+        _derived_content_purge(post_ids=[p.pk for p in held], anonymize=anonymize)
 
 
 def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
