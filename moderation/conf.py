@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_CLAIM_MINUTES": 10,
     "REVIEW_ESCALATE_BOOST": 1.0,
     "REVIEW_UNDO_SECONDS": 30,
+    # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
+    "NOTICE_PRIORITY_BOOST": 1.0,
     # Ad-hoc requests: caps on what a client may ask of one post.
     "MAX_QUESTION_LENGTH": 500,
     "MAX_PHRASES": 20,

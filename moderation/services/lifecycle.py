@@ -29,6 +29,7 @@ class ActorKind:
 class Effect:
     WAKE = "wake"  # ask a GPU worker to look for queued posts, after commit
     WEBHOOK = "webhook"  # record a delivery of the post's new state for its client
+    NOTICES = "notices"  # answer the post's open notices with the decision, and tell their notifiers
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     _row("remove", [S.ANALYZING], S.REMOVED, [K.WORKER], [E.WEBHOOK]),
     _row("retry", [S.ANALYZING], S.QUEUED, [K.WORKER, K.SWEEPER], [E.WAKE]),
     _row("fail", [S.ANALYZING], S.FAILED, [K.WORKER, K.SWEEPER], [E.WEBHOOK]),
-    _row("review", [S.NEEDS_REVIEW], S.REVIEWED, [K.REVIEWER], [E.WEBHOOK]),
+    _row("review", [S.NEEDS_REVIEW], S.REVIEWED, [K.REVIEWER], [E.WEBHOOK, E.NOTICES]),
     # A reviewer's claim, an escalation and the undo of an escalation keep the post in review.
     _row("review_hold", [S.NEEDS_REVIEW], S.NEEDS_REVIEW, [K.REVIEWER]),
     _row("review_undo", [S.REVIEWED], S.NEEDS_REVIEW, [K.REVIEWER]),
+    # A notice (DSA Art. 16) about an allowed post sends it to a person; one about a post in review keeps it there.
+    _row("notice", [S.ALLOWED, S.NEEDS_REVIEW], S.NEEDS_REVIEW, [K.CLIENT]),
     _row("purge", ALL_STATES, SAME, [K.RETENTION]),
 )
 del S, K, E
@@ -172,6 +175,11 @@ def _effects_run(*, moved: Sequence[Move], rows: Mapping[Any, Transition], event
     told = [m.post_id for m in moved if Effect.WEBHOOK in rows[m.post_id].effects]
     if told:
         webhook_deliveries_create(post_ids=told, event_key=event_key)
+    answered = {m.post_id: m.detail.get("decision") for m in moved if Effect.NOTICES in rows[m.post_id].effects}
+    if answered:
+        # Imported here: notices move posts through this module, so it cannot import them at load.
+        from moderation.services.notices import notices_decide
+        notices_decide(post_ids=list(answered), decisions=answered)
 
 
 def post_submitted_event(*, post: Post) -> PostEvent:

@@ -9,8 +9,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Category, Post, PostState, ReviewDecision
-from moderation.selectors_reviews import review_outcome, review_queue
+from moderation.models import Post, PostState, ReviewDecision
+from moderation.selectors_reviews import review_category_slugs, review_outcome, review_queue
 from moderation.services.errors import ServiceError
 from moderation.services.lifecycle import Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
@@ -60,14 +60,6 @@ def _decision_check(*, post: Post, verdict: str, category: str, reason: str) -> 
         raise ServiceError("decision_incomplete", "A violating decision needs a category and a reason.")
     if verdict == Verdict.VIOLATING and category not in review_category_slugs(post=post):
         raise ServiceError("category_invalid", f"{category!r} is not a category of the post's policy.")
-
-
-def review_category_slugs(*, post: Post) -> list[str]:
-    """The categories a reviewer may choose: those of the policy version that judged the post."""
-    analysis = post.current_analysis
-    qs = Category.objects.filter(policy_id=analysis.policy_id) if analysis else Category.objects.filter(
-        policy=Category.objects.order_by("-policy__version").values("policy")[:1])
-    return list(qs.order_by("position", "slug").values_list("slug", flat=True))
 
 
 def _locked_for_decision(*, post: Post, reviewer: Any, now: datetime) -> Post:

@@ -151,6 +151,21 @@ def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None 
     return len(posts)
 
 
+def webhook_event_deliveries_create(*, events: Iterable[tuple[Post, str, dict[str, Any]]]) -> int:
+    """Record one delivery per ``(post, event_key, payload)`` for posts whose client has an active
+    endpoint (a notifier's outcome, say); an event key already recorded is ignored."""
+    events = list(events)
+    endpoints = dict(WebhookEndpoint.objects.filter(client_id__in={p.client_id for p, _, _ in events}, is_active=True)
+                     .values_list("client_id", "pk"))
+    deliveries = [WebhookDelivery(post=p, endpoint_id=endpoints[p.client_id], post_state=p.state, event_key=key,
+                                  payload=payload) for p, key, payload in events if p.client_id in endpoints]
+    if not deliveries:
+        return 0
+    WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    task_send_on_commit(moderation_settings.WEBHOOK_TASK, queue=moderation_settings.DEFAULT_QUEUE)
+    return len(deliveries)
+
+
 def webhook_signature(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Standard Webhooks signature: HMAC-SHA256 over "id.timestamp.body", base64, "v1," prefix."""
     key = base64.b64decode(secret.removeprefix("whsec_"))

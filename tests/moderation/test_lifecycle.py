@@ -48,7 +48,7 @@ def table_edges() -> set[tuple[str, str, str, frozenset[str]]]:
 
 def test_the_readme_diagram_is_the_transition_table():  # type: ignore[no-untyped-def]
     assert readme_edges() == table_edges()
-    assert len(table_edges()) == 11
+    assert len(table_edges()) == 13
 
 
 def test_each_move_by_each_kind_of_actor_has_at_most_one_row():  # type: ignore[no-untyped-def]
