@@ -62,6 +62,13 @@ class Category(models.Model):
     review_threshold = models.FloatField(default=0.5)
     remove_threshold = models.FloatField(default=0.9)
     position = models.PositiveSmallIntegerField(default=0)
+    # For statements of reasons: the DSA Transparency Database's category (a STATEMENT_CATEGORY_* key)
+    # and ground; an illegal-content ground needs the legal provision relied on.
+    dsa_category = models.CharField(max_length=64, default="STATEMENT_CATEGORY_OTHER_VIOLATION_TC")
+    dsa_ground = models.CharField(max_length=40, default="DECISION_GROUND_INCOMPATIBLE_CONTENT", choices=[
+        ("DECISION_GROUND_INCOMPATIBLE_CONTENT", "incompatible with the terms"),
+        ("DECISION_GROUND_ILLEGAL_CONTENT", "illegal content")])
+    legal_ground = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["policy", "position", "slug"]

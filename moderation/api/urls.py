@@ -7,6 +7,7 @@ from moderation.api.posts import PostDetailApi, PostsApi
 from moderation.api.requests import (PostCaptionApi, PostGroundingApi, PostQuestionApi, RequestDetailApi,
                                      SearchApi)
 from moderation.api.schema import DocsApi, SchemaApi
+from moderation.api.statements import PostStatementApi
 from moderation.api.webhooks import WebhookApi
 
 urlpatterns = [
@@ -16,6 +17,7 @@ urlpatterns = [
     path("posts/<str:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
     path("posts/<str:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
     path("posts/<str:post_id>/notices/", PostNoticesApi.as_view(), name="post-notices"),
+    path("posts/<str:post_id>/statement/", PostStatementApi.as_view(), name="post-statement"),
     path("requests/<str:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
     path("search/", SearchApi.as_view(), name="search"),
     path("webhook/", WebhookApi.as_view(), name="webhook"),

@@ -14,6 +14,8 @@ from moderation.services.lifecycle import RETENTION, Move, post_transition
 
 PURGE_BATCH = 500
 # Explanation fields written from the image or the text: what was read, described, answered or argued.
+STATEMENT_TEXT_FIELDS = ("decision_facts", "incompatible_content_explanation", "illegal_content_explanation")
+STATEMENT_TEXT_PURGED = "(deleted with the content)"
 DERIVED_EXPLANATION_FIELDS: dict[str, Any] = {"answers": [], "caption": None, "ocr_text": None, "rationale": None, "summary": ""}
 
 
@@ -64,8 +66,17 @@ def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
     Analysis.objects.bulk_update(analyses, ["explanation"])
     EngineRequest.objects.filter(post_id__in=post_ids).update(params={}, result=None)
     IdempotencyRecord.objects.filter(response_body__id__in=[str(pk) for pk in post_ids]).delete()
+    deliveries = list(WebhookDelivery.objects.filter(post_id__in=post_ids).only("id", "payload"))
+    for delivery in deliveries:
+        delivery.payload = _payload_purged(delivery.payload, anonymize=anonymize)
+    WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+
+
+def _payload_purged(payload: dict[str, Any], *, anonymize: bool) -> dict[str, Any]:
+    # A statement of reasons quotes the summary and the reviewer's reason, which may quote the content.
+    if payload.get("statement"):
+        payload = {**payload, "statement": {**payload["statement"], **{
+            k: STATEMENT_TEXT_PURGED for k in STATEMENT_TEXT_FIELDS if k in payload["statement"]}}}
     if anonymize:
-        deliveries = list(WebhookDelivery.objects.filter(post_id__in=post_ids).only("id", "payload"))
-        for delivery in deliveries:
-            delivery.payload = {**delivery.payload, "post": {**delivery.payload.get("post", {}), "external_id": None}}
-        WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+        payload = {**payload, "post": {**payload.get("post", {}), "external_id": None}}
+    return payload

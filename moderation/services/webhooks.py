@@ -26,6 +26,7 @@ from moderation.dispatch import task_send_on_commit
 from moderation.models import Post, WebhookDelivery, WebhookEndpoint
 from moderation.selectors_reviews import review_summary
 from moderation.services.errors import ServiceError
+from moderation.services.statements import statement_for_post
 
 SIGNATURE_VERSION = "v1"
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def webhook_payload(*, post: Post) -> dict[str, Any]:
                  "top_category": analysis.top_category if analysis else None,
                  "scores": analysis.scores if analysis else {}, "review": review,
                  "error": post.last_error or None},
+        "statement": statement_for_post(post=post),
     }
 
 
