@@ -142,7 +142,7 @@ def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None 
     """Record one delivery for each post's current state, once per ``event_key`` (default: the
     state itself, so each final state is told once); duplicates are ignored."""
     posts = list(Post.objects.filter(pk__in=list(post_ids), client__moderation_webhook__is_active=True)
-                 .select_related("current_analysis", "client__moderation_webhook"))
+                 .select_related("current_analysis__policy", "client__moderation_webhook"))
     if not posts:
         return 0
     WebhookDelivery.objects.bulk_create(
