@@ -80,6 +80,12 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_CLAIM_MINUTES": 10,
     "REVIEW_ESCALATE_BOOST": 1.0,
     "REVIEW_UNDO_SECONDS": 30,
+    # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
+    "NOTICE_PRIORITY_BOOST": 1.0,
+    # Member states a removal applies in, as statements of reasons name them (ISO codes; default: the EU).
+    "STATEMENT_TERRITORIAL_SCOPE": ["AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR",
+                                    "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI",
+                                    "SK"],
     # Ad-hoc requests: caps on what a client may ask of one post.
     "MAX_QUESTION_LENGTH": 500,
     "MAX_PHRASES": 20,

@@ -69,6 +69,13 @@ class Category(models.Model):
     review_threshold = models.FloatField(default=0.5)
     remove_threshold = models.FloatField(default=0.9)
     position = models.PositiveSmallIntegerField(default=0)
+    # For statements of reasons: the DSA Transparency Database's category (a STATEMENT_CATEGORY_* key)
+    # and ground; an illegal-content ground needs the legal provision relied on.
+    dsa_category = models.CharField(max_length=64, default="STATEMENT_CATEGORY_OTHER_VIOLATION_TC")
+    dsa_ground = models.CharField(max_length=40, default="DECISION_GROUND_INCOMPATIBLE_CONTENT", choices=[
+        ("DECISION_GROUND_INCOMPATIBLE_CONTENT", "incompatible with the terms"),
+        ("DECISION_GROUND_ILLEGAL_CONTENT", "illegal content")])
+    legal_ground = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["policy", "position", "slug"]
@@ -420,3 +427,43 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Notice(models.Model):
+    """A notice about a post (DSA Art. 16, 22): who reports it, under which category and why.
+
+    Only what the client sends is stored; ``reporter_reference`` is the client's own handle for
+    the notifier, never a name or address the app asks for.
+    """
+
+    class ReporterType(models.TextChoices):
+        USER = "user"
+        TRUSTED_FLAGGER = "trusted_flagger"
+        AUTHORITY = "authority"
+
+    class Outcome(models.TextChoices):
+        RESTRICTED = "restricted"  # removed by the engine, or found violating by a reviewer
+        NO_ACTION = "no_action"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by (post, created_at) below.
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="notices", db_index=False)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                               db_index=False)
+    reporter_type = models.CharField(max_length=16, choices=ReporterType.choices)
+    reporter_reference = models.CharField(max_length=255, blank=True)
+    category = models.CharField(max_length=64)
+    explanation = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # The reviewer's decision that answered it (none when the engine's removal did).
+    decision = models.ForeignKey("ReviewDecision", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="+")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["post", "created_at"], name="moderation_notice_post")]
+
+    def __str__(self) -> str:
+        return f"{self.reporter_type} notice on {self.post_id}"

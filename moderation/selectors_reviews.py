@@ -8,7 +8,8 @@ from typing import Any
 from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
 from django.utils import timezone
 
-from moderation.models import Analysis, EngineRequest, Post, PostEvent, PostState, ReviewDecision
+from moderation.models import Analysis, Category, EngineRequest, Post, PostEvent, PostState, ReviewDecision
+from moderation.selectors_notices import notice_counts
 
 # Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
 QUEUE_COUNT_CAP = 1000
@@ -179,6 +180,7 @@ def post_review_evidence(*, post: Post) -> dict[str, Any]:
                    for e in PostEvent.objects.filter(post=post).order_by("created_at", "id")],
         "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),
         "requests": list(EngineRequest.objects.filter(post=post).order_by("-created_at")[:10]),
+        "notice_counts": notice_counts(post=post),
     }
 
 
@@ -212,3 +214,11 @@ def _score_rows(analysis: Any) -> list[dict[str, Any]]:
 def review_last_decision(*, reviewer: Any) -> ReviewDecision | None:
     """The reviewer's latest row in the ledger (the one ``u`` would undo)."""
     return ReviewDecision.objects.filter(reviewer=reviewer).order_by("-created_at", "-id").first()
+
+
+def review_category_slugs(*, post: Post) -> list[str]:
+    """The categories a reviewer may choose: those of the policy version that judged the post."""
+    analysis = post.current_analysis
+    qs = Category.objects.filter(policy_id=analysis.policy_id) if analysis else Category.objects.filter(
+        policy=Category.objects.order_by("-policy__version").values("policy")[:1])
+    return list(qs.order_by("position", "slug").values_list("slug", flat=True))

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from django.urls import path
 from moderation.api.images import PostImageApi, PostThumbnailApi
+from moderation.api.notices import PostNoticesApi
 from moderation.api.posts import PostDetailApi, PostsApi
 from moderation.api.requests import (PostCaptionApi, PostGroundingApi, PostQuestionApi, RequestDetailApi,
                                      SearchApi)
 from moderation.api.schema import DocsApi, SchemaApi
+from moderation.api.statements import PostStatementApi
 from moderation.api.webhooks import WebhookApi
 
 urlpatterns = [
@@ -17,6 +19,8 @@ urlpatterns = [
     path("posts/<str:post_id>/questions/", PostQuestionApi.as_view(), name="post-questions"),
     path("posts/<str:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
     path("posts/<str:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
+    path("posts/<str:post_id>/notices/", PostNoticesApi.as_view(), name="post-notices"),
+    path("posts/<str:post_id>/statement/", PostStatementApi.as_view(), name="post-statement"),
     path("requests/<str:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
     path("search/", SearchApi.as_view(), name="search"),
     path("webhook/", WebhookApi.as_view(), name="webhook"),

@@ -28,7 +28,7 @@ def default_exemplars_fill(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-    dependencies = [("moderation", "0013_engine_request_origin")]
+    dependencies = [("moderation", "0016_due_process")]
     operations = [
         migrations.AddField(model_name="policy", name="benign_exemplars",
                             field=models.JSONField(blank=True, default=list)),

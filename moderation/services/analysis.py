@@ -6,21 +6,21 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from django.db import transaction
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import analysis_wakeup
-from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, PostEvent, PostState
+from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, PostState
 from moderation.services.explanations import explanation_build
+from moderation.services.lifecycle import SWEEPER, Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
 from moderation.services.model_output import LABEL_LIMIT, ModelOutputInvalid, model_scores_clean, model_text_clean
 from moderation.services.policies import policy_for_engine
-from moderation.services.webhooks import webhook_deliveries_create
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
@@ -36,12 +36,8 @@ class Verdict:
     risk: float
 
 
-def _events(posts: Iterable[Post], *, from_state: str, to_state: str, actor: str,
-            detail: dict | None = None) -> None:
-    PostEvent.objects.bulk_create(
-        PostEvent(post_id=p.pk, from_state=from_state, to_state=to_state, actor=actor, detail=detail or {})
-        for p in posts
-    )
+def _moves(post_ids: Iterable[Any], *, from_state: str, to_state: str, detail: dict | None = None) -> list[Move]:
+    return [Move(post_id=pk, from_state=from_state, to_state=to_state, detail=detail or {}) for pk in post_ids]
 
 
 @transaction.atomic
@@ -59,13 +55,12 @@ def post_claim_batch(*, limit: int, worker: str, charge: bool = True) -> tuple[u
            or _ids_locked(queued, limit=limit))
     if not ids:
         return token, []
-    # Conditional on the state, so a post claimed elsewhere meanwhile is not taken twice.
-    Post.objects.filter(id__in=ids, state=PostState.QUEUED).update(
-        state=PostState.ANALYZING, claim_token=token, claimed_at=timezone.now(), claimed_by=worker,
-        attempts=F("attempts") + int(charge))
-    posts = list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
-    _events(posts, from_state=PostState.QUEUED, to_state=PostState.ANALYZING, actor=worker)
-    return token, posts
+    # The rows are locked (SKIP LOCKED), and the UPDATE is conditional on the state besides.
+    post_transition(moves=_moves(ids, from_state=PostState.QUEUED, to_state=PostState.ANALYZING),
+                    actor=Actor.worker(worker),
+                    updates={"claim_token": token, "claimed_at": timezone.now(), "claimed_by": worker,
+                             "attempts": F("attempts") + int(charge)})
+    return token, list(Post.objects.filter(claim_token=token, state=PostState.ANALYZING).order_by("created_at"))
 
 
 def _ids_locked(qs: QuerySet[Post], *, limit: int) -> list[uuid.UUID]:
@@ -159,37 +154,27 @@ def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[Engin
         analyses.append(analysis)
         posts.append(post)
     Analysis.objects.bulk_create(analyses)
-    _posts_conclude(posts=posts, analyses=analyses, token=token)
-    PostEvent.objects.bulk_create(
-        PostEvent(post_id=p.pk, from_state=PostState.ANALYZING, to_state=p.state, actor=worker,
-                  detail={"decision": a.decision, "policy_version": policy.version})
-        for p, a in zip(posts, analyses)
-    )
-    webhook_deliveries_create(post_ids=[p.pk for p in posts])
+    _posts_conclude(posts=posts, analyses=analyses, token=token, worker=worker, policy_version=policy.version)
     return analyses
 
 
-def _posts_conclude(*, posts: Sequence[Post], analyses: Sequence[Analysis], token: uuid.UUID) -> None:
+def _posts_conclude(*, posts: Sequence[Post], analyses: Sequence[Analysis], token: uuid.UUID, worker: str,
+                    policy_version: int) -> None:
     """Point each post at its new analysis and move it to the decided state.
 
-    One UPDATE per resulting state (three at most) that reads the analysis id and risk from
-    the rows just inserted for this claim; ``bulk_update`` would build a CASE per post and
-    field, which costs more CPU than the rest of the batch's bookkeeping together.
+    One UPDATE per resulting state (three at most) that reads the analysis id and risk (severity ×
+    confidence; the queue adds age when it reads) from the rows just inserted for this claim;
+    ``bulk_update`` would build a CASE per post and field, which costs more CPU than the rest of
+    the batch's bookkeeping together.
     """
-    now = timezone.now()
-    by_state: dict[str, list[uuid.UUID]] = {}
-    for post, analysis in zip(posts, analyses):
-        post.state = STATE_BY_DECISION[Decision(analysis.decision)]
-        post.current_analysis = analysis
-        post.claim_token, post.last_error, post.updated_at = None, "", now
-        post.review_priority = analysis.risk  # severity × confidence; the queue adds age when it reads
-        by_state.setdefault(post.state, []).append(post.pk)
+    moves = [Move(post_id=p.pk, from_state=PostState.ANALYZING, to_state=STATE_BY_DECISION[Decision(a.decision)],
+                  detail={"decision": a.decision, "policy_version": policy_version})
+             for p, a in zip(posts, analyses)]
     this_claim = Analysis.objects.filter(post_id=OuterRef("pk"), claim_token=token)
-    for state, ids in by_state.items():
-        Post.objects.filter(pk__in=ids).update(
-            state=state, current_analysis_id=Subquery(this_claim.values("id")[:1]),
-            review_priority=Subquery(this_claim.values("risk")[:1]), claim_token=None, last_error="",
-            updated_at=now)
+    post_transition(moves=moves, actor=Actor.worker(worker), where=Q(claim_token=token),
+                    updates={"current_analysis_id": Subquery(this_claim.values("id")[:1]),
+                             "review_priority": Subquery(this_claim.values("risk")[:1]),
+                             "claim_token": None, "last_error": ""})
 
 
 def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_policy: EnginePolicy,
@@ -229,36 +214,25 @@ def post_attempt_fail(*, token: uuid.UUID, post_id: uuid.UUID, error: str, worke
     exhausted = permanent or post.attempts >= moderation_settings.MAX_ATTEMPTS
     new_state = PostState.FAILED if exhausted else PostState.QUEUED
     error = model_text_clean(error) or "unknown error"
-    Post.objects.filter(pk=post.pk).update(state=new_state, claim_token=None, last_error=error,
-                                           updated_at=timezone.now())
-    _events([post], from_state=PostState.ANALYZING, to_state=new_state, actor=worker,
-            detail={"error": error[:500], "attempt": post.attempts})
-    if new_state == PostState.QUEUED:
-        analysis_wakeup()
-    else:
-        webhook_deliveries_create(post_ids=[post.pk])
+    post_transition(moves=_moves([post.pk], from_state=PostState.ANALYZING, to_state=new_state,
+                                 detail={"error": error[:500], "attempt": post.attempts}),
+                    actor=Actor.worker(worker), where=Q(claim_token=token),
+                    updates={"claim_token": None, "last_error": error})
     return new_state
 
 
 @transaction.atomic
-def post_release_claims(*, posts: QuerySet[Post], actor: str, reason: str) -> int:
+def post_release_claims(*, posts: QuerySet[Post], actor: Actor, reason: str) -> int:
     """Give abandoned claims back to the queue, or fail posts whose attempts ran out."""
     held = list(rows_lock_skipping_locked(posts.filter(state=PostState.ANALYZING)))
     limit = moderation_settings.MAX_ATTEMPTS
-    retry = [p for p in held if p.attempts < limit]
-    failed = [p for p in held if p.attempts >= limit]
-    Post.objects.filter(pk__in=[p.pk for p in retry]).update(
-        state=PostState.QUEUED, claim_token=None, updated_at=timezone.now())
-    Post.objects.filter(pk__in=[p.pk for p in failed]).update(
-        state=PostState.FAILED, claim_token=None, updated_at=timezone.now(),
-        last_error=f"{reason} after {limit} attempts")
-    _events(retry, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=actor,
-            detail={"reason": reason})
-    _events(failed, from_state=PostState.ANALYZING, to_state=PostState.FAILED, actor=actor,
-            detail={"reason": reason})
-    if retry:
-        analysis_wakeup()
-    webhook_deliveries_create(post_ids=[p.pk for p in failed])
+    retry = [p.pk for p in held if p.attempts < limit]
+    failed = [p.pk for p in held if p.attempts >= limit]
+    detail = {"reason": reason}
+    post_transition(moves=_moves(retry, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, detail=detail),
+                    actor=actor, updates={"claim_token": None})
+    post_transition(moves=_moves(failed, from_state=PostState.ANALYZING, to_state=PostState.FAILED, detail=detail),
+                    actor=actor, updates={"claim_token": None, "last_error": f"{reason} after {limit} attempts"})
     return len(held)
 
 
@@ -275,18 +249,14 @@ def post_claim_return(*, token: uuid.UUID, worker: str) -> int:
     """Give back a claim made ahead and never started (the batch before it failed, or the worker
     is shutting down): back to ``queued``, no attempt counted."""
     held = list(rows_lock_skipping_locked(Post.objects.filter(claim_token=token, state=PostState.ANALYZING)))
-    Post.objects.filter(pk__in=[p.pk for p in held]).update(
-        state=PostState.QUEUED, claim_token=None, updated_at=timezone.now())
-    _events(held, from_state=PostState.ANALYZING, to_state=PostState.QUEUED, actor=worker,
-            detail={"reason": "returned unprocessed"})
-    if held:
-        analysis_wakeup()
-    return len(held)
+    return post_transition(moves=_moves([p.pk for p in held], from_state=PostState.ANALYZING,
+                                        to_state=PostState.QUEUED, detail={"reason": "returned unprocessed"}),
+                           actor=Actor.worker(worker), updates={"claim_token": None})
 
 
 def post_release_worker_claims(*, worker: str) -> int:
     """On worker start: claims still held under this worker's name belong to a dead process."""
-    return post_release_claims(posts=Post.objects.filter(claimed_by=worker), actor=worker,
+    return post_release_claims(posts=Post.objects.filter(claimed_by=worker), actor=Actor.worker(worker),
                                reason="worker restarted")
 
 
@@ -302,7 +272,7 @@ def post_sweep() -> dict[str, int]:
     """Release expired claims and re-wake the workers for posts left queued too long."""
     now = timezone.now()
     expired = Post.objects.filter(claimed_at__lt=now - timedelta(seconds=moderation_settings.CLAIM_TIMEOUT))
-    released = post_release_claims(posts=expired, actor="sweeper", reason="claim expired")
+    released = post_release_claims(posts=expired, actor=SWEEPER, reason="claim expired")
     stale = Post.objects.filter(
         state=PostState.QUEUED,
         created_at__lt=now - timedelta(seconds=moderation_settings.QUEUED_STALE_AFTER)).exists()

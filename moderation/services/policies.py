@@ -13,7 +13,9 @@ from vlm_engine.types import Policy as EnginePolicy
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "default_policy.json"
 CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrases", "questions", "exemplars",
-                   "review_threshold", "remove_threshold")
+                   "review_threshold", "remove_threshold", "dsa_category", "dsa_ground", "legal_ground")
+# A new version that does not restate a category's statement mapping keeps the previous version's.
+MAPPING_FIELDS = ("dsa_category", "dsa_ground", "legal_ground")
 
 
 def default_policy_data() -> dict[str, Any]:
@@ -29,11 +31,20 @@ def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: I
     policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
                                    benign_prompts=list(benign_prompts), benign_exemplars=list(benign_exemplars),
                                    note=note, created_by=created_by)
+    inherited = _mappings(latest)
     Category.objects.bulk_create(
-        Category(policy=policy, position=i, **{f: c[f] for f in CATEGORY_FIELDS if f in c})
+        Category(policy=policy, position=i,
+                 **{**inherited.get(c.get("slug"), {}), **{f: c[f] for f in CATEGORY_FIELDS if f in c}})
         for i, c in enumerate(categories)
     )
     return policy
+
+
+def _mappings(policy: Policy | None) -> dict[str, dict[str, Any]]:
+    if policy is None:
+        return {}
+    return {row["slug"]: {f: row[f] for f in MAPPING_FIELDS}
+            for row in policy.categories.values("slug", *MAPPING_FIELDS)}
 
 
 def policy_active() -> Policy:

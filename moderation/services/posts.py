@@ -16,9 +16,9 @@ from django.db.models import Model
 from django.db.models.sql import InsertQuery
 
 from moderation.conf import moderation_settings
-from moderation.dispatch import analysis_wakeup
-from moderation.models import Post, PostEvent, PostState
+from moderation.models import Post
 from moderation.services.errors import ServiceError
+from moderation.services.lifecycle import post_submitted_effects, post_submitted_event
 from vlm_engine.imaging import ImageRejected, image_decode, image_reencode
 
 TOO_LARGE_CODES = {"image_too_large"}
@@ -125,7 +125,7 @@ def post_submit(*, client: AbstractBaseUser, image: UploadedFile | None = None, 
 
 
 def _post_insert(*, post: Post) -> tuple[Post, bool]:
-    event = PostEvent(post=post, to_state=PostState.QUEUED, actor=f"client:{post.client_id}")
+    event = post_submitted_event(post=post)
     using = router.db_for_write(Post, instance=post)
     try:
         if connections[using].vendor == "postgresql":
@@ -139,7 +139,7 @@ def _post_insert(*, post: Post) -> tuple[Post, bool]:
             with transaction.atomic(using=using):
                 post.save(force_insert=True, using=using)
                 event.save(force_insert=True, using=using)
-        analysis_wakeup()  # sent once the caller's transaction, if any, commits
+        post_submitted_effects()  # a wake-up, sent once the caller's transaction, if any, commits
     except IntegrityError:
         # A concurrent submit with the same external_id won the race: answer with its post.
         if post.image:

@@ -9,10 +9,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, PostEvent, WebhookDelivery
+from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, WebhookDelivery
+from moderation.services.lifecycle import RETENTION, Move, post_transition
 
 PURGE_BATCH = 500
 # Explanation fields written from the image or the text: what was read, described, answered or argued.
+STATEMENT_TEXT_FIELDS = ("decision_facts", "incompatible_content_explanation", "illegal_content_explanation")
+STATEMENT_TEXT_PURGED = "(deleted with the content)"
 DERIVED_EXPLANATION_FIELDS: dict[str, Any] = {"answers": [], "caption": None, "ocr_text": None, "ocr_words": [], "rationale": None, "summary": ""}
 
 
@@ -46,16 +49,16 @@ def _purge(posts: list[Post], *, anonymize: bool) -> None:
             post.image.delete(save=False)  # the file goes; the row keeps its hash and size
         if post.image_thumbnail:
             post.image_thumbnail.delete(save=False)
-        post.text, post.content_deleted_at = "", now
-        if anonymize:
-            post.external_id, post.metadata = None, {}
-    fields = ["image", "image_thumbnail", "text", "content_deleted_at", "updated_at"] + (["external_id", "metadata"] if anonymize else [])
+    cleared: dict[str, Any] = {"image": "", "image_thumbnail": "", "text": "", "content_deleted_at": now, "updated_at": now}
+    if anonymize:
+        cleared.update(external_id=None, metadata={})
     with transaction.atomic():
-        Post.objects.bulk_update(posts, fields)
-        _derived_content_purge(post_ids=[p.pk for p in posts], anonymize=anonymize)
-        PostEvent.objects.bulk_create(
-            PostEvent(post=p, from_state=p.state, to_state=p.state, actor="retention",
-                      detail={"content_deleted": True, "anonymized": anonymize}) for p in posts)
+        # Locked, so each event names the state the post is really in.
+        held = list(Post.objects.select_for_update().filter(pk__in=[p.pk for p in posts]).only("id", "state"))
+        post_transition(moves=[Move(post_id=p.pk, from_state=p.state, to_state=p.state,
+                                    detail={"content_deleted": True, "anonymized": anonymize}) for p in held],
+                        actor=RETENTION, updates=cleared)
+        _derived_content_purge(post_ids=[p.pk for p in held], anonymize=anonymize)
 
 
 def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
@@ -65,8 +68,17 @@ def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
     Analysis.objects.bulk_update(analyses, ["explanation"])
     EngineRequest.objects.filter(post_id__in=post_ids).update(params={}, result=None)
     IdempotencyRecord.objects.filter(response_body__id__in=[str(pk) for pk in post_ids]).delete()
+    deliveries = list(WebhookDelivery.objects.filter(post_id__in=post_ids).only("id", "payload"))
+    for delivery in deliveries:
+        delivery.payload = _payload_purged(delivery.payload, anonymize=anonymize)
+    WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+
+
+def _payload_purged(payload: dict[str, Any], *, anonymize: bool) -> dict[str, Any]:
+    # A statement of reasons quotes the summary and the reviewer's reason, which may quote the content.
+    if payload.get("statement"):
+        payload = {**payload, "statement": {**payload["statement"], **{
+            k: STATEMENT_TEXT_PURGED for k in STATEMENT_TEXT_FIELDS if k in payload["statement"]}}}
     if anonymize:
-        deliveries = list(WebhookDelivery.objects.filter(post_id__in=post_ids).only("id", "payload"))
-        for delivery in deliveries:
-            delivery.payload = {**delivery.payload, "post": {**delivery.payload.get("post", {}), "external_id": None}}
-        WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+        payload = {**payload, "post": {**payload.get("post", {}), "external_id": None}}
+    return payload

@@ -9,11 +9,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Category, Post, PostEvent, PostState, ReviewDecision
-from moderation.selectors_reviews import review_outcome, review_queue
+from moderation.models import Post, PostState, ReviewDecision
+from moderation.selectors_reviews import review_category_slugs, review_outcome, review_queue
 from moderation.services.errors import ServiceError
+from moderation.services.lifecycle import Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
-from moderation.services.webhooks import webhook_deliveries_create
 
 
 Verdict = ReviewDecision.Verdict
@@ -22,11 +22,6 @@ DECIDING_VERDICTS = (Verdict.VIOLATING, Verdict.NOT_VIOLATING, Verdict.ESCALATE)
 
 def _claim_free(now: datetime) -> Q:
     return Q(review_claimed_until__isnull=True) | Q(review_claimed_until__lt=now)
-
-
-def _event(*, post: Post, from_state: str, to_state: str, reviewer: Any, detail: dict[str, Any]) -> None:
-    PostEvent.objects.create(post=post, from_state=from_state, to_state=to_state,
-                             actor=f"reviewer:{reviewer.get_username()}", detail=detail)
 
 
 def review_claim_held(*, reviewer: Any, now: datetime | None = None) -> Post | None:
@@ -52,13 +47,13 @@ def review_claim_next(*, reviewer: Any, now: datetime | None = None) -> Post | N
     if candidate is None:
         return None
     # Conditional on the claim still being free: without SKIP LOCKED (SQLite) this is what stops a double claim.
-    claimed = Post.objects.filter(_claim_free(now), pk=candidate.pk, state=PostState.NEEDS_REVIEW).update(
-        review_claimed_by=reviewer, review_claimed_until=now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES))
-    if not claimed:
-        return None
-    post = Post.objects.get(pk=candidate.pk)
-    _event(post=post, from_state=post.state, to_state=post.state, reviewer=reviewer, detail={"action": "claim"})
-    return post
+    claimed = post_transition(
+        moves=[Move(post_id=candidate.pk, from_state=PostState.NEEDS_REVIEW, to_state=PostState.NEEDS_REVIEW,
+                    detail={"action": "claim"})],
+        actor=Actor.reviewer(reviewer), where=_claim_free(now), missing_ok=True,
+        updates={"review_claimed_by": reviewer,
+                 "review_claimed_until": now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES)})
+    return Post.objects.get(pk=candidate.pk) if claimed else None
 
 
 def _escalated_by(reviewer: Any) -> Any:
@@ -74,14 +69,6 @@ def _decision_check(*, post: Post, verdict: str, category: str, reason: str) -> 
         raise ServiceError("decision_incomplete", "A violating decision needs a category and a reason.")
     if verdict == Verdict.VIOLATING and category not in review_category_slugs(post=post):
         raise ServiceError("category_invalid", f"{category!r} is not a category of the post's policy.")
-
-
-def review_category_slugs(*, post: Post) -> list[str]:
-    """The categories a reviewer may choose: those of the policy version that judged the post."""
-    analysis = post.current_analysis
-    qs = Category.objects.filter(policy_id=analysis.policy_id) if analysis else Category.objects.filter(
-        policy=Category.objects.order_by("-policy__version").values("policy")[:1])
-    return list(qs.order_by("position", "slug").values_list("slug", flat=True))
 
 
 def _locked_for_decision(*, post: Post, reviewer: Any, now: datetime) -> Post:
@@ -108,13 +95,12 @@ def review_decide(*, post: Post, reviewer: Any, verdict: str, category: str = ""
         verdict=verdict, category=category, reason=reason.strip(), created_at=now)
     new_state = PostState.NEEDS_REVIEW if verdict == Verdict.ESCALATE else PostState.REVIEWED
     boost = moderation_settings.REVIEW_ESCALATE_BOOST if verdict == Verdict.ESCALATE else 0.0
-    Post.objects.filter(pk=locked.pk).update(state=new_state, review_claimed_by=None, review_claimed_until=None,
-                                             review_priority=F("review_priority") + boost, updated_at=now)
-    _event(post=locked, from_state=locked.state, to_state=new_state, reviewer=reviewer,
-           detail={"decision": decision.pk, "verdict": verdict, "category": category})
-    if new_state == PostState.REVIEWED:
-        # The client hears every final word, a replacement after an undo included.
-        webhook_deliveries_create(post_ids=[locked.pk], event_key=f"review:{decision.pk}")
+    # A move to reviewed tells the client: every final word, a replacement after an undo included.
+    post_transition(moves=[Move(post_id=locked.pk, from_state=locked.state, to_state=new_state,
+                                detail={"decision": decision.pk, "verdict": verdict, "category": category})],
+                    actor=Actor.reviewer(reviewer), event_key=f"review:{decision.pk}",
+                    updates={"review_claimed_by": None, "review_claimed_until": None, "updated_at": now,
+                             "review_priority": F("review_priority") + boost})
     return decision
 
 
@@ -141,11 +127,12 @@ def review_undo(*, reviewer: Any, within_seconds: float | None = None) -> Review
                                          undoes=last, created_at=now)
     boost = moderation_settings.REVIEW_ESCALATE_BOOST if last.verdict == Verdict.ESCALATE else 0.0
     new_state = review_state_derive(decision=review_outcome(post=post))
-    Post.objects.filter(pk=post.pk).update(
-        state=new_state, review_claimed_by=reviewer, review_claimed_until=now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES),
-        review_priority=F("review_priority") - boost, updated_at=now)
-    _event(post=post, from_state=post.state, to_state=new_state, reviewer=reviewer,
-           detail={"decision": undo.pk, "verdict": Verdict.UNDO, "undoes": last.pk})
+    post_transition(moves=[Move(post_id=post.pk, from_state=post.state, to_state=new_state,
+                                detail={"decision": undo.pk, "verdict": Verdict.UNDO, "undoes": last.pk})],
+                    actor=Actor.reviewer(reviewer),
+                    updates={"review_claimed_by": reviewer, "updated_at": now,
+                             "review_claimed_until": now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES),
+                             "review_priority": F("review_priority") - boost})
     return undo
 
 

@@ -26,6 +26,7 @@ from moderation.dispatch import task_send_on_commit
 from moderation.models import Post, WebhookDelivery, WebhookEndpoint
 from moderation.selectors_reviews import review_summary
 from moderation.services.errors import ServiceError
+from moderation.services.statements import statement_for_post
 
 SIGNATURE_VERSION = "v1"
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def webhook_payload(*, post: Post) -> dict[str, Any]:
                  "top_category": analysis.top_category if analysis else None,
                  "scores": analysis.scores if analysis else {}, "review": review,
                  "error": post.last_error or None},
+        "statement": statement_for_post(post=post),
     }
 
 
@@ -140,7 +142,7 @@ def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None 
     """Record one delivery for each post's current state, once per ``event_key`` (default: the
     state itself, so each final state is told once); duplicates are ignored."""
     posts = list(Post.objects.filter(pk__in=list(post_ids), client__moderation_webhook__is_active=True)
-                 .select_related("current_analysis", "client__moderation_webhook"))
+                 .select_related("current_analysis__policy", "client__moderation_webhook"))
     if not posts:
         return 0
     WebhookDelivery.objects.bulk_create(
@@ -149,6 +151,21 @@ def webhook_deliveries_create(*, post_ids: Iterable[Any], event_key: str | None 
         ignore_conflicts=True)
     task_send_on_commit(moderation_settings.WEBHOOK_TASK, queue=moderation_settings.DEFAULT_QUEUE)
     return len(posts)
+
+
+def webhook_event_deliveries_create(*, events: Iterable[tuple[Post, str, dict[str, Any]]]) -> int:
+    """Record one delivery per ``(post, event_key, payload)`` for posts whose client has an active
+    endpoint (a notifier's outcome, say); an event key already recorded is ignored."""
+    events = list(events)
+    endpoints = dict(WebhookEndpoint.objects.filter(client_id__in={p.client_id for p, _, _ in events}, is_active=True)
+                     .values_list("client_id", "pk"))
+    deliveries = [WebhookDelivery(post=p, endpoint_id=endpoints[p.client_id], post_state=p.state, event_key=key,
+                                  payload=payload) for p, key, payload in events if p.client_id in endpoints]
+    if not deliveries:
+        return 0
+    WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    task_send_on_commit(moderation_settings.WEBHOOK_TASK, queue=moderation_settings.DEFAULT_QUEUE)
+    return len(deliveries)
 
 
 def webhook_signature(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

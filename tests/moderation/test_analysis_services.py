@@ -184,7 +184,7 @@ def test_worker_restart_releases_its_own_claims_only():  # type: ignore[no-untyp
 
     assert released == 1
     assert sorted(states(mine, theirs)) == ["analyzing", "queued"]
-    assert PostEvent.objects.filter(to_state="queued", actor="gpu0@host").count() == 1
+    assert PostEvent.objects.filter(to_state="queued", actor="worker:gpu0@host").count() == 1
 
 
 def test_a_dead_worker_s_claim_ahead_goes_back_uncharged():  # type: ignore[no-untyped-def]

@@ -96,6 +96,9 @@ def test_purge_leaves_no_content_anywhere_in_the_database(api, client_user, sett
     assert analysis.explanation["groundings"][0]["phrase"] == "swastika"
     assert EngineRequest.objects.filter(post=post, state="done").count() == 4
     assert [d.payload["post"]["external_id"] for d in WebhookDelivery.objects.all()] == [None, None]
+    # The statements of reasons told to the client quoted the summary and the reviewer's reason.
+    assert [(d.payload["statement"]["decision_facts"], d.payload["statement"]["incompatible_content_explanation"])
+            for d in WebhookDelivery.objects.all()] == [("(deleted with the content)",) * 2] * 2
 
 
 def test_idempotency_key_is_not_replayed_after_purge(api, client_user):  # type: ignore[no-untyped-def]

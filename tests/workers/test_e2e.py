@@ -52,7 +52,7 @@ def test_submit_over_http_and_worker_writes_verdict(live_server, start_worker): 
     assert analysis["policy_version"] == 1
     post = Post.objects.get(pk=body["id"])
     assert post.current_analysis.image_embedding is not None
-    assert PostEvent.objects.filter(post=post, from_state="analyzing", actor=worker.name).count() == 1
+    assert PostEvent.objects.filter(post=post, from_state="analyzing", actor=f"worker:{worker.name}").count() == 1
 
 
 def test_worker_killed_mid_batch_loses_no_post(start_worker):  # type: ignore[no-untyped-def]

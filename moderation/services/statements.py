@@ -1,0 +1,111 @@
+"""Statements of reasons (DSA Art. 17), in the DSA Transparency Database's attribute set, from stored facts only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from moderation.conf import moderation_settings
+from moderation.models import Analysis, Category, Notice, Post, PostState, ReviewDecision
+from moderation.selectors_reviews import review_outcome
+
+GROUND_ILLEGAL = "DECISION_GROUND_ILLEGAL_CONTENT"
+GROUND_TERMS = "DECISION_GROUND_INCOMPATIBLE_CONTENT"
+# The strongest notice decides the source: a trusted flagger's, then an Art. 16 notice, then an authority's.
+SOURCE_BY_REPORTER = [(Notice.ReporterType.TRUSTED_FLAGGER, "SOURCE_TRUSTED_FLAGGER"),
+                      (Notice.ReporterType.USER, "SOURCE_ARTICLE_16"),
+                      (Notice.ReporterType.AUTHORITY, "SOURCE_TYPE_OTHER_NOTIFICATION")]
+TEXT_LIMIT, FACTS_LIMIT, GROUND_LIMIT = 2000, 5000, 500
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """What restricted the post: the engine's removal or a reviewer's violating decision."""
+
+    analysis: Analysis
+    decision: ReviewDecision | None
+    category_slug: str
+    applied_at: datetime
+    puid: str
+
+
+def post_restriction(*, post: Post) -> Restriction | None:
+    """The decision that restricts the post now, or None (allowed, in review, not violating)."""
+    analysis = post.current_analysis
+    if analysis is None:
+        return None
+    if post.state == PostState.REMOVED:
+        return Restriction(analysis=analysis, decision=None, category_slug=analysis.top_category,
+                           applied_at=analysis.created_at, puid=f"{post.pk}-analysis-{analysis.pk}")
+    decision = review_outcome(post=post) if post.state == PostState.REVIEWED else None
+    if decision is None or decision.verdict != ReviewDecision.Verdict.VIOLATING:
+        return None
+    return Restriction(analysis=analysis, decision=decision, category_slug=decision.category,
+                       applied_at=decision.created_at, puid=f"{post.pk}-review-{decision.pk}")
+
+
+def statement_for_post(*, post: Post) -> dict[str, Any] | None:
+    """The statement of reasons of the post's restricting decision, or None when nothing restricts it."""
+    restriction = post_restriction(post=post)
+    if restriction is None:
+        return None
+    category = Category.objects.filter(policy_id=restriction.analysis.policy_id,
+                                       slug=restriction.category_slug).first()
+    explanation = _explanation(restriction)
+    return {
+        "decision_visibility": ["DECISION_VISIBILITY_CONTENT_REMOVED"],
+        **_ground(category=category, policy_version=restriction.analysis.policy.version, explanation=explanation),
+        "category": category.dsa_category if category else "STATEMENT_CATEGORY_OTHER_VIOLATION_TC",
+        "content_type": _content_types(post),
+        "automated_detection": "Yes" if restriction.analysis.decision != "allow" else "No",
+        "automated_decision": ("AUTOMATED_DECISION_FULLY" if restriction.decision is None
+                               else "AUTOMATED_DECISION_NOT_AUTOMATED"),
+        "source_type": _source_type(post=post, before=restriction.applied_at),
+        "decision_facts": _facts(restriction=restriction, category=category, explanation=explanation),
+        "application_date": restriction.applied_at.date().isoformat(),
+        "content_date": post.created_at.date().isoformat(),
+        "territorial_scope": list(moderation_settings.STATEMENT_TERRITORIAL_SCOPE),
+        "puid": restriction.puid,
+    }
+
+
+def _explanation(restriction: Restriction) -> str:
+    if restriction.decision is not None:
+        return restriction.decision.reason
+    return str((restriction.analysis.explanation or {}).get("summary") or "")
+
+
+def _ground(*, category: Category | None, policy_version: int, explanation: str) -> dict[str, str]:
+    name = category.name if category else "unknown category"
+    text = (explanation or f"The content falls under {name}.")[:TEXT_LIMIT]
+    if category is not None and category.dsa_ground == GROUND_ILLEGAL and category.legal_ground:
+        return {"decision_ground": GROUND_ILLEGAL, "illegal_content_legal_ground": category.legal_ground[:GROUND_LIMIT],
+                "illegal_content_explanation": text}
+    return {"decision_ground": GROUND_TERMS,
+            "incompatible_content_ground": f"Content policy v{policy_version}, category {name}"[:GROUND_LIMIT],
+            "incompatible_content_explanation": text}
+
+
+def _content_types(post: Post) -> list[str]:
+    # The image's hash outlives a retention purge; a post with no image is a text post.
+    types = ["CONTENT_TYPE_IMAGE"] if post.image_sha256 else []
+    return types + (["CONTENT_TYPE_TEXT"] if post.text or not post.image_sha256 else [])
+
+
+def _source_type(*, post: Post, before: datetime) -> str:
+    kinds = set(Notice.objects.filter(post=post, created_at__lte=before).values_list("reporter_type", flat=True))
+    return next((source for kind, source in SOURCE_BY_REPORTER if kind in kinds), "SOURCE_VOLUNTARY")
+
+
+def _facts(*, restriction: Restriction, category: Category | None, explanation: str) -> str:
+    analysis, name = restriction.analysis, category.name if category else restriction.category_slug
+    score = float((analysis.scores or {}).get(restriction.category_slug, 0.0))
+    engine = (f"Automated analysis ({analysis.model_version}, policy v{analysis.policy.version}) scored the post "
+              f"{score:.2f} for {name}")
+    if restriction.decision is None:
+        threshold = f", at or above its removal threshold {category.remove_threshold:.2f}" if category else ""
+        facts = f"{engine}{threshold}, and removed it. {explanation}"
+    else:
+        facts = (f"{engine}. A human reviewer then found it violating {name} on "
+                 f"{restriction.applied_at.date().isoformat()}: {explanation}")
+    return facts.strip()[:FACTS_LIMIT]
