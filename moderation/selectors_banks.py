@@ -1,0 +1,108 @@
+"""Selectors of hash banks: a client's banks, and which bank entry a post's PDQ hash matches."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from moderation.models import Bank, BankEntry, Decision
+from moderation.services.errors import NotFound
+from vlm_engine.pdq import PDQ_BITS
+from vlm_engine.pdq_index import PdqIndex, hashes_from_hex
+
+# When two entries match at the same distance, the stricter action wins.
+ACTION_RANK = {Decision.REMOVE: 0, Decision.REVIEW: 1, Decision.ALLOW: 2}
+
+
+def bank_list(*, client: AbstractBaseUser) -> QuerySet[Bank]:
+    """The client's own banks (site banks are managed in the admin and not listed here)."""
+    return Bank.objects.filter(client=client).order_by("name", "id")
+
+
+def bank_get(*, client: AbstractBaseUser, bank_id: int | str) -> Bank:
+    """One of the client's banks; another client's bank, or a site bank, is simply not found."""
+    try:
+        return bank_list(client=client).get(pk=int(bank_id))
+    except (Bank.DoesNotExist, ValueError):
+        raise NotFound("not_found", "No such bank.")
+
+
+def bank_entry_get(*, bank: Bank, entry_id: int | str) -> BankEntry:
+    try:
+        return bank.entries.get(pk=int(entry_id))
+    except (BankEntry.DoesNotExist, ValueError):
+        raise NotFound("not_found", "No such bank entry.")
+
+
+@dataclass(frozen=True)
+class BankMatch:
+    """The entry a hash matched, the bank it is in, and how many bits apart they are."""
+
+    entry: BankEntry
+    distance: int
+
+
+class _EntryIndex:
+    """Every bank entry's hash in one in-process multi-index (``vlm_engine.pdq_index``).
+
+    Entries are only ever appended to the index: each lookup first adds entries created since
+    the last one (so a new entry matches in the very next batch, with no rebuild to wait for),
+    and every candidate is checked against the database (entry and bank enabled, bank applies
+    to the client, distance within the bank's threshold), so a removed or disabled entry, or a
+    changed threshold, counts at once too.
+    """
+
+    def __init__(self) -> None:
+        self._index = PdqIndex()
+        self._last_id = 0
+        self._lock = threading.Lock()
+
+    def candidates(self, pdq_hash: str, *, threshold: int) -> list[tuple[int, int]]:
+        with self._lock:
+            self._catch_up()
+            query = hashes_from_hex([pdq_hash])[0]
+            return [(m.id, m.distance) for m in self._index.search(query, threshold=threshold)]
+
+    def _catch_up(self) -> None:
+        new = list(BankEntry.objects.filter(pk__gt=self._last_id).order_by("pk").values_list("pk", "pdq_hash"))
+        if new:
+            self._index.add(hashes_from_hex([h for _, h in new]), np.asarray([pk for pk, _ in new], dtype=np.int64))
+            self._last_id = new[-1][0]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._index, self._last_id = PdqIndex(), 0
+
+
+entry_index = _EntryIndex()
+
+
+def bank_match(*, client_id: Any, pdq_hash: str) -> BankMatch | None:
+    """The nearest enabled entry, in an enabled site bank or one of the client's, within its bank's
+    threshold; ties go to the stricter action."""
+    limit = _largest_threshold(client_id)
+    if limit is None:
+        return None
+    found = dict(entry_index.candidates(pdq_hash, threshold=limit))
+    if not found:
+        return None
+    entries = (BankEntry.objects.select_related("bank", "review_decision")
+               .filter(_applies_to(client_id), pk__in=list(found), enabled=True))
+    matches = [BankMatch(entry=e, distance=found[e.pk]) for e in entries if found[e.pk] <= e.bank.threshold]
+    if not matches:
+        return None
+    return min(matches, key=lambda m: (m.distance, ACTION_RANK[Decision(m.entry.bank.action)], m.entry.pk))
+
+
+def _applies_to(client_id: Any) -> Q:
+    return Q(bank__enabled=True) & (Q(bank__client__isnull=True) | Q(bank__client_id=client_id))
+
+
+def _largest_threshold(client_id: Any) -> int | None:
+    thresholds = Bank.objects.filter(Q(client__isnull=True) | Q(client_id=client_id), enabled=True).values_list(
+        "threshold", flat=True)
+    return min(max(thresholds), PDQ_BITS) if thresholds else None
