@@ -92,7 +92,8 @@ def bank_match_explanation(*, post: Post, match: BankMatch, policy: Policy) -> d
                f"{'site' if bank.client_id is None else 'client'} bank \u201c{bank.name}\u201d at PDQ distance "
                f"{match.distance} (threshold {bank.threshold}); no model was run.")
     if original is not None:
-        summary += (f" The entry was added by a reviewer's \u201c{original.verdict.replace("_", " ")}\u201d decision "
+        verdict = original.verdict.replace("_", " ")
+        summary += (f" The entry was added by a reviewer's \u201c{verdict}\u201d decision "
                     f"{original.pk}{f' ({original.category})' if original.category else ''} on post "
                     f"{original.post_id}.")
     return {"policy_version": policy.version, "scores": [], "groundings": [], "answers": [], "caption": None,
