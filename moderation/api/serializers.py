@@ -79,7 +79,7 @@ class PostOutputSerializer(serializers.ModelSerializer):
         if not post.image:
             return None
         return {"width": post.image_width, "height": post.image_height, "format": post.image_format,
-                "sha256": post.image_sha256}
+                "sha256": post.image_sha256, "pdq": post.pdq_hash or None, "pdq_quality": post.pdq_quality}
 
     def get_error(self, post: Post) -> str | None:
         return post.last_error or None
