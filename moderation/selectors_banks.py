@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from moderation.services.errors import NotFound
 from vlm_engine.pdq import PDQ_BITS
 from vlm_engine.pdq_index import PdqIndex, hashes_from_hex
 
+GAP_RECHECK_SECONDS = 3600
 # When two entries match at the same distance, the stricter action wins.
 ACTION_RANK = {Decision.REMOVE: 0, Decision.REVIEW: 1, Decision.ALLOW: 2}
 
@@ -59,6 +61,10 @@ class _EntryIndex:
     def __init__(self) -> None:
         self._index = PdqIndex()
         self._last_id = 0
+        # Ids skipped over: an entry whose transaction commits after a later one's (sequence
+        # order is not commit order) shows up later with a lower id. Looked for again at each
+        # catch-up for GAP_RECHECK_SECONDS (rolled-back and deleted ids never show up).
+        self._gaps: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def candidates(self, pdq_hash: str, *, threshold: int) -> list[tuple[int, int]]:
@@ -68,14 +74,25 @@ class _EntryIndex:
             return [(m.id, m.distance) for m in self._index.search(query, threshold=threshold)]
 
     def _catch_up(self) -> None:
-        new = list(BankEntry.objects.filter(pk__gt=self._last_id).order_by("pk").values_list("pk", "pdq_hash"))
-        if new:
-            self._index.add(hashes_from_hex([h for _, h in new]), np.asarray([pk for pk, _ in new], dtype=np.int64))
-            self._last_id = new[-1][0]
+        now = time.monotonic()
+        self._gaps = {pk: seen for pk, seen in self._gaps.items() if now - seen < GAP_RECHECK_SECONDS}
+        late = Q(pk__in=list(self._gaps)) if self._gaps else Q(pk__in=[])
+        new = list(BankEntry.objects.filter(late | Q(pk__gt=self._last_id)).order_by("pk")
+                   .values_list("pk", "pdq_hash"))
+        if not new:
+            return
+        self._index.add(hashes_from_hex([h for _, h in new]), np.asarray([pk for pk, _ in new], dtype=np.int64))
+        found = {pk for pk, _ in new}
+        for pk in found & set(self._gaps):
+            del self._gaps[pk]
+        newest = max(found)
+        if newest > self._last_id:
+            self._gaps.update((pk, now) for pk in range(self._last_id + 1, newest) if pk not in found)
+            self._last_id = newest
 
     def reset(self) -> None:
         with self._lock:
-            self._index, self._last_id = PdqIndex(), 0
+            self._index, self._last_id, self._gaps = PdqIndex(), 0, {}
 
 
 entry_index = _EntryIndex()

@@ -275,3 +275,26 @@ def test_a_match_for_a_post_no_longer_claimed_changes_nothing():  # type: ignore
 
     assert Analysis.objects.count() == 0
     assert Post.objects.get(pk=post.pk).state == PostState.ANALYZING
+
+
+@pytest.mark.parametrize("override", [{"BANK_MIN_QUALITY": 101}, {"BANK_MIN_QUALITY": "50"},
+                                      {"BANK_REVIEWED_ALLOWED": "yes"}])
+def test_bank_settings_are_checked(override):  # type: ignore[no-untyped-def]
+    from django.test import override_settings
+
+    from tests.moderation.test_conf import check_ids
+
+    with override_settings(MODERATION=override):
+        assert check_ids() == ["moderation.E018"]
+
+
+def test_an_entry_committed_after_a_later_id_is_still_found():  # type: ignore[no-untyped-def]
+    bank = bank_create(name="b")
+    first = bank_entry_add(bank=bank, pdq_hash=H1)
+    skipped_pk = first.pk + 1
+    BankEntry.objects.create(pk=first.pk + 2, bank=bank, pdq_hash=H2)
+    assert [pk for pk, _ in entry_index.candidates(H3, threshold=256)] == [first.pk, first.pk + 2]
+
+    BankEntry.objects.create(pk=skipped_pk, bank=bank, pdq_hash=H3)  # its transaction committed last
+
+    assert entry_index.candidates(H3, threshold=0) == [(skipped_pk, 0)]
