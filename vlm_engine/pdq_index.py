@@ -63,36 +63,56 @@ class PdqIndex:
     """Exact radius search over PDQ hashes (rows of 32 bytes) with integer ids."""
 
     def __init__(self, hashes: NDArray[np.uint8] | None = None, ids: NDArray[np.int64] | None = None) -> None:
+        # Indexed rows, covered by the tables.
         self._hashes = np.empty((0, HASH_BYTES), dtype=np.uint8)
         self._ids = np.empty(0, dtype=np.int64)
         self._order: list[NDArray[np.int32]] = []
         self._offsets: list[NDArray[np.int64]] = []
-        self._indexed = 0  # rows covered by the tables; the rest is the tail
+        # The tail: rows added since, in buffers that double when full (an add never copies the index).
+        self._tail_hashes = np.empty((_TAIL_MIN, HASH_BYTES), dtype=np.uint8)
+        self._tail_ids = np.empty(_TAIL_MIN, dtype=np.int64)
+        self._tail = 0
         self._masks: dict[int, NDArray[np.uint16]] = {}
         if hashes is not None and ids is not None:
-            self.add(hashes, ids)
+            self._hashes, self._ids = self._checked(hashes, ids)
             self.rebuild()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) + self._tail
 
     @property
     def nbytes(self) -> int:
         """Memory held by the hashes, ids and tables."""
         tables = sum(o.nbytes for o in self._order) + sum(o.nbytes for o in self._offsets)
-        return int(self._hashes.nbytes + self._ids.nbytes + tables)
+        return int(self._hashes.nbytes + self._ids.nbytes + self._tail_hashes.nbytes + self._tail_ids.nbytes + tables)
 
-    def add(self, hashes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
-        """Append rows; they are searchable at once (through the tail) and indexed at the next rebuild."""
+    @staticmethod
+    def _checked(hashes: NDArray[np.uint8], ids: NDArray[np.int64]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
         if hashes.ndim != 2 or hashes.shape[1] != HASH_BYTES or len(hashes) != len(ids):
             raise ValueError(f"expected rows of {HASH_BYTES} bytes and as many ids, got {hashes.shape}, {len(ids)}")
-        self._hashes = np.concatenate([self._hashes, hashes.astype(np.uint8, copy=False)])
-        self._ids = np.concatenate([self._ids, ids.astype(np.int64, copy=False)])
-        if len(self) - self._indexed > max(_TAIL_MIN, int(self._indexed * _TAIL_SHARE)):
+        return np.ascontiguousarray(hashes, dtype=np.uint8), np.asarray(ids, dtype=np.int64)
+
+    def add(self, hashes: NDArray[np.uint8], ids: NDArray[np.int64]) -> None:
+        """Append rows; they are searchable at once (through the tail) and indexed at the next rebuild,
+        which runs here once the tail holds a sixteenth of the indexed rows."""
+        hashes, ids = self._checked(hashes, ids)
+        needed = self._tail + len(ids)
+        if needed > len(self._tail_ids):
+            size = max(needed, 2 * len(self._tail_ids))
+            self._tail_hashes = np.concatenate([self._tail_hashes[: self._tail],
+                                                np.empty((size - self._tail, HASH_BYTES), dtype=np.uint8)])
+            self._tail_ids = np.concatenate([self._tail_ids[: self._tail], np.empty(size - self._tail, dtype=np.int64)])
+        self._tail_hashes[self._tail:needed], self._tail_ids[self._tail:needed] = hashes, ids
+        self._tail = needed
+        if self._tail > max(_TAIL_MIN, int(len(self._ids) * _TAIL_SHARE)):
             self.rebuild()
 
     def rebuild(self) -> None:
-        """Index every row: one counting sort per 16-bit chunk."""
+        """Index every row, the tail included: one counting sort per 16-bit chunk."""
+        if self._tail:
+            self._hashes = np.concatenate([self._hashes, self._tail_hashes[: self._tail]])
+            self._ids = np.concatenate([self._ids, self._tail_ids[: self._tail]])
+            self._tail = 0
         chunks = self._chunks(self._hashes)
         self._order, self._offsets = [], []
         for column in range(CHUNKS):
@@ -100,18 +120,19 @@ class PdqIndex:
             self._order.append(np.argsort(values, kind="stable").astype(np.int32))
             counts = np.bincount(values, minlength=_CHUNK_VALUES)
             self._offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self._indexed = len(self)
 
     def search(self, query: NDArray[np.uint8], *, threshold: int) -> list[PdqMatch]:
         """The rows within ``threshold`` bits of ``query`` (32 bytes), nearest first."""
-        rows = np.concatenate([self._candidates(query, threshold), np.arange(self._indexed, len(self))])
+        rows = self._candidates(query, threshold)
         distances = hamming_distances(self._hashes[rows], query)
-        close = distances <= threshold
-        found = sorted(zip(distances[close].tolist(), self._ids[rows[close]].tolist()))
+        tail = hamming_distances(self._tail_hashes[: self._tail], query)
+        close, tail_close = distances <= threshold, tail <= threshold
+        found = sorted(zip(distances[close].tolist() + tail[tail_close].tolist(),
+                           self._ids[rows[close]].tolist() + self._tail_ids[: self._tail][tail_close].tolist()))
         return [PdqMatch(id=int(i), distance=int(d)) for d, i in found]
 
     def _candidates(self, query: NDArray[np.uint8], threshold: int) -> NDArray[np.int64]:
-        if self._indexed == 0:
+        if len(self._ids) == 0:
             return np.empty(0, dtype=np.int64)
         radius = threshold // CHUNKS
         if radius not in self._masks:
