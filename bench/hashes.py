@@ -117,7 +117,9 @@ def faiss_case(hashes: NDArray[np.uint8], threshold: int) -> Case | None:
         return None
 
     def build() -> Any:
+        faiss.omp_set_num_threads(1)  # one worker thread, like ours
         index = faiss.IndexBinaryMultiHash(256, 16, 16)  # 16 tables of 16 bits, as ours
+        index.nflip = threshold // 16  # probes within this many bits per table (default 0: exact chunks only)
         index.add(hashes)
         return index
 

@@ -103,3 +103,25 @@ def test_the_command_refuses_a_malformed_list_line_by_line(tmp_path):  # type: i
     assert err.getvalue().splitlines() == [f"{source}:2: a PDQ hash is 64 hexadecimal digits, got '12'",
                                            f"{source}:3: signal type 'md5' is not pdq"]
     assert bank.entries.count() == 0
+
+
+def test_the_review_page_shows_a_bank_decided_post(as_role, tmp_path):  # type: ignore[no-untyped-def]
+    from moderation.models import Post
+    from moderation.services.analysis import post_claim_batch
+    from moderation.services.banks import bank_match_batch
+    from tests.moderation.test_banks import jpeg, meme, post_with
+
+    from vlm_engine.pdq import pdq_compute
+
+    bank = bank_create(name="suspicious", action="review")
+    bank_entry_add(bank=bank, pdq_hash=pdq_compute(jpeg(meme(20))).hex)
+    post = post_with(jpeg(meme(20)))
+    token, posts = post_claim_batch(limit=2, worker="w")
+    bank_match_batch(token=token, posts=posts, worker="w")
+    reviewer = as_role("Reviewer")
+
+    page = reviewer.get(reverse("admin:moderation_review_post", args=[post.pk]))
+
+    assert Post.objects.get(pk=post.pk).state == "needs_review"
+    assert page.status_code == 200
+    assert "of the site bank \u201csuspicious\u201d at PDQ distance 0" in page.content.decode()
