@@ -1,32 +1,33 @@
 """A multi-index hashing (MIH) index of PDQ hashes for Hamming-radius search, in numpy.
 
 Multi-index hashing (Norouzi, Punjani and Fleet, "Fast Search in Hamming Space with
-Multi-Index Hashing", CVPR 2012): the 256 bits are cut into 16 chunks of 16 bits, and each
-chunk gets its own table from chunk value to the rows holding it. By the pigeonhole
-principle, two hashes within distance ``r`` agree within ``r // 16`` bits on at least one
-chunk, so a query probes, in every table, the chunk values within that radius of its own
-(17 values per table at HMA's threshold of 31), and only the rows found there are compared
-in full. The result is exact: the same rows a linear scan finds.
+Multi-Index Hashing", CVPR 2012): the 256 bits are cut into ``m`` chunks, and each chunk
+gets its own table from chunk value to the rows holding it. By the pigeonhole principle,
+two hashes within distance ``r`` agree within ``r // m`` bits on at least one chunk, so a
+query probes, in every table, the chunk values within that radius of its own, and only the
+rows found there are compared in full. The result is exact: the same rows a linear scan finds.
 
-Each table is a counting sort: row numbers ordered by chunk value, plus 65,537 offsets, so a
-probe is two array reads. Rows added after the build sit in a small tail that is scanned
-linearly and folded in by the next rebuild, so a new hash matches at once. This is the index
-FAISS calls ``IndexBinaryMultiHash``; it is written here because the project installs no
-FAISS (see ``bench/hashes.py``, which measures both against a linear scan).
+Chunks are about log2(rows) bits wide (8 to 24), so a probe finds about one row: at 10M
+hashes, 11 chunks of 23-24 bits, ~3,100 probes and a few thousand rows compared per query at
+HMA's threshold of 31. Each table is a counting sort: row numbers ordered by chunk value, plus
+an offset per possible value, so a probe is two array reads. Rows added after the build sit in
+a tail that is scanned linearly and folded in by a rebuild once it holds a sixteenth of the
+rows, so a new hash matches at once. FAISS's ``IndexBinaryMultiHash`` is the same idea in C++;
+the project does not depend on FAISS (``bench/hashes.py`` measures both against a linear scan).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 HASH_BYTES = 32
-CHUNK_BITS = 16
-CHUNKS = HASH_BYTES * 8 // CHUNK_BITS
-_CHUNK_VALUES = 1 << CHUNK_BITS
+HASH_BITS = HASH_BYTES * 8
+_MIN_CHUNK_BITS, _MAX_CHUNK_BITS = 8, 23
 # The tail is folded into the tables once it holds this share of the indexed rows.
 _TAIL_SHARE = 1 / 16
 _TAIL_MIN = 4096
@@ -40,12 +41,34 @@ class PdqMatch:
     distance: int
 
 
-def _flip_masks(radius: int) -> NDArray[np.uint16]:
-    """Every 16-bit mask with at most ``radius`` bits set: the probes around a chunk value."""
+def _flip_masks(width: int, radius: int) -> NDArray[np.uint32]:
+    """Every ``width``-bit mask with at most ``radius`` bits set: the probes around a chunk value."""
     masks = [0]
-    for count in range(1, min(radius, CHUNK_BITS) + 1):
-        masks += [sum(1 << bit for bit in bits) for bits in itertools.combinations(range(CHUNK_BITS), count)]
-    return np.asarray(masks, dtype=np.uint16)
+    for count in range(1, min(radius, width) + 1):
+        masks += [sum(1 << bit for bit in bits) for bits in itertools.combinations(range(width), count)]
+    return np.asarray(masks, dtype=np.uint32)
+
+
+def chunk_layout(rows: int) -> list[tuple[int, int]]:
+    """(first bit, width) of each chunk: about log2(rows) bits wide, so a probe finds about one row."""
+    bits = min(_MAX_CHUNK_BITS, max(_MIN_CHUNK_BITS, round(math.log2(max(rows, 1)))))
+    count = HASH_BITS // bits
+    base, wider = divmod(HASH_BITS, count)
+    widths = [base + 1] * wider + [base] * (count - wider)
+    starts = [sum(widths[:i]) for i in range(count)]
+    return list(zip(starts, widths))
+
+
+def chunk_values(hashes: NDArray[np.uint8], start: int, width: int) -> NDArray[np.uint32]:
+    """Bits ``start`` to ``start + width`` (at most 24 wide) of each row, as integers."""
+    first = start // 8
+    window = np.zeros(len(hashes), dtype=np.uint32)
+    for i in range(4):  # the four bytes from the chunk's first one hold it: (start % 8) + 24 <= 32
+        if first + i < HASH_BYTES:
+            window |= hashes[:, first + i].astype(np.uint32) << np.uint32(24 - 8 * i)
+    shifted = window >> np.uint32(32 - start % 8 - width)
+    values: NDArray[np.uint32] = shifted & np.uint32((1 << width) - 1)
+    return values
 
 
 def hashes_from_hex(values: list[str]) -> NDArray[np.uint8]:
@@ -66,13 +89,14 @@ class PdqIndex:
         # Indexed rows, covered by the tables.
         self._hashes = np.empty((0, HASH_BYTES), dtype=np.uint8)
         self._ids = np.empty(0, dtype=np.int64)
+        self._layout: list[tuple[int, int]] = []
         self._order: list[NDArray[np.int32]] = []
-        self._offsets: list[NDArray[np.int64]] = []
+        self._offsets: list[NDArray[np.int32]] = []
         # The tail: rows added since, in buffers that double when full (an add never copies the index).
         self._tail_hashes = np.empty((_TAIL_MIN, HASH_BYTES), dtype=np.uint8)
         self._tail_ids = np.empty(_TAIL_MIN, dtype=np.int64)
         self._tail = 0
-        self._masks: dict[int, NDArray[np.uint16]] = {}
+        self._masks: dict[tuple[int, int], NDArray[np.uint32]] = {}
         if hashes is not None and ids is not None:
             self._hashes, self._ids = self._checked(hashes, ids)
             self.rebuild()
@@ -108,45 +132,44 @@ class PdqIndex:
             self.rebuild()
 
     def rebuild(self) -> None:
-        """Index every row, the tail included: one counting sort per 16-bit chunk."""
+        """Index every row, the tail included: chunks sized for the row count, one counting sort each."""
         if self._tail:
             self._hashes = np.concatenate([self._hashes, self._tail_hashes[: self._tail]])
             self._ids = np.concatenate([self._ids, self._tail_ids[: self._tail]])
             self._tail = 0
-        chunks = self._chunks(self._hashes)
+        self._layout = chunk_layout(len(self._ids))
         self._order, self._offsets = [], []
-        for column in range(CHUNKS):
-            values = chunks[:, column]
+        for start, width in self._layout:
+            values = chunk_values(self._hashes, start, width)
             self._order.append(np.argsort(values, kind="stable").astype(np.int32))
-            counts = np.bincount(values, minlength=_CHUNK_VALUES)
-            self._offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+            counts = np.bincount(values, minlength=1 << width)
+            self._offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
 
     def search(self, query: NDArray[np.uint8], *, threshold: int) -> list[PdqMatch]:
         """The rows within ``threshold`` bits of ``query`` (32 bytes), nearest first."""
-        rows = self._candidates(query, threshold)
+        rows = self._candidates(query, threshold)  # a row met in two tables is compared twice
         distances = hamming_distances(self._hashes[rows], query)
         tail = hamming_distances(self._tail_hashes[: self._tail], query)
         close, tail_close = distances <= threshold, tail <= threshold
-        found = sorted(zip(distances[close].tolist() + tail[tail_close].tolist(),
-                           self._ids[rows[close]].tolist() + self._tail_ids[: self._tail][tail_close].tolist()))
-        return [PdqMatch(id=int(i), distance=int(d)) for d, i in found]
+        found = dict(zip(self._ids[rows[close]].tolist() + self._tail_ids[: self._tail][tail_close].tolist(),
+                         distances[close].tolist() + tail[tail_close].tolist()))
+        return [PdqMatch(id=int(i), distance=int(d)) for i, d in sorted(found.items(), key=lambda item: (item[1], item[0]))]
 
     def _candidates(self, query: NDArray[np.uint8], threshold: int) -> NDArray[np.int64]:
         if len(self._ids) == 0:
             return np.empty(0, dtype=np.int64)
-        radius = threshold // CHUNKS
-        if radius not in self._masks:
-            self._masks[radius] = _flip_masks(radius)
-        masks = self._masks[radius]
+        radius = threshold // len(self._layout)
+        row = query.reshape(1, HASH_BYTES)
         parts: list[NDArray[np.int32]] = []
-        for column, value in enumerate(self._chunks(query.reshape(1, HASH_BYTES))[0]):
-            probes = np.bitwise_xor(masks, value)
-            starts, ends = self._offsets[column][probes], self._offsets[column][probes.astype(np.int64) + 1]
-            parts.extend(self._order[column][s:e] for s, e in zip(starts.tolist(), ends.tolist()) if e > s)
-        if not parts:
-            return np.empty(0, dtype=np.int64)
-        return np.unique(np.concatenate(parts)).astype(np.int64)
-
-    @staticmethod
-    def _chunks(hashes: NDArray[np.uint8]) -> NDArray[np.uint16]:
-        return np.ascontiguousarray(hashes).view(">u2").astype(np.uint16)
+        for (start, width), order, offsets in zip(self._layout, self._order, self._offsets):
+            masks = self._masks.get((width, radius))
+            if masks is None:
+                masks = self._masks[(width, radius)] = _flip_masks(width, radius)
+            probes = (masks ^ chunk_values(row, start, width)[0]).astype(np.int64)
+            begins, lengths = offsets[probes], offsets[probes + 1] - offsets[probes]
+            total = int(lengths.sum())
+            if total:
+                # Every row number in the probed ranges, without a Python loop over the ranges.
+                positions = np.arange(total) + np.repeat(begins - (np.cumsum(lengths) - lengths), lengths)
+                parts.append(order[positions])
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)

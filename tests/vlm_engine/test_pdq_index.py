@@ -53,3 +53,17 @@ def test_hex_helpers():  # type: ignore[no-untyped-def]
     assert hashes_from_hex(["ff" + "00" * 31])[0, :2].tolist() == [255, 0]
     with pytest.raises(PdqHashInvalid):
         pdq_hex_parse("0x" + "0" * 62)
+
+
+@pytest.mark.parametrize(("rows", "widths"), [(10, [8] * 32), (5000, [13] * 4 + [12] * 17),
+                                              (10_000_000, [24] * 3 + [23] * 8)])
+def test_chunks_are_about_log2_rows_wide_and_cover_every_bit(rows, widths):  # type: ignore[no-untyped-def]
+    from vlm_engine.pdq_index import chunk_layout, chunk_values
+
+    layout = chunk_layout(rows)
+
+    assert [w for _, w in layout] == widths
+    assert [s for s, _ in layout] == [sum(widths[:i]) for i in range(len(widths))]
+    row = np.packbits(np.arange(256) % 3 == 0).reshape(1, 32)  # bits 0, 3, 6, …
+    bits = "".join("1" if i % 3 == 0 else "0" for i in range(256))
+    assert [int(chunk_values(row, s, w)[0]) for s, w in layout] == [int(bits[s:s + w], 2) for s, w in layout]
