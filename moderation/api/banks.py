@@ -26,6 +26,45 @@ ENTRY_ID = OpenApiParameter("entry_id", OpenApiTypes.INT, OpenApiParameter.PATH)
 MAX_IMPORT_CHARS = 8 * 1024 * 1024  # about 120,000 lines of "pdq <hash>"
 
 
+class StrictCharField(serializers.CharField):
+    """JSON strings only: DRF's CharField would turn 0 into "0"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictHashField(serializers.RegexField):
+    """A JSON string of 64 hex digits (the pattern is in the OpenAPI document)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(r"^\s*[0-9a-fA-F]{64}\s*$", **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """JSON integers only (not "31", 31.0 or true)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only (not "yes" or 1)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class BankOutputSerializer(serializers.ModelSerializer):
     entries = serializers.IntegerField(source="entries.count", read_only=True)
 
@@ -41,12 +80,12 @@ class EntryOutputSerializer(serializers.ModelSerializer):
 
 
 class BankInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(min_length=1, max_length=100)
     action = serializers.ChoiceField(choices=Decision.choices, default=Decision.REMOVE)
-    threshold = serializers.IntegerField(min_value=0, max_value=PDQ_BITS, default=31,
-                                         help_text="Largest PDQ distance (bits) that matches.")
-    enabled = serializers.BooleanField(default=True)
-    description = serializers.CharField(allow_blank=True, default="", max_length=2000)
+    threshold = StrictIntegerField(min_value=0, max_value=PDQ_BITS, default=31,
+                                   help_text="Largest PDQ distance (bits) that matches.")
+    enabled = StrictBooleanField(default=True)
+    description = StrictCharField(allow_blank=True, default="", max_length=2000)
 
     class Meta:
         ref_name = "BankInput"
@@ -103,8 +142,8 @@ class BankEntriesApi(BaseApi):
     field_codes = {"pdq_hash": "hash_invalid", "note": "invalid"}
 
     class InputSerializer(serializers.Serializer):
-        pdq_hash = serializers.CharField(help_text="64 hexadecimal digits.", trim_whitespace=True)
-        note = serializers.CharField(allow_blank=True, default="", max_length=2000)
+        pdq_hash = StrictHashField(help_text="64 hexadecimal digits.")
+        note = StrictCharField(allow_blank=True, default="", max_length=2000)
 
         class Meta:
             ref_name = "BankEntryInput"
@@ -139,7 +178,7 @@ class BankImportApi(BaseApi):
     field_codes = {"content": "hash_list_invalid"}
 
     class InputSerializer(serializers.Serializer):
-        content = serializers.CharField(max_length=MAX_IMPORT_CHARS, trim_whitespace=False,
+        content = StrictCharField(min_length=1, max_length=MAX_IMPORT_CHARS, trim_whitespace=False,
                                         help_text="Lines of `pdq <hash>` (or bare hashes), or a dataset CSV.")
 
         class Meta:
