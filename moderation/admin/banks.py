@@ -34,19 +34,6 @@ class BankEntryForm(forms.ModelForm):
             raise forms.ValidationError(exc.message)
 
 
-class BankEntryInline(admin.TabularInline):
-    model = BankEntry
-    form = BankEntryForm
-    fields = ["pdq_hash", "source", "note", "enabled", "added_at", "review_decision"]
-    readonly_fields = ["added_at", "review_decision"]
-    extra = 1
-    show_change_link = True
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[BankEntry]:
-        # A big bank's entries are browsed in the entry list, not all at once on the bank's page.
-        return super().get_queryset(request).order_by("-added_at")
-
-
 class ImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="A ThreatExchange signal file (`pdq <hash>` per line) "
                                                      "or a `threatexchange dataset --csv` file.")
@@ -85,10 +72,10 @@ def export_dataset_csv(modeladmin, request, queryset):  # type: ignore[no-untype
 @admin.register(Bank)
 class BankAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "action", "threshold", "enabled", "purpose", "entry_count", "import_link"]
+    # No inline of entries: a bank may hold millions; they are browsed and added in the entry list.
     list_filter = ["action", "enabled", "purpose"]
     search_fields = ["name"]
     list_select_related = ["client"]
-    inlines = [BankEntryInline]
     # The reviewed banks are made by the review service, one of each per client.
     readonly_fields = ["purpose", "created_at"]
     actions = [export_signal_file, export_dataset_csv]
@@ -101,8 +88,9 @@ class BankAdmin(admin.ModelAdmin):
         return "site" if bank.client_id is None else str(bank.client)
 
     @admin.display(description="entries", ordering="entry_total")
-    def entry_count(self, bank: Bank) -> int:
-        return int(getattr(bank, "entry_total", 0))
+    def entry_count(self, bank: Bank) -> str:
+        url = f"{reverse('admin:moderation_bankentry_changelist')}?bank__id__exact={bank.pk}"
+        return format_html('<a href="{}">{}</a>', url, int(getattr(bank, "entry_total", 0)))
 
     @admin.display(description="import")
     def import_link(self, bank: Bank) -> str:
@@ -141,6 +129,7 @@ class BankEntryAdmin(admin.ModelAdmin):
     form = BankEntryForm
     list_display = ["pdq_hash", "bank", "source", "enabled", "added_at"]
     list_filter = ["enabled", "bank"]
+    show_full_result_count = False
     search_fields = ["=pdq_hash"]
     list_select_related = ["bank", "bank__client"]
     readonly_fields = ["added_at", "added_by", "review_decision"]

@@ -28,17 +28,21 @@ def as_role(client):  # type: ignore[no-untyped-def]
     return login
 
 
-def test_a_lead_creates_a_site_bank_with_an_entry(as_role):  # type: ignore[no-untyped-def]
+def test_a_lead_creates_a_site_bank_and_adds_an_entry(as_role):  # type: ignore[no-untyped-def]
     lead = as_role("Lead")
-    data = {"name": "terror memes", "action": "remove", "threshold": 31, "enabled": "on",
-            "description": "", "entries-TOTAL_FORMS": 1, "entries-INITIAL_FORMS": 0,
-            "entries-0-pdq_hash": H1.upper(), "entries-0-source": "gifct", "entries-0-note": "", "entries-0-enabled": "on"}
 
-    response = lead.post(reverse("admin:moderation_bank_add"), data)
-
-    assert response.status_code == 302
+    created = lead.post(reverse("admin:moderation_bank_add"),
+                        {"name": "terror memes", "action": "remove", "threshold": 31, "enabled": "on", "description": ""})
     bank = Bank.objects.get()
-    assert (bank.client, list(bank.entries.values_list("pdq_hash", "source"))) == (None, [(H1, "gifct")])
+    added = lead.post(reverse("admin:moderation_bankentry_add"),
+                      {"bank": bank.pk, "pdq_hash": H1.upper(), "source": "gifct", "note": "", "enabled": "on"})
+    refused = lead.post(reverse("admin:moderation_bankentry_add"),
+                        {"bank": bank.pk, "pdq_hash": "xyz", "source": "", "note": "", "enabled": "on"})
+
+    assert (created.status_code, added.status_code, refused.status_code) == (302, 302, 200)
+    assert "A PDQ hash is 64 hexadecimal digits" in refused.content.decode()
+    assert bank.client is None
+    assert list(bank.entries.values_list("pdq_hash", "source", "added_by__username")) == [(H1, "gifct", "lead")]
 
 
 def test_a_reviewer_cannot_change_banks(as_role):  # type: ignore[no-untyped-def]
