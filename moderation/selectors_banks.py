@@ -16,6 +16,7 @@ from vlm_engine.pdq import PDQ_BITS
 from vlm_engine.pdq_index import PdqIndex, hashes_from_hex
 
 GAP_RECHECK_SECONDS = 3600
+GAP_WINDOW = 10_000
 # When two entries match at the same distance, the stricter action wins.
 ACTION_RANK = {Decision.REMOVE: 0, Decision.REVIEW: 1, Decision.ALLOW: 2}
 
@@ -87,7 +88,10 @@ class _EntryIndex:
             del self._gaps[pk]
         newest = max(found)
         if newest > self._last_id:
-            self._gaps.update((pk, now) for pk in range(self._last_id + 1, newest) if pk not in found)
+            # Only ids near the top can belong to transactions still open (a first load, or a jump
+            # of the sequence after deletions, would otherwise track millions of dead ids).
+            low = max(self._last_id + 1, newest - GAP_WINDOW) if self._last_id else newest
+            self._gaps.update((pk, now) for pk in range(low, newest) if pk not in found)
             self._last_id = newest
 
     def reset(self) -> None:

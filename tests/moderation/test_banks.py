@@ -291,9 +291,10 @@ def test_bank_settings_are_checked(override):  # type: ignore[no-untyped-def]
 def test_an_entry_committed_after_a_later_id_is_still_found():  # type: ignore[no-untyped-def]
     bank = bank_create(name="b")
     first = bank_entry_add(bank=bank, pdq_hash=H1)
+    assert [pk for pk, _ in entry_index.candidates(H1, threshold=0)] == [first.pk]
     skipped_pk = first.pk + 1
     BankEntry.objects.create(pk=first.pk + 2, bank=bank, pdq_hash=H2)
-    assert [pk for pk, _ in entry_index.candidates(H3, threshold=256)] == [first.pk, first.pk + 2]
+    assert [pk for pk, _ in entry_index.candidates(H2, threshold=0)] == [first.pk + 2]
 
     BankEntry.objects.create(pk=skipped_pk, bank=bank, pdq_hash=H3)  # its transaction committed last
 
