@@ -299,3 +299,25 @@ def test_an_entry_committed_after_a_later_id_is_still_found():  # type: ignore[n
     BankEntry.objects.create(pk=skipped_pk, bank=bank, pdq_hash=H3)  # its transaction committed last
 
     assert entry_index.candidates(H3, threshold=0) == [(skipped_pk, 0)]
+
+
+def test_near_duplicates_are_the_clients_own_within_the_distance_nearest_first():  # type: ignore[no-untyped-def]
+    from moderation.selectors_banks import post_near_duplicates
+    from tests.factories import AnalysisFactory
+
+    acme, globex = UserFactory(username="acme"), UserFactory(username="globex")
+    original = post_with(jpeg(meme(30)), client=acme)
+    resized = post_with(jpeg(meme(30).resize((130, 97)), quality=60), client=acme)
+    same = post_with(jpeg(meme(30)), client=acme)
+    posts = [original, resized, same, post_with(jpeg(meme(31)), client=acme), post_with(jpeg(meme(30)), client=globex)]
+    post_pdq_record(posts=posts)
+    for post, vector in ((original, [1.0, 0.0]), (same, [0.6, 0.8])):
+        post.current_analysis = AnalysisFactory(post=post, decision="remove",
+                                                image_embedding=np.asarray(vector, dtype="<f4").tobytes())
+        post.save()
+
+    near = post_near_duplicates(post=original)
+
+    assert [(n.post.pk, n.distance) for n in near] == [
+        (same.pk, 0), (resized.pk, pdq_distance(original.pdq_hash, resized.pdq_hash))]
+    assert [(n.similarity, n.decision) for n in near] == [(0.6, "remove"), (None, "")]
