@@ -64,7 +64,7 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
                             "RETENTION_MODE 'delete' or 'anonymize'.", id="moderation.E010"))
-    errors += _liveness_errors()
+    errors += _liveness_errors() + _bank_errors()
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
@@ -122,6 +122,18 @@ def _directory_writable(path: Path) -> bool:
         if candidate.exists():
             return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
     return False
+
+
+def _bank_errors() -> list[Error]:
+    s, errors = moderation_settings, []
+    for key in ("BANK_REVIEWED_VIOLATING", "BANK_REVIEWED_ALLOWED"):
+        if not isinstance(getattr(s, key), bool):
+            errors.append(Error(f"MODERATION[{key!r}] must be True or False.", id="moderation.E014"))
+    quality = s.BANK_MIN_QUALITY
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
+        errors.append(Error(f"MODERATION['BANK_MIN_QUALITY'] must be an integer from 0 to 100, not {quality!r}.",
+                            id="moderation.E014"))
+    return errors
 
 
 def _rate_valid(rate: object) -> bool:

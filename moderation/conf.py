@@ -121,6 +121,12 @@ DEFAULTS: dict[str, Any] = {
     # (anonymize also drops external_id and metadata).
     "RETENTION_DAYS": None,
     "RETENTION_MODE": "delete",
+    # Hash banks: a reviewer's "violating" decision puts the post's PDQ hash into the client's
+    # reviewed-violating bank (action remove), "not violating" into its allow bank; PDQ hashes of
+    # lower quality (0-100; flat or tiny images) neither match a bank nor enter one.
+    "BANK_REVIEWED_VIOLATING": True,
+    "BANK_REVIEWED_ALLOWED": True,
+    "BANK_MIN_QUALITY": 50,
     # Celery queue of the GPU workers, and the names of the tasks sent there.
     "GPU_QUEUE": "gpu",
     "ANALYZE_TASK": "moderation.analyze_pending",

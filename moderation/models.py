@@ -1,4 +1,4 @@
-"""Database models: posts, their analyses and events, policies, API keys."""
+"""Database models: posts, their analyses and events, policies, API keys, hash banks."""
 from __future__ import annotations
 
 import uuid
@@ -123,6 +123,10 @@ class Post(models.Model):
     image_format = models.CharField(max_length=8, blank=True)
     # A small copy for the review queue, made once on first view (see services/images.py).
     image_thumbnail = models.FileField(upload_to=post_thumbnail_path, blank=True, max_length=255)
+    # The image's PDQ hash (64 hex digits) and quality (0-100), computed by the worker before
+    # any model runs; empty until then, and for posts without an image.
+    pdq_hash = models.CharField(max_length=64, blank=True)
+    pdq_quality = models.PositiveSmallIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=PostState.choices, default=PostState.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -467,3 +471,67 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reporter_type} notice on {self.post_id}"
+
+
+class Bank(models.Model):
+    """A named list of PDQ hashes of known content, and what a match does to a post.
+
+    A bank without a client belongs to the site (leads manage it in the admin) and applies to
+    every client's posts; a client's bank applies to its own posts only. ``purpose`` marks the
+    banks reviewers' decisions fill (one of each per client).
+    """
+
+    class Purpose(models.TextChoices):
+        MANUAL = "", "managed by hand or import"
+        REVIEWED_VIOLATING = "reviewed_violating", "reviewers' violating decisions"
+        REVIEWED_ALLOWED = "reviewed_allowed", "reviewers' not-violating decisions"
+
+    name = models.CharField(max_length=100)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="moderation_banks", help_text="Empty: a site bank, for every client.")
+    action = models.CharField(max_length=8, choices=Decision.choices, default=Decision.REMOVE)
+    threshold = models.PositiveSmallIntegerField(default=31, help_text="Largest PDQ distance (bits) that matches.")
+    enabled = models.BooleanField(default=True)
+    purpose = models.CharField(max_length=24, choices=Purpose.choices, default=Purpose.MANUAL, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "name"], name="moderation_bank_unique_name"),
+            models.UniqueConstraint(fields=["name"], condition=Q(client__isnull=True),
+                                    name="moderation_bank_unique_site_name"),
+            models.UniqueConstraint(fields=["client", "purpose"], condition=~Q(purpose=""),
+                                    name="moderation_bank_one_per_purpose"),
+            models.CheckConstraint(condition=Q(threshold__lte=256), name="moderation_bank_threshold_bits"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'site' if self.client_id is None else self.client})"
+
+
+class BankEntry(models.Model):
+    """One hash in a bank, with where it came from; a reviewer's decision names itself here."""
+
+    bank = models.ForeignKey(Bank, on_delete=models.CASCADE, related_name="entries")
+    pdq_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=255, blank=True)
+    note = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    added_at = models.DateTimeField(default=timezone.now)
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    # Set when a reviewer's decision put the hash here; an undo of that decision removes the entry.
+    review_decision = models.ForeignKey(ReviewDecision, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="bank_entries")
+
+    class Meta:
+        ordering = ["-added_at", "-id"]
+        verbose_name_plural = "bank entries"
+        constraints = [
+            models.UniqueConstraint(fields=["bank", "pdq_hash"], name="moderation_bankentry_unique_hash"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pdq_hash[:16]}… in {self.bank.name}"

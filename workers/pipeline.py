@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 from moderation.models import Post, PostState
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
                                           post_claim_return, post_claim_start, post_engine_inputs)
+from moderation.services.banks import bank_match_batch
 from moderation.services.learning import scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
@@ -131,6 +132,12 @@ def _prepare(engine: Engine, posts: Sequence[Post]) -> _Prepared | None:
     return _Prepared(inputs=inputs, decoded=decoded, decode_ms=(time.perf_counter() - start) * 1000)
 
 
+def _prepared_only(prepared: _Prepared, *, keys: set[str]) -> _Prepared:
+    kept = [i for i, item in enumerate(prepared.inputs) if item.key in keys]
+    return _Prepared(inputs=[prepared.inputs[i] for i in kept], decoded=[prepared.decoded[i] for i in kept],
+                     decode_ms=prepared.decode_ms)
+
+
 def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
     token = batch.token
     policy = policy_active()
@@ -138,7 +145,12 @@ def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
     # Read per batch: a promoted or rolled-back head, or a new label, applies to the next batch.
     classifier, version, scoring = scoring_classifier(categories=[c.slug for c in engine_policy.categories])
     prepared = batch.prepared.result() if batch.prepared is not None else None
-    pending = list(batch.posts)
+    # Known content first: PDQ hashes, and posts matching a bank are decided without the models.
+    pending = bank_match_batch(token=token, posts=batch.posts, worker=worker)
+    if not pending:
+        return
+    if prepared is not None and len(pending) < len(batch.posts):
+        prepared = _prepared_only(prepared, keys={str(p.pk) for p in pending})
     # A bad input fails only its own post; the rest of the batch is analysed again without it.
     while pending:
         try:

@@ -81,7 +81,8 @@ class PostOutputSerializer(serializers.ModelSerializer):
         path = reverse("moderation:post-image", kwargs={"post_id": post.pk})
         request = self.context.get("request")
         return {"width": post.image_width, "height": post.image_height, "format": post.image_format,
-                "sha256": post.image_sha256, "url": request.build_absolute_uri(path) if request else path}
+                "sha256": post.image_sha256, "url": request.build_absolute_uri(path) if request else path,
+                "pdq": post.pdq_hash or None, "pdq_quality": post.pdq_quality}
 
     def get_error(self, post: Post) -> str | None:
         return post.last_error or None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from django.urls import path
+from moderation.api.banks import (BankDetailApi, BankEntriesApi, BankEntryDetailApi, BankExportApi, BankImportApi,
+                                  BanksApi)
 from moderation.api.images import PostImageApi, PostThumbnailApi
 from moderation.api.notices import PostNoticesApi
 from moderation.api.posts import PostDetailApi, PostsApi
@@ -24,6 +26,12 @@ urlpatterns = [
     path("requests/<str:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
     path("search/", SearchApi.as_view(), name="search"),
     path("webhook/", WebhookApi.as_view(), name="webhook"),
+    path("banks/", BanksApi.as_view(), name="banks"),
+    path("banks/<str:bank_id>/", BankDetailApi.as_view(), name="bank-detail"),
+    path("banks/<str:bank_id>/entries/", BankEntriesApi.as_view(), name="bank-entries"),
+    path("banks/<str:bank_id>/entries/<str:entry_id>/", BankEntryDetailApi.as_view(), name="bank-entry-detail"),
+    path("banks/<str:bank_id>/import/", BankImportApi.as_view(), name="bank-import"),
+    path("banks/<str:bank_id>/export/", BankExportApi.as_view(), name="bank-export"),
     path("schema/", SchemaApi.as_view(), name="schema"),
     path("docs/", DocsApi.as_view(), name="docs"),
 ]

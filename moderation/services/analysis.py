@@ -153,6 +153,23 @@ def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[Engin
         analysis.classifier, analysis.scoring = classifier, scoring
         analyses.append(analysis)
         posts.append(post)
+    return _analyses_conclude(posts=posts, analyses=analyses, token=token, policy=policy, worker=worker)
+
+
+@transaction.atomic
+def analysis_record_known(*, token: uuid.UUID, policy: Policy, analyses: Sequence[Analysis],
+                          worker: str) -> list[Analysis]:
+    """Store verdicts reached without the models (a hash-bank match) along the same conclude path
+    as the engine's; posts no longer held by this claim are skipped."""
+    held = {p.pk: p for p in Post.objects.select_for_update().filter(
+        claim_token=token, state=PostState.ANALYZING, pk__in=[a.post_id for a in analyses])}
+    kept = [a for a in analyses if a.post_id in held]
+    return _analyses_conclude(posts=[held[a.post_id] for a in kept], analyses=kept, token=token, policy=policy,
+                              worker=worker)
+
+
+def _analyses_conclude(*, posts: list[Post], analyses: list[Analysis], token: uuid.UUID, policy: Policy,
+                       worker: str) -> list[Analysis]:
     Analysis.objects.bulk_create(analyses)
     _posts_conclude(posts=posts, analyses=analyses, token=token, worker=worker, policy_version=policy.version)
     return analyses

@@ -11,6 +11,7 @@ from django.utils import timezone
 from moderation.conf import moderation_settings
 from moderation.models import Post, PostState, ReviewDecision
 from moderation.selectors_reviews import review_category_slugs, review_outcome, review_queue
+from moderation.services.banks import bank_review_decision_record, bank_review_decision_undo
 from moderation.services.errors import ServiceError
 from moderation.services.lifecycle import Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
@@ -93,6 +94,7 @@ def review_decide(*, post: Post, reviewer: Any, verdict: str, category: str = ""
     decision = ReviewDecision.objects.create(
         post=locked, analysis=locked.current_analysis, reviewer=reviewer, reviewer_username=reviewer.get_username(),
         verdict=verdict, category=category, reason=reason.strip(), created_at=now)
+    bank_review_decision_record(decision=decision)  # copies of this image get the same decision
     new_state = PostState.NEEDS_REVIEW if verdict == Verdict.ESCALATE else PostState.REVIEWED
     boost = moderation_settings.REVIEW_ESCALATE_BOOST if verdict == Verdict.ESCALATE else 0.0
     # A move to reviewed tells the client: every final word, a replacement after an undo included.
@@ -125,6 +127,7 @@ def review_undo(*, reviewer: Any, within_seconds: float | None = None) -> Review
     undo = ReviewDecision.objects.create(post=post, analysis=last.analysis, reviewer=reviewer,
                                          reviewer_username=reviewer.get_username(), verdict=Verdict.UNDO,
                                          undoes=last, created_at=now)
+    bank_review_decision_undo(undone=last)
     boost = moderation_settings.REVIEW_ESCALATE_BOOST if last.verdict == Verdict.ESCALATE else 0.0
     new_state = review_state_derive(decision=review_outcome(post=post))
     post_transition(moves=[Move(post_id=post.pk, from_state=post.state, to_state=new_state,

@@ -10,9 +10,11 @@ from django.core.management.base import BaseCommand, CommandError
 REVIEWER_PERMISSIONS = ("view_post", "change_post", "view_analysis", "view_postevent", "view_reviewdecision",
                         "view_policy", "view_category")
 # Leads also publish policy versions (add; published versions are never changed in place) and see stats.
-# and promote or roll back classifier versions.
+# and promote or roll back classifier versions, and manage the hash banks.
 LEAD_PERMISSIONS = REVIEWER_PERMISSIONS + ("add_policy", "change_policy", "add_category", "change_category",
-                                          "view_modelversion", "change_modelversion")
+                                          "view_modelversion", "change_modelversion",
+                                          *(f"{verb}_{model}" for model in ("bank", "bankentry")
+                                            for verb in ("view", "add", "change", "delete")))
 GROUPS = {"Reviewer": REVIEWER_PERMISSIONS, "Lead": LEAD_PERMISSIONS}
 
 
