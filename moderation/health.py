@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET
 from kombu.exceptions import KombuError, OperationalError
 
 from moderation.conf import moderation_settings
-from moderation.selectors_workers import worker_seen_within
+from moderation.selectors.workers import worker_seen_within
 
 BROKER_TIMEOUT_S = 2.0
 

@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from moderation.models import Bank, BankEntry
 from moderation.services.banks import bank_export, bank_hash_parse, bank_import
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 
 SHOWN_LINE_ERRORS = 50
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from moderation.admin.display import short_id_html
 from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.webhooks import webhook_secret_new, webhook_url_check
 
 

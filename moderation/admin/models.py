@@ -16,8 +16,8 @@ from django.views.decorators.http import require_http_methods
 from moderation.admin.access import can_lead, permission_require
 from moderation.admin.display import compact_time
 from moderation.models import ModelVersion
-from moderation.selectors_learning import VersionComparison, model_version_active, model_version_comparison
-from moderation.services.errors import ServiceError
+from moderation.selectors.learning import VersionComparison, model_version_active, model_version_comparison
+from moderation.errors import ServiceError
 from moderation.services.learning import model_promote, model_rollback
 
 MODEL_PERM = "moderation.change_modelversion"

@@ -16,11 +16,11 @@ from moderation.admin.access import REVIEW_PERM, VIEW_PERM, can_review, permissi
 from moderation.admin.display import short_id
 from moderation.conf import moderation_settings
 from moderation.models import Category, EngineRequest, Post, PostState
-from moderation.selectors import engine_request_summary
-from moderation.selectors_reviews import (models_roles_latest, post_review_evidence, review_last_decision,
+from moderation.selectors.posts import engine_request_summary
+from moderation.selectors.reviews import (models_roles_latest, post_review_evidence, review_last_decision,
                                           review_neighbours, review_outcome, review_queue_page,
                                           review_queue_summary)
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.requests import post_grounding_request, post_question_ask
 from moderation.services.reviews import review_claim_next, review_decide, review_undo
 

@@ -12,9 +12,9 @@ from django.views.decorators.http import require_GET
 from moderation.admin.access import LEAD_PERM, permission_require
 from moderation.admin.charts import Chart, chart_columns, chart_rows
 from moderation.models import Post
-from moderation.selectors_reviews import review_queue_summary
-from moderation.selectors_workers import webhook_oldest_pending_age_s, workers_seen
-from moderation.selectors_stats import (stats_agreement, stats_decision_mix, stats_queue_ages, stats_throughput,
+from moderation.selectors.reviews import review_queue_summary
+from moderation.selectors.workers import webhook_oldest_pending_age_s, workers_seen
+from moderation.selectors.stats import (stats_agreement, stats_decision_mix, stats_queue_ages, stats_throughput,
                                         stats_volume_per_day)
 
 WINDOW_DAYS = 14

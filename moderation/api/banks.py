@@ -12,11 +12,11 @@ from rest_framework.response import Response
 
 from moderation.api.base import BaseApi, BoundedJSONParser
 from moderation.models import Bank, BankEntry, Decision
-from moderation.selectors_banks import bank_entry_get, bank_get, bank_list
+from moderation.selectors.banks import bank_entry_get, bank_get, bank_list
 from moderation.services.bank_lists import FORMATS
 from moderation.services.banks import (bank_create, bank_delete, bank_entry_add, bank_entry_remove, bank_export,
                                        bank_import, bank_update)
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from vlm_engine.pdq import PDQ_BITS
 
 BANK_FIELD_CODES = {"name": "bank_invalid", "action": "bank_invalid", "threshold": "bank_invalid",

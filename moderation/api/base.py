@@ -17,7 +17,7 @@ from moderation.api.errors import api_exception_handler
 from moderation.api.schema_support import ModerationAutoSchema
 from moderation.api.throttling import ClientRateThrottle, UnauthenticatedAddressThrottle
 from moderation.conf import moderation_settings
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 
 # Room for the text, metadata and multipart framing on top of the image itself.
 BODY_OVERHEAD_BYTES = 256 * 1024

@@ -9,7 +9,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 SERVER_ERROR_CODE = "server_error"

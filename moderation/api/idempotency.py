@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from moderation.api.errors import api_exception_handler
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.idempotency import (idempotency_atomic, idempotency_begin, idempotency_complete,
                                              idempotency_crash_point, idempotency_request_hash)
 

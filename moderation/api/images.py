@@ -11,7 +11,7 @@ from rest_framework.request import Request
 
 from moderation.api.authentication import ApiKeyAuthentication
 from moderation.api.base import BaseApi
-from moderation.selectors_images import post_image_viewable
+from moderation.selectors.images import post_image_viewable
 from moderation.services.images import post_thumbnail_ensure
 
 # Images are never served from MEDIA_URL; these headers stop one from ever running as a page.

@@ -8,8 +8,8 @@ from rest_framework.response import Response
 
 from moderation.api.base import BaseApi, BoundedJSONParser
 from moderation.models import Notice
-from moderation.selectors import post_get
-from moderation.selectors_notices import notice_counts, notices_of_post
+from moderation.selectors.posts import post_get
+from moderation.selectors.notices import notice_counts, notices_of_post
 from moderation.services.notices import EXPLANATION_LIMIT, REFERENCE_LIMIT, notice_submit
 
 

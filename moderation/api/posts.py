@@ -18,9 +18,9 @@ from moderation.api.idempotency import idempotent_response
 from moderation.api.schema_support import BinaryFileField, JsonObjectSchemaField
 from moderation.api.serializers import PostDetailOutputSerializer, PostOutputSerializer
 from moderation.models import Decision, PostState
-from moderation.selectors import post_get, post_list
-from moderation.selectors_reviews import review_outcomes
-from moderation.services.errors import ServiceError
+from moderation.selectors.posts import post_get, post_list
+from moderation.selectors.reviews import review_outcomes
+from moderation.errors import ServiceError
 from moderation.services.posts import post_metadata_validate, post_submit
 
 

@@ -12,8 +12,8 @@ from rest_framework.response import Response
 from moderation.api.base import BaseApi, BoundedJSONParser
 from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
-from moderation.selectors import uuid_or_not_found
-from moderation.services.errors import NotFound
+from moderation.selectors.posts import uuid_or_not_found
+from moderation.errors import NotFound
 from moderation.services.requests import post_caption_request, post_grounding_request, post_question_ask
 from moderation.services.search import search_posts
 

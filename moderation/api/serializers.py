@@ -14,8 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from moderation.models import Analysis, EngineRequest, Post, ReviewDecision
-from moderation.selectors import engine_request_summary
-from moderation.selectors_reviews import review_summary
+from moderation.selectors.posts import engine_request_summary
+from moderation.selectors.reviews import review_summary
 
 
 class AnalysisOutputSerializer(serializers.ModelSerializer):

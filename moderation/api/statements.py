@@ -7,8 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
-from moderation.selectors import post_get
-from moderation.services.errors import NotFound
+from moderation.selectors.posts import post_get
+from moderation.errors import NotFound
 from moderation.services.statements import statement_for_post
 
 

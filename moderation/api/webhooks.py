@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from moderation.api.base import BaseApi
 from moderation.models import WebhookDelivery, WebhookEndpoint
-from moderation.services.errors import NotFound
+from moderation.errors import NotFound
 from moderation.services.webhooks import webhook_endpoint_set
 
 

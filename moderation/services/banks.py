@@ -10,10 +10,10 @@ from PIL import Image
 
 from moderation.conf import moderation_settings
 from moderation.models import Analysis, Bank, BankEntry, Decision, Policy, Post, ReviewDecision
-from moderation.selectors_banks import BankMatch, bank_match
+from moderation.selectors.banks import BankMatch, bank_match
 from moderation.services.analysis import analysis_record_known
 from moderation.services.bank_lists import FORMATS, hash_list_parse, hash_list_write
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.policies import policy_active
 from vlm_engine.pdq import PDQ_BITS, PdqHashInvalid, pdq_compute, pdq_hex_parse
 

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import IdempotencyRecord
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 
 MAX_KEY_LENGTH = 255
 # Seconds a request holding a key may sit idle inside its transaction before PostgreSQL ends

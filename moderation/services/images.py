@@ -8,7 +8,7 @@ from django.db.models.fields.files import FieldFile
 from PIL import Image
 
 from moderation.models import Post
-from moderation.services.errors import NotFound
+from moderation.errors import NotFound
 
 # Twice the queue's 96×72 cell, for high-density screens; a few kilobytes instead of megabytes.
 THUMBNAIL_BOX = (192, 144)

@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import ModelVersion, Policy, ReviewDecision
-from moderation.selectors_learning import (clip_version_current, embedding_from_bytes, labelled_rows,
+from moderation.selectors.learning import (clip_version_current, embedding_from_bytes, labelled_rows,
                                            model_version_active)
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.policies import policy_active
 
 Progress = Callable[[int, int, float], None]

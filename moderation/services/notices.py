@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import Notice, Post, PostState, ReviewDecision
-from moderation.selectors import post_get
-from moderation.selectors_reviews import review_category_slugs, review_outcome
-from moderation.services.errors import ServiceError
+from moderation.selectors.posts import post_get
+from moderation.selectors.reviews import review_category_slugs, review_outcome
+from moderation.errors import ServiceError
 from moderation.services.lifecycle import Actor, Move, post_transition
 from moderation.services.webhooks import webhook_event_deliveries_create
 

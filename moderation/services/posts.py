@@ -17,7 +17,7 @@ from django.db.models.sql import InsertQuery
 
 from moderation.conf import moderation_settings
 from moderation.models import Post
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.lifecycle import post_submitted_effects, post_submitted_event
 from vlm_engine.imaging import ImageRejected, image_decode, image_reencode
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from moderation.conf import moderation_settings
 from moderation.dispatch import task_send_on_commit
 from moderation.models import EngineRequest, Post
-from moderation.selectors import post_get, uuid_or_not_found
-from moderation.services.errors import NotFound, ServiceError
+from moderation.selectors.posts import post_get, uuid_or_not_found
+from moderation.errors import NotFound, ServiceError
 from moderation.services.locking import rows_lock_skipping_locked
 
 Kind = EngineRequest.Kind

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import Post, PostState, ReviewDecision
-from moderation.selectors_reviews import review_category_slugs, review_outcome, review_queue
+from moderation.selectors.reviews import review_category_slugs, review_outcome, review_queue
 from moderation.services.banks import bank_review_decision_record, bank_review_decision_undo
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.lifecycle import Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
 

@@ -13,8 +13,8 @@ from django.db.models import Q, QuerySet
 
 from moderation.conf import moderation_settings
 from moderation.models import EngineRequest, Post
-from moderation.selectors import clip_version
-from moderation.services.errors import ServiceError
+from moderation.selectors.posts import clip_version
+from moderation.errors import ServiceError
 from moderation.services.requests import requests_wakeup
 from moderation.services.search_pgvector import pgvector_supports, search_index_candidates, search_index_sync
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from moderation.conf import moderation_settings
 from moderation.models import Analysis, Category, Notice, Post, PostState, ReviewDecision
-from moderation.selectors_reviews import review_outcome
+from moderation.selectors.reviews import review_outcome
 
 GROUND_ILLEGAL = "DECISION_GROUND_ILLEGAL_CONTENT"
 GROUND_TERMS = "DECISION_GROUND_INCOMPATIBLE_CONTENT"

@@ -24,8 +24,8 @@ from django.utils import timezone
 from moderation.conf import moderation_settings
 from moderation.dispatch import task_send_on_commit
 from moderation.models import Post, WebhookDelivery, WebhookEndpoint
-from moderation.selectors_reviews import review_summary
-from moderation.services.errors import ServiceError
+from moderation.selectors.reviews import review_summary
+from moderation.errors import ServiceError
 from moderation.services.statements import statement_for_post
 
 SIGNATURE_VERSION = "v1"

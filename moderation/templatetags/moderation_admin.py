@@ -6,7 +6,7 @@ from typing import Any
 from django import template
 
 from moderation.admin.access import VIEW_PERM, can_review
-from moderation.selectors_reviews import QueueSummary, review_queue_summary
+from moderation.selectors.reviews import QueueSummary, review_queue_summary
 
 register = template.Library()
 

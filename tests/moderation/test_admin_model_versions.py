@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from moderation.models import ModelVersion
-from moderation.selectors_learning import MetricRow, model_version_comparison
+from moderation.selectors.learning import MetricRow, model_version_comparison
 from moderation.services.learning import model_promote, model_rollback
 from tests.factories import UserFactory
 

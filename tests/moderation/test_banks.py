@@ -10,11 +10,11 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from moderation.models import Analysis, Bank, BankEntry, Post, PostEvent, PostState
-from moderation.selectors_banks import entry_index
+from moderation.selectors.banks import entry_index
 from moderation.services.analysis import post_claim_batch
 from moderation.services.banks import (bank_create, bank_entry_add, bank_export, bank_import, bank_match_batch,
                                        post_pdq_record)
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.reviews import review_decide, review_undo
 from tests.factories import PostFactory, UserFactory
 from vlm_engine.pdq import pdq_compute, pdq_distance
@@ -302,7 +302,7 @@ def test_an_entry_committed_after_a_later_id_is_still_found():  # type: ignore[n
 
 
 def test_near_duplicates_are_the_clients_own_within_the_distance_nearest_first():  # type: ignore[no-untyped-def]
-    from moderation.selectors_banks import post_near_duplicates
+    from moderation.selectors.banks import post_near_duplicates
     from tests.factories import AnalysisFactory
 
     acme, globex = UserFactory(username="acme"), UserFactory(username="globex")

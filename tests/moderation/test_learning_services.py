@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 
 from moderation.models import Analysis, ModelVersion, ReviewDecision
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.learning import model_promote, model_rollback, retrain_due
 from tests.factories import PostFactory, UserFactory, image_bytes
 

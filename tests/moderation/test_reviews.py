@@ -9,8 +9,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from moderation.models import Post, PostEvent, PostState, ReviewDecision
-from moderation.selectors_reviews import review_outcome, review_queue
-from moderation.services.errors import ServiceError
+from moderation.selectors.reviews import review_outcome, review_queue
+from moderation.errors import ServiceError
 from moderation.conf import moderation_settings
 from moderation.services.reviews import (review_claim_next, review_decide,
                                          review_decide_many, review_state_derive, review_undo)

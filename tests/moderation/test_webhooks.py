@@ -138,7 +138,7 @@ def test_retries_run_out_then_failed(client_user, receiver, allow_loopback, sett
 
 
 def test_loopback_receiver_refused_by_default(client_user, receiver):  # type: ignore[no-untyped-def]
-    from moderation.services.errors import ServiceError
+    from moderation.errors import ServiceError
 
     with pytest.raises(ServiceError) as refused:
         webhook_endpoint_set(client=client_user, url=receiver.url)

@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from moderation.models import Analysis, Post, PostState
-from moderation.selectors_banks import entry_index
+from moderation.selectors.banks import entry_index
 from moderation.services.banks import bank_create, bank_entry_add
 from tests.factories import PostFactory
 from vlm_engine.config import EngineConfig

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from moderation.models import Bank
 from moderation.services.bank_lists import FORMATS
 from moderation.services.banks import bank_export, bank_import
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from moderation.selectors_learning import standing_decisions
+from moderation.selectors.learning import standing_decisions
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from django.urls import NoReverseMatch, reverse
 
 from moderation.conf import moderation_settings
 from moderation.models import ModelVersion
-from moderation.services.errors import ServiceError
+from moderation.errors import ServiceError
 from moderation.services.learning import (MIN_TRUSTED_CLASS, MIN_TRUSTED_SPLIT, DatasetSplits,
                                           aurocs_trusted, model_train, splits_untrusted)
 

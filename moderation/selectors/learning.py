@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from moderation.models import Analysis, ModelVersion, ReviewDecision
-from moderation.selectors import clip_version
+from moderation.selectors.posts import clip_version
 
 Verdict = ReviewDecision.Verdict
 LABEL_VERDICTS = (Verdict.VIOLATING, Verdict.NOT_VIOLATING)

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from moderation.models import EngineRequest, Post, PostState
-from moderation.services.errors import NotFound
+from moderation.errors import NotFound
 
 DECISION_STATES = {"allow": PostState.ALLOWED, "review": PostState.NEEDS_REVIEW, "remove": PostState.REMOVED}
 

@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 from moderation.models import Post
-from moderation.services.errors import NotFound
+from moderation.errors import NotFound
 
 VIEW_PERM = "moderation.view_post"
 

@@ -12,7 +12,7 @@ from django.db.models import Q, QuerySet
 from numpy.typing import NDArray
 
 from moderation.models import Bank, BankEntry, Decision, Post
-from moderation.services.errors import NotFound
+from moderation.errors import NotFound
 from vlm_engine.pdq import PDQ_BITS, PDQ_DEFAULT_THRESHOLD
 from vlm_engine.pdq_index import PdqIndex, hamming_distances, hashes_from_hex
 

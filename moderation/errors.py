@@ -1,4 +1,4 @@
-"""Errors raised by services, each with a stable code the API reports as-is."""
+"""Errors of the services and selectors, each with a stable code the API reports as-is."""
 from __future__ import annotations
 
 from typing import Any

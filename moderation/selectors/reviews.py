@@ -9,7 +9,7 @@ from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
 from django.utils import timezone
 
 from moderation.models import Analysis, Category, EngineRequest, Post, PostEvent, PostState, ReviewDecision
-from moderation.selectors_notices import notice_counts
+from moderation.selectors.notices import notice_counts
 
 # Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
 QUEUE_COUNT_CAP = 1000
