@@ -13,5 +13,5 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns 
 # `make run` shares one terminal between the web server and the worker: keep the worker's
 # line per periodic task (beat wakes the sweeper and the webhook sender every few seconds) out
 # of it. Warnings, errors and the engine's notices still show.
-LOGGING = {**LOGGING, "loggers": {name: {"level": "WARNING"} for name in
-                                  ("celery.beat", "celery.app.trace", "celery.worker.strategy")}}
+LOGGING = {**LOGGING, "loggers": {**LOGGING["loggers"], **{name: {"level": "WARNING"} for name in
+                                  ("celery.beat", "celery.app.trace", "celery.worker.strategy")}}}
