@@ -66,3 +66,12 @@ def post_in_review(*, priority: float = 0.5, image_size: tuple[int, int] | None 
     post.current_analysis = AnalysisFactory(post=post, risk=priority)
     post.save()
     return post
+
+
+def staff_member(username: str, group: str):  # type: ignore[no-untyped-def]
+    """A staff user in one of the groups `moderation_setup_groups` makes."""
+    from django.contrib.auth.models import Group
+
+    user = UserFactory(username=username, is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user

@@ -10,31 +10,20 @@ from django.urls import reverse
 
 from moderation.models import Category, Policy, Post, PostState, ReviewDecision
 from moderation.services.policies import policy_active
-from tests.factories import UserFactory, post_in_review
+from tests.factories import UserFactory, post_in_review, staff_member
 
 pytestmark = pytest.mark.django_db
 
 
-def _member(username: str, group: str):  # type: ignore[no-untyped-def]
-    user = UserFactory(username=username, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def groups(db):  # type: ignore[no-untyped-def]
-    call_command("moderation_setup_groups", stdout=StringIO())
-
-
 @pytest.fixture
 def reviewer_client(client, groups):  # type: ignore[no-untyped-def]
-    client.force_login(_member("rita", "Reviewer"))
+    client.force_login(staff_member("rita", "Reviewer"))
     return client
 
 
 @pytest.fixture
 def lead_client(client, groups):  # type: ignore[no-untyped-def]
-    client.force_login(_member("leo", "Lead"))
+    client.force_login(staff_member("leo", "Lead"))
     return client
 
 

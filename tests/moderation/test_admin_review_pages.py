@@ -1,12 +1,8 @@
 """The reviewer's pages on posts made by the real services (submit, claim), not only by factories."""
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 from django.test import override_settings
 from django.urls import reverse
 
@@ -14,25 +10,14 @@ from moderation.models import Post, PostState, ReviewDecision
 from moderation.services.analysis import post_claim_batch
 from moderation.services.posts import post_submit
 from moderation.services.reviews import review_claim_next, review_decide
-from tests.factories import UserFactory, image_bytes, post_in_review
+from tests.factories import UserFactory, image_bytes, post_in_review, staff_member
 
 pytestmark = pytest.mark.django_db
 
 
-def _member(username: str, group: str):  # type: ignore[no-untyped-def]
-    user = UserFactory(username=username, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def groups(db):  # type: ignore[no-untyped-def]
-    call_command("moderation_setup_groups", stdout=StringIO())
-
-
 @pytest.fixture
 def reviewer(groups):  # type: ignore[no-untyped-def]
-    return _member("rita", "Reviewer")
+    return staff_member("rita", "Reviewer")
 
 
 @pytest.fixture
@@ -149,7 +134,7 @@ def test_start_reviewing_from_the_index_opens_the_top_post(reviewer_client):  # 
 
 def test_escalating_hands_the_next_different_post_and_leaves_the_escalation_to_others(reviewer, groups):  # type: ignore[no-untyped-def]
     first, second = post_in_review(priority=0.9), post_in_review(priority=0.5)
-    other = _member("otto", "Reviewer")
+    other = staff_member("otto", "Reviewer")
 
     assert review_claim_next(reviewer=reviewer).pk == first.pk
     review_decide(post=first, reviewer=reviewer, verdict="escalate")

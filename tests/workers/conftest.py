@@ -97,3 +97,19 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def celery_publisher_reset() -> None:
+    """Drop this process's broker connections and producer pools after its broker settings changed.
+
+    kombu keeps producer pools in a process-wide registry as well; a pool left there would hand
+    later sends the closed connections ("Acquire on closed pool").
+    """
+    from celery import current_app
+    from kombu import pools as kombu_pools
+
+    if current_app._pool is not None:
+        current_app._pool.force_close_all()
+        current_app._pool = None
+    current_app.amqp._producer_pool = None
+    kombu_pools.reset()

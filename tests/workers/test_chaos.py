@@ -15,7 +15,6 @@ import pytest
 from celery import current_app
 from django.test import Client, override_settings
 from django.utils import timezone
-from kombu import pools as kombu_pools
 
 from moderation.dispatch import task_publisher_flush
 from moderation.models import Analysis, Post, PostEvent, PostState, WebhookDelivery, WorkerHeartbeat
@@ -24,7 +23,7 @@ from moderation.services.posts import post_submit
 from moderation.services.webhooks import webhook_endpoint_set
 from tests.conftest import ROOT, require_service
 from tests.factories import UserFactory
-from tests.workers.conftest import WorkerProcess, wait_until
+from tests.workers.conftest import WorkerProcess, celery_publisher_reset, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FINAL = {PostState.ALLOWED, PostState.NEEDS_REVIEW, PostState.REMOVED}
@@ -69,16 +68,10 @@ def _publish_to(url: str | None) -> None:
     """Point this process's Celery app (which the app's dispatch uses) at ``url``.
 
     ``broker_write_url`` is what publishing reads, and it wins over ``broker_url`` once read.
-    kombu keeps producer pools in a process-wide registry as well; a pool left there would
-    hand later sends the closed connections ("Acquire on closed pool").
     """
     task_publisher_flush()  # no wake-up in flight while the pools change
     current_app.conf.broker_write_url = url
-    if current_app._pool is not None:
-        current_app._pool.force_close_all()
-        current_app._pool = None
-    current_app.amqp._producer_pool = None
-    kombu_pools.reset()
+    celery_publisher_reset()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from typing import Iterator
 import pytest
 from celery import current_app
 from django.test import override_settings
-from kombu import pools as kombu_pools
 
 from moderation.conf import moderation_settings
 from moderation.dispatch import task_publisher_flush
@@ -30,7 +29,7 @@ from moderation.services.reviews import review_decide
 from moderation.services.webhooks import webhook_endpoint_set
 from tests.conftest import ROOT
 from tests.factories import UserFactory
-from tests.workers.conftest import wait_until
+from tests.workers.conftest import celery_publisher_reset, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 POSTS = 60
@@ -73,11 +72,7 @@ def _publish_to(url: str | None, transport: str | None) -> None:
     task_publisher_flush()
     current_app.conf.broker_url = current_app.conf.broker_write_url = current_app.conf.broker_read_url = url
     current_app.conf.broker_transport = transport
-    if current_app._pool is not None:
-        current_app._pool.force_close_all()
-        current_app._pool = None
-    current_app.amqp._producer_pool = None
-    kombu_pools.reset()
+    celery_publisher_reset()
 
 
 @pytest.fixture
