@@ -32,8 +32,8 @@ class NoticeOutputSerializer(serializers.ModelSerializer):
 class PostNoticesApi(BaseApi):
     class InputSerializer(serializers.Serializer):
         reporter_type = serializers.ChoiceField(choices=Notice.ReporterType.choices)
-        category = serializers.CharField(max_length=64)
-        explanation = serializers.CharField(max_length=EXPLANATION_LIMIT)
+        category = serializers.CharField(min_length=1, max_length=64)
+        explanation = serializers.CharField(min_length=1, max_length=EXPLANATION_LIMIT)
         reporter_reference = serializers.CharField(max_length=REFERENCE_LIMIT, required=False, allow_blank=True)
 
         class Meta:
