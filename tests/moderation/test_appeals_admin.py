@@ -1,0 +1,95 @@
+"""The appeals queue in the admin: open appeals listed, decided through the service, refusals shown."""
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.urls import reverse
+
+from moderation.models import Appeal, Post, PostEvent, PostState, ReviewDecision
+from moderation.services.appeals import appeal_decide, appeal_submit
+from moderation.services.reviews import review_decide
+from tests.factories import AnalysisFactory, PostFactory, UserFactory, post_in_review
+
+pytestmark = pytest.mark.django_db
+
+
+def _member(username: str, group: str):  # type: ignore[no-untyped-def]
+    user = UserFactory(username=username, is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def groups(db):  # type: ignore[no-untyped-def]
+    call_command("moderation_setup_groups", stdout=StringIO())
+
+
+@pytest.fixture
+def rita(groups):  # type: ignore[no-untyped-def]
+    return _member("rita", "Reviewer")
+
+
+def _removed_with_appeal(client_user):  # type: ignore[no-untyped-def]
+    post = PostFactory(client=client_user, state=PostState.REMOVED)
+    post.current_analysis = AnalysisFactory(post=post, decision="remove")
+    post.save()
+    return appeal_submit(client=client_user, post_id=post.pk, statement="A news photo.")
+
+
+def test_the_changelist_is_the_queue_of_open_appeals(client, rita, client_user):  # type: ignore[no-untyped-def]
+    waiting = _removed_with_appeal(client_user)
+    done = _removed_with_appeal(client_user)
+    appeal_decide(appeal=done, reviewer=UserFactory(username="dora"), decision="uphold")
+    client.force_login(rita)
+
+    response = client.get(reverse("admin:moderation_appeal_changelist"))
+
+    assert response.status_code == 200
+    assert [a.pk for a in response.context["cl"].result_list] == [waiting.pk]
+    decided = client.get(reverse("admin:moderation_appeal_changelist") + "?status=decided")
+    assert [a.pk for a in decided.context["cl"].result_list] == [done.pk]
+
+
+def test_a_reviewer_overturns_an_appeal_from_the_admin(client, rita, client_user):  # type: ignore[no-untyped-def]
+    appeal = _removed_with_appeal(client_user)
+    client.force_login(rita)
+    url = reverse("admin:moderation_appeal_decide", args=[appeal.pk])
+
+    assert client.get(url).status_code == 200
+    response = client.post(url, {"decision": "overturn", "note": ""})
+
+    assert (response.status_code, response["Location"]) == (302, reverse("admin:moderation_appeal_changelist"))
+    appeal.refresh_from_db()
+    assert (appeal.decision, appeal.decided_by) == ("overturn", rita)
+    assert Post.objects.get(pk=appeal.post_id).state == "restored"
+
+
+def test_the_admin_shows_the_refusal_when_the_reviewer_took_part(client, rita, client_user):  # type: ignore[no-untyped-def]
+    post = post_in_review(client=client_user)
+    review_decide(post=post, reviewer=rita, verdict="violating", category="hate", reason="slur")
+    appeal = appeal_submit(client=client_user, post_id=post.pk, statement="Not a slur.")
+    client.force_login(rita)
+    url = reverse("admin:moderation_appeal_decide", args=[appeal.pk])
+    before = (PostEvent.objects.count(), ReviewDecision.objects.count())
+
+    assert b"You took part in a decision on this post" in client.get(url).content
+    response = client.post(url, {"decision": "overturn"})
+
+    assert response.status_code == 403
+    assert b"another reviewer must decide the appeal" in response.content
+    assert (PostEvent.objects.count(), ReviewDecision.objects.count()) == before
+    assert Appeal.objects.get().decided_at is None
+    assert Post.objects.get(pk=post.pk).state == "reviewed"
+
+
+def test_staff_without_the_appeal_permission_cannot_decide(client, groups, client_user):  # type: ignore[no-untyped-def]
+    appeal = _removed_with_appeal(client_user)
+    client.force_login(UserFactory(username="sam", is_staff=True))
+
+    response = client.post(reverse("admin:moderation_appeal_decide", args=[appeal.pk]), {"decision": "overturn"})
+
+    assert response.status_code == 403
+    assert Appeal.objects.get().decided_at is None
