@@ -1,14 +1,17 @@
 """The appeals queue in the admin: open appeals listed, decided through the service, refusals shown."""
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from moderation.models import Appeal, Post, PostEvent, PostState, ReviewDecision
+from moderation.selectors.appeals import stats_appeals
 from moderation.services.appeals import appeal_decide, appeal_submit
 from moderation.services.reviews import review_decide
 from tests.factories import AnalysisFactory, PostFactory, UserFactory, post_in_review
@@ -93,3 +96,27 @@ def test_staff_without_the_appeal_permission_cannot_decide(client, groups, clien
 
     assert response.status_code == 403
     assert Appeal.objects.get().decided_at is None
+
+
+def test_the_stats_page_counts_appeals_and_overturn_rates(client, groups, client_user):  # type: ignore[no-untyped-def]
+    bob, carol = UserFactory(username="bob"), UserFactory(username="carol")
+    engine = [_removed_with_appeal(client_user) for _ in range(3)]
+    found = post_in_review(client=client_user)
+    review_decide(post=found, reviewer=bob, verdict="violating", category="harassment", reason="threat")
+    by_reviewer = appeal_submit(client=client_user, post_id=found.pk, statement="A joke between friends.")
+    for appeal, decision in zip([*engine[:2], by_reviewer], ["overturn", "uphold", "overturn"]):
+        appeal_decide(appeal=appeal, reviewer=carol, decision=decision)
+    Appeal.objects.filter(pk=engine[0].pk).update(decided_at=engine[0].created_at + timedelta(seconds=60))
+    Appeal.objects.filter(pk=engine[1].pk).update(decided_at=engine[1].created_at + timedelta(seconds=120))
+    Appeal.objects.filter(pk=by_reviewer.pk).update(decided_at=by_reviewer.created_at + timedelta(seconds=600))
+
+    stats = stats_appeals(since=timezone.now() - timedelta(days=1))
+
+    assert (stats.opened, stats.open_now, stats.decided, stats.median_decision_s) == (4, 1, 3, 120.0)
+    assert [(r.group, r.decided, r.overturned) for r in stats.by_category] == [("harassment", 1, 1), ("hate", 2, 1)]
+    assert [(r.group, r.decided, r.overturned, r.rate) for r in stats.by_source] == [
+        ("engine", 2, 1, 0.5), ("reviewer", 1, 1, 1.0)]
+    client.force_login(_member("leo", "Lead"))
+    page = client.get(reverse("admin:moderation_review_stats")).content.decode()
+    assert "4 opened, 3 decided, 1 open now; median time to decision 120 s." in page
+    assert "<td>engine</td><td>2</td><td>1</td><td>50 %</td>" in page
