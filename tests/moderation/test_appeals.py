@@ -1,9 +1,11 @@
 """Appeals: the author contests a restriction; an uninvolved reviewer upholds or overturns it."""
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -13,6 +15,7 @@ from moderation.selectors.learning import standing_decisions
 from moderation.services.appeals import appeal_decide, appeal_submit
 from moderation.services.reviews import review_decide, review_undo
 from moderation.services.webhooks import webhook_secret_new
+from tests.conftest import require_service
 from tests.factories import AnalysisFactory, PostFactory, UserFactory, post_in_review
 
 pytestmark = pytest.mark.django_db
@@ -248,3 +251,39 @@ def test_an_appeal_is_decided_once(client_user, removed, carol):  # type: ignore
 
     assert (refused.value.code, refused.value.status) == ("appeal_decided", 409)
     assert Post.objects.get(pk=removed.pk).state == "removed"
+
+
+def _in_thread(fn, results: dict, key: str, start: threading.Barrier, **kwargs) -> None:  # type: ignore[no-untyped-def,type-arg]
+    try:
+        start.wait(timeout=30)
+        results[key] = fn(**kwargs).decision or "opened"
+    except ServiceError as exc:
+        results[key] = exc.code
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appeals_and_decisions_leave_one_of_each(client_user, removed, carol):  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        require_service("two concurrent connections need PostgreSQL (set DATABASE_URL)")
+    results: dict[str, str] = {}
+    start = threading.Barrier(2)
+    threads = [threading.Thread(target=_in_thread, args=(appeal_submit, results, key, start),
+                                kwargs={"client": client_user, "post_id": removed.pk, "statement": STATEMENT})
+               for key in ("a", "b")]
+    [t.start() for t in threads]
+    [t.join(timeout=60) for t in threads]
+
+    assert sorted(results.values()) == ["appeal_open", "opened"]
+    appeal = Appeal.objects.get()
+    dave, start = UserFactory(username="dave", is_staff=True), threading.Barrier(2)
+    threads = [threading.Thread(target=_in_thread, args=(appeal_decide, results, user.username, start),
+                                kwargs={"appeal": appeal, "reviewer": user, "decision": "overturn"})
+               for user in (carol, dave)]
+    [t.start() for t in threads]
+    [t.join(timeout=60) for t in threads]
+
+    assert sorted([results["carol"], results["dave"]]) == ["appeal_decided", "overturn"]
+    assert ReviewDecision.objects.count() == 1
+    assert PostEvent.objects.filter(to_state="restored").count() == 1
