@@ -15,6 +15,8 @@ from moderation.services.appeals import STATEMENT_LIMIT, appeal_submit
 
 class AppealOutputSerializer(serializers.ModelSerializer):
     post_id = serializers.UUIDField()
+    decision = serializers.ChoiceField(choices=Appeal.Decision.choices, allow_null=True)
+    note = serializers.CharField(allow_null=True)
 
     class Meta:
         model = Appeal
@@ -29,7 +31,7 @@ class AppealOutputSerializer(serializers.ModelSerializer):
 
 class PostAppealsApi(BaseApi):
     class InputSerializer(serializers.Serializer):
-        statement = serializers.CharField(max_length=STATEMENT_LIMIT)
+        statement = serializers.CharField(min_length=1, max_length=STATEMENT_LIMIT)
 
         class Meta:
             ref_name = "AppealInput"
