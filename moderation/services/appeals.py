@@ -82,6 +82,8 @@ def appeal_decide(*, appeal: Appeal, reviewer: AbstractBaseUser, decision: str, 
                            "You took part in a decision on this post; another reviewer must decide the appeal.",
                            status=403)
     post = Post.objects.select_for_update().get(pk=locked.post_id)
+    if post_restriction(post=post) is None:  # the restricting decision was undone since the appeal
+        raise ServiceError("not_appealable", f"The post is {post.state} and no longer restricted.", status=409)
     now = timezone.now()
     label = _overturn(post=post, appeal=locked, reviewer=reviewer, now=now) if decision == Decision.OVERTURN else None
     if label is None:

@@ -287,3 +287,18 @@ def test_concurrent_appeals_and_decisions_leave_one_of_each(client_user, removed
     assert sorted([results["carol"], results["dave"]]) == ["appeal_decided", "overturn"]
     assert ReviewDecision.objects.count() == 1
     assert PostEvent.objects.filter(to_state="restored").count() == 1
+
+
+def test_an_appeal_whose_restriction_was_undone_cannot_be_decided(client_user, found_violating, bob,  # type: ignore[no-untyped-def]
+                                                                  carol):
+    appeal = appeal_submit(client=client_user, post_id=found_violating.pk, statement=STATEMENT)
+    review_undo(reviewer=bob)  # within the undo window: the post is back in review
+    before = (PostEvent.objects.count(), ReviewDecision.objects.count())
+
+    with pytest.raises(ServiceError) as refused:
+        appeal_decide(appeal=appeal, reviewer=carol, decision="overturn")
+
+    assert (refused.value.code, refused.value.status) == ("not_appealable", 409)
+    assert (PostEvent.objects.count(), ReviewDecision.objects.count()) == before
+    assert Post.objects.get(pk=found_violating.pk).state == "needs_review"
+    assert Appeal.objects.get().decided_at is None
