@@ -120,3 +120,12 @@ def test_the_stats_page_counts_appeals_and_overturn_rates(client, groups, client
     page = client.get(reverse("admin:moderation_review_stats")).content.decode()
     assert "4 opened, 3 decided, 1 open now; median time to decision 120 s." in page
     assert "<td>engine</td><td>2</td><td>1</td><td>50 %</td>" in page
+
+
+def test_the_post_page_lists_its_appeals(client, rita, client_user):  # type: ignore[no-untyped-def]
+    appeal = _removed_with_appeal(client_user)
+    client.force_login(rita)
+
+    page = client.get(reverse("admin:moderation_review_post", args=[appeal.post_id])).content.decode()
+
+    assert f'<a href="{reverse("admin:moderation_appeal_decide", args=[appeal.pk])}">open</a>' in page
