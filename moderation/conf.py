@@ -82,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_UNDO_SECONDS": 30,
     # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
     "NOTICE_PRIORITY_BOOST": 1.0,
+    # Days after a restricting decision in which its author may appeal it (DSA Art. 20: at least six months).
+    "APPEAL_WINDOW_DAYS": 183,
     # Member states a removal applies in, as statements of reasons name them (ISO codes; default: the EU).
     "STATEMENT_TERRITORIAL_SCOPE": ["AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR",
                                     "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI",

@@ -17,6 +17,7 @@ class PostState(models.TextChoices):
     REMOVED = "removed"
     REVIEWED = "reviewed"
     FAILED = "failed"
+    RESTORED = "restored"  # restricted, then put back by an overturned appeal
 
 
 class Decision(models.TextChoices):
@@ -471,6 +472,48 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reporter_type} notice on {self.post_id}"
+
+
+class Appeal(models.Model):
+    """An author's complaint against a restricting decision (DSA Art. 20) and how it was decided.
+
+    ``decided_by`` took no part in the decision appealed; an overturn's ``review_decision`` is the
+    ``not_violating`` ledger row that restores the post and serves as its retraining label.
+    """
+
+    class Decision(models.TextChoices):
+        UPHOLD = "uphold"
+        OVERTURN = "overturn"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by (post, created_at) below.
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="appeals", db_index=False)
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                               db_index=False)
+    statement = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # What was appealed: the statement of reasons' puid and source, kept as they were then.
+    restriction_puid = models.CharField(max_length=128)
+    restriction_category = models.CharField(max_length=64, blank=True)
+    restriction_automated = models.BooleanField()
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_by_username = models.CharField(max_length=150, blank=True)
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    note = models.TextField(blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    review_decision = models.OneToOneField("ReviewDecision", null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="appeal")
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["post", "created_at"], name="moderation_appeal_post"),
+                   models.Index(fields=["decided_at"], name="moderation_appeal_decided")]
+        constraints = [models.UniqueConstraint(fields=["post"], condition=models.Q(decided_at__isnull=True),
+                                               name="moderation_appeal_one_open")]
+
+    def __str__(self) -> str:
+        return f"appeal on {self.post_id} ({self.decision or 'open'})"
 
 
 class Bank(models.Model):

@@ -43,7 +43,8 @@ SEARCH_LABEL = "GET /api/v1/search/"
 # credentials or not: an anonymous request must not learn that the post is there.
 IMAGE_PATHS = ("/image/", "/image/thumbnail/")
 BUSINESS_RULE_OPERATIONS = ("posts_submit", "webhook_set", "posts_questions", "posts_groundings", "posts_captions",
-                            "banks_create", "banks_update", "bank_entries_add", "bank_import", "posts_notices_create")
+                            "banks_create", "banks_update", "bank_entries_add", "bank_import", "posts_notices_create",
+                            "posts_appeals_create")
 
 
 def _config(*, max_examples: int) -> Any:
@@ -65,9 +66,10 @@ def _config(*, max_examples: int) -> Any:
             # Rules no schema can state, so schema-valid requests are rightly refused with 400:
             # a post needs an image or a text; a webhook host must resolve to a public address;
             # an ad-hoc request needs an existing post with an image; every line of an imported hash list
-            # must be a PDQ hash; a notice names one of the post's policy categories; unknown body
-            # fields are refused (the bodies of these operations, as drf-spectacular writes them, do
-            # not forbid other properties). Every other check still runs.
+            # must be a PDQ hash; a notice names one of the post's policy categories; an appeal's
+            # statement must hold more than whitespace, and no NUL; unknown body fields are refused
+            # (the bodies of these operations, as drf-spectacular writes them, do not forbid other
+            # properties). Every other check still runs.
             *({"include-operation-id": op, "checks": {"positive_data_acceptance": {"enabled": False}}}
               for op in BUSINESS_RULE_OPERATIONS),
         ],

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from moderation.admin.access import LEAD_PERM, permission_require
 from moderation.admin.charts import Chart, chart_columns, chart_rows
 from moderation.models import Post
+from moderation.selectors.appeals import stats_appeals
 from moderation.selectors.reviews import review_queue_summary
 from moderation.selectors.workers import webhook_oldest_pending_age_s, workers_seen
 from moderation.selectors.stats import (stats_agreement, stats_decision_mix, stats_queue_ages, stats_throughput,
@@ -41,5 +42,6 @@ def stats_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     permission_require(request.user, LEAD_PERM)
     context = {**site.each_context(request), "opts": Post._meta, "title": "Moderation stats",
                "charts": stats_charts(), "summary": review_queue_summary(), "now": timezone.now(),
-               "workers": workers_seen(), "webhook_oldest_pending_s": webhook_oldest_pending_age_s()}
+               "workers": workers_seen(), "webhook_oldest_pending_s": webhook_oldest_pending_age_s(),
+               "appeals": stats_appeals(since=timezone.now() - timedelta(days=WINDOW_DAYS)), "window_days": WINDOW_DAYS}
     return TemplateResponse(request, "moderation/admin/stats.html", context)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.urls import path
+from moderation.api.appeals import PostAppealsApi
 from moderation.api.banks import (BankDetailApi, BankEntriesApi, BankEntryDetailApi, BankExportApi, BankImportApi,
                                   BanksApi)
 from moderation.api.images import PostImageApi, PostThumbnailApi
@@ -22,6 +23,7 @@ urlpatterns = [
     path("posts/<str:post_id>/groundings/", PostGroundingApi.as_view(), name="post-groundings"),
     path("posts/<str:post_id>/captions/", PostCaptionApi.as_view(), name="post-captions"),
     path("posts/<str:post_id>/notices/", PostNoticesApi.as_view(), name="post-notices"),
+    path("posts/<str:post_id>/appeals/", PostAppealsApi.as_view(), name="post-appeals"),
     path("posts/<str:post_id>/statement/", PostStatementApi.as_view(), name="post-statement"),
     path("requests/<str:request_id>/", RequestDetailApi.as_view(), name="request-detail"),
     path("search/", SearchApi.as_view(), name="search"),

@@ -9,6 +9,7 @@ from django.db.models import DateTimeField, F, FloatField, Func, QuerySet, Value
 from django.utils import timezone
 
 from moderation.models import Analysis, Category, EngineRequest, Post, PostEvent, PostState, ReviewDecision
+from moderation.selectors.appeals import appeals_of_post
 from moderation.selectors.notices import notice_counts
 
 # Counting stops here: the queue page says "1000+" instead of scanning a huge backlog.
@@ -181,6 +182,7 @@ def post_review_evidence(*, post: Post) -> dict[str, Any]:
         "decisions": list(ReviewDecision.objects.filter(post=post).order_by("created_at", "id")),
         "requests": list(EngineRequest.objects.filter(post=post).order_by("-created_at")[:10]),
         "notice_counts": notice_counts(post=post),
+        "appeals": list(appeals_of_post(post=post)),
     }
 
 

@@ -94,6 +94,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     _row("review_undo", [S.REVIEWED], S.NEEDS_REVIEW, [K.REVIEWER]),
     # A notice (DSA Art. 16) about an allowed post sends it to a person; one about a post in review keeps it there.
     _row("notice", [S.ALLOWED, S.NEEDS_REVIEW], S.NEEDS_REVIEW, [K.CLIENT]),
+    # An appeal (DSA Art. 20) is recorded on the restricted post; an overturn restores it, an uphold keeps it.
+    _row("appeal", [S.REMOVED, S.REVIEWED], SAME, [K.CLIENT]),
+    _row("appeal_uphold", [S.REMOVED, S.REVIEWED], SAME, [K.REVIEWER]),
+    _row("appeal_overturn", [S.REMOVED, S.REVIEWED], S.RESTORED, [K.REVIEWER]),
     _row("purge", ALL_STATES, SAME, [K.RETENTION]),
 )
 del S, K, E

@@ -9,7 +9,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Post, PostState, ReviewDecision
+from moderation.models import Appeal, Post, PostState, ReviewDecision
 from moderation.selectors.reviews import review_category_slugs, review_outcome, review_queue
 from moderation.services.banks import bank_review_decision_record, bank_review_decision_undo
 from moderation.errors import ServiceError
@@ -111,6 +111,8 @@ def _undoable(*, reviewer: Any, since: datetime) -> ReviewDecision | None:
             .order_by("-created_at", "-id").first())
     if last is None or last.created_at < since or ReviewDecision.objects.filter(undoes=last).exists():
         return None
+    if Appeal.objects.filter(review_decision=last).exists():
+        return None  # an appeal's overturn is final: the post is restored, not back in review
     # Only the post's latest word can be taken back: a later decision by someone else stands.
     return last if review_outcome(post=last.post) == last else None
 

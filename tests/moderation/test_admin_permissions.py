@@ -49,8 +49,8 @@ def test_setup_groups_is_idempotent_and_exact(groups):  # type: ignore[no-untype
     call_command("moderation_setup_groups", stdout=StringIO())
 
     perms = {g.name: sorted(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()}
-    assert perms["Reviewer"] == ["change_post", "view_analysis", "view_category", "view_policy", "view_post",
-                                 "view_postevent", "view_reviewdecision"]
+    assert perms["Reviewer"] == ["change_appeal", "change_post", "view_analysis", "view_appeal", "view_category",
+                                 "view_policy", "view_post", "view_postevent", "view_reviewdecision"]
     assert sorted(set(perms["Lead"]) - set(perms["Reviewer"])) == [
         "add_bank", "add_bankentry", "add_category", "add_policy", "change_bank", "change_bankentry",
         "change_category", "change_modelversion", "change_policy", "delete_bank", "delete_bankentry", "view_bank",

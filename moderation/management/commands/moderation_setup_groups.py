@@ -6,9 +6,10 @@ from typing import Any
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError
 
-# Reviewers see posts, analyses, events and policies, and decide (the post's change permission).
+# Reviewers see posts, analyses, events and policies, and decide (the post's change permission) and
+# appeals (the appeal's change permission).
 REVIEWER_PERMISSIONS = ("view_post", "change_post", "view_analysis", "view_postevent", "view_reviewdecision",
-                        "view_policy", "view_category")
+                        "view_policy", "view_category", "view_appeal", "change_appeal")
 # Leads also publish policy versions (add; published versions are never changed in place) and see stats.
 # and promote or roll back classifier versions, and manage the hash banks.
 LEAD_PERMISSIONS = REVIEWER_PERMISSIONS + ("add_policy", "change_policy", "add_category", "change_category",
