@@ -94,3 +94,12 @@ def test_a_query_opposite_every_anchor_gets_the_base_rate():  # type: ignore[no-
 def test_bad_settings_are_refused(kwargs, message):  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         AsifClassifier(anchors(THREE), **{"categories": ["hate"], **kwargs})
+
+
+def test_asif_beats_knn_with_few_decisions_when_only_the_text_tells_memes_apart():  # type: ignore[no-untyped-def]
+    from bench.precedents import compare, templates
+
+    figures = compare(templates, seeds=10)
+
+    assert figures["asif_p1"]["30"]["mean"] > figures["knn"]["30"]["mean"] + 0.02
+    assert figures["asif_p1"]["100"]["mean"] >= figures["knn"]["100"]["mean"]

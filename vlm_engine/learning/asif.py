@@ -44,7 +44,7 @@ class AsifClassifier:
         *,
         categories: Sequence[str],
         k: int = 15,
-        exponent: float = 8.0,
+        exponent: float = 1.0,
         min_labels: int = 10,
     ) -> None:
         """
@@ -62,6 +62,7 @@ class AsifClassifier:
         self.exponent = float(exponent)
         self.min_labels = min_labels
         self.keys = examples.keys
+        self._rows = {key: row for row, key in enumerate(examples.keys)}
         self._image = _unit_rows(examples.image)
         self._text = _unit_rows(examples.text)
         self._labels = examples.labels.astype(np.float64)
@@ -84,7 +85,10 @@ class AsifClassifier:
         image_sims, text_sims = self._similarities(image, text)
         weights = self._weights(image_sims, text_sims)
         similarity = (image_sims + text_sims) / 2
-        keep = np.ones(len(self.keys), dtype=bool) if allowed is None else np.isin(self.keys, list(allowed))
+        keep = np.ones(len(self.keys), dtype=bool)
+        if allowed is not None:
+            keep[:] = False
+            keep[[self._rows[key] for key in allowed if key in self._rows]] = True
         return [self._ranked(weights[row], similarity[row], keep, count) for row in range(len(weights))]
 
     def _ranked(self, weights: np.ndarray, similarity: np.ndarray, keep: np.ndarray, count: int) -> list[Precedent]:
