@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.common import results_write
 from vlm_engine.learning import AsifClassifier, KnnClassifier, LabelledEmbeddings
 from vlm_engine.learning.metrics import auroc
+
+if TYPE_CHECKING:
+    from vlm_engine.text import TextRole
 
 K = 15
 DIM, TEST_POSTS = 64, 300
@@ -93,8 +96,9 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4), "runs": len(values)}
 
 
-def memes(seeds: int) -> dict[str, Any]:
-    """Leave-one-out over every meme, and random 30-decision splits (the other 10 memes held out)."""
+def memes(seeds: int, role: TextRole | None = None) -> dict[str, Any]:
+    """Leave-one-out over every meme, and random 30-decision splits (the other 10 memes held out),
+    embedded by `role` (default: the packaged MiniLM)."""
     from bench.memes import BENIGN, HATEFUL, meme_set
     from vlm_engine.cascade import classifier_text
     from vlm_engine.text import PACKAGED_MINILM, TextRole
@@ -102,7 +106,8 @@ def memes(seeds: int) -> dict[str, Any]:
     items = meme_set()
     lines = [*HATEFUL, *BENIGN]  # meme_set() draws them in this order
     texts = [classifier_text(m.text, "\n".join(line)) for m, line in zip(items, lines)]
-    embedded = _unit(TextRole.load(PACKAGED_MINILM, device="cpu").embed(texts).astype(np.float32))
+    role = role or TextRole.load(PACKAGED_MINILM, device="cpu")
+    embedded = _unit(role.embed(texts).astype(np.float32))
     data = LabelledEmbeddings(image=embedded, text=embedded, labels=np.array([[float(m.hateful)] for m in items],
                               dtype=np.float32), keys=tuple(m.key for m in items))
     result: dict[str, Any] = {"memes": len(items)}

@@ -103,3 +103,15 @@ def test_asif_beats_knn_with_few_decisions_when_only_the_text_tells_memes_apart(
 
     assert figures["asif_p1"]["30"]["mean"] > figures["knn"]["30"]["mean"] + 0.02
     assert figures["asif_p1"]["100"]["mean"] >= figures["knn"]["100"]["mean"]
+
+
+@pytest.mark.slow
+def test_on_real_minilm_meme_text_asif_at_exponent_1_matches_knn(minilm):  # type: ignore[no-untyped-def]
+    from bench.precedents import memes
+
+    figures = memes(seeds=2, role=minilm)
+
+    # Image and text are the same text embedding here, so exponent 1 weighs like kNN; sharper loses.
+    assert figures["asif_p1"]["leave_one_out"] == pytest.approx(figures["knn"]["leave_one_out"], abs=0.01)
+    assert figures["asif_p1"]["after_30"]["mean"] >= 0.8
+    assert figures["asif_p8"]["after_30"]["mean"] < figures["asif_p1"]["after_30"]["mean"]
