@@ -6,7 +6,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from django.db import transaction
@@ -25,8 +25,12 @@ from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
 
-if TYPE_CHECKING:
-    from moderation.services.learning import Precedents
+
+class Precedents(Protocol):
+    """What names a post's nearest labelled examples (``services.learning.Precedents``)."""
+
+    def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
+                         text: np.ndarray | None) -> list[dict[str, Any]]: ...
 
 STATE_BY_DECISION = {Decision.ALLOW: PostState.ALLOWED, Decision.REVIEW: PostState.NEEDS_REVIEW,
                      Decision.REMOVE: PostState.REMOVED}
