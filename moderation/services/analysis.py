@@ -32,6 +32,7 @@ class Precedents(Protocol):
     def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
                          text: np.ndarray | None) -> list[dict[str, Any]]: ...
 
+
 STATE_BY_DECISION = {Decision.ALLOW: PostState.ALLOWED, Decision.REVIEW: PostState.NEEDS_REVIEW,
                      Decision.REMOVE: PostState.REMOVED}
 
