@@ -13,13 +13,14 @@ from moderation.conf import DEFAULTS, moderation_settings
 
 PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
+PRECEDENTS = ("asif", "knn")
 FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
 POSITIVE_INTS = ("BATCH_SIZE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FRAMES", "MAX_TEXT_LENGTH",
                  "MAX_METADATA_BYTES", "MAX_ATTEMPTS", "CLAIM_TIMEOUT", "QUEUED_STALE_AFTER",
                  "MAX_QUESTION_LENGTH", "MAX_PHRASES", "MAX_PHRASE_LENGTH", "MAX_CAPTION_PROMPT_LENGTH",
                  "SEARCH_MAX_K", "MAX_NEW_TOKENS", "REVIEW_CLAIM_MINUTES", "REVIEW_UNDO_SECONDS",
                  "APPEAL_WINDOW_DAYS",
-                 "IDEMPOTENCY_KEY_TTL", "MAX_BOXES_PER_PHRASE", "MAX_BOXES_PER_IMAGE")
+                 "IDEMPOTENCY_KEY_TTL", "MAX_BOXES_PER_PHRASE", "MAX_BOXES_PER_IMAGE", "NEAREST_EXAMPLES")
 
 
 @register()
@@ -65,10 +66,22 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
                             "RETENTION_MODE 'delete' or 'anonymize'.", id="moderation.E010"))
-    errors += _liveness_errors() + _bank_errors()
+    errors += _liveness_errors() + _bank_errors() + _precedent_errors()
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
+    return errors
+
+
+def _precedent_errors() -> list[Error]:
+    s, errors = moderation_settings, []
+    if s.PRECEDENTS not in PRECEDENTS:
+        errors.append(Error(f"MODERATION['PRECEDENTS'] must be one of {PRECEDENTS}, not {s.PRECEDENTS!r}.",
+                            id="moderation.E015"))
+    exponent = s.ASIF_EXPONENT
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 < exponent <= 64:
+        errors.append(Error(f"MODERATION['ASIF_EXPONENT'] must be a number in (0, 64], not {exponent!r}.",
+                            id="moderation.E015"))
     return errors
 
 

@@ -70,6 +70,14 @@ DEFAULTS: dict[str, Any] = {
     # macro AUROC beats the active version's by AUTO_PROMOTE_MARGIN (None: leads promote).
     "KNN_MIN_LABELS": 20,
     "KNN_K": 15,
+    # Which precedent vote scores once enough labels exist: "asif" (relative representations over
+    # the labelled posts, top KNN_K similarities per modality raised to ASIF_EXPONENT) or "knn".
+    # The heaviest NEAREST_EXAMPLES anchors of the post's own client are shown as nearest examples.
+    # bench/precedents.py: ASIF at exponent 1 matches kNN on real MiniLM meme text and beats it on
+    # the synthetic sets; higher exponents lose on the memes.
+    "PRECEDENTS": "asif",
+    "ASIF_EXPONENT": 1.0,
+    "NEAREST_EXAMPLES": 5,
     "RETRAIN_MIN_NEW_LABELS": 200,
     "AUTO_PROMOTE_MARGIN": None,
     # Public base URL of the site ("https://moderation.example.com"), so management commands

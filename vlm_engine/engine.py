@@ -127,7 +127,7 @@ class Engine:
         Args:
             posts: the batch; results come back in the same order.
             policy: the categories to score, with the phrases to ground and questions to ask.
-            classifier: a learned scorer (`vlm_engine.learning`: a trained head or the kNN
+            classifier: a learned scorer (`vlm_engine.learning`: a trained head or the ASIF or kNN
                 vote); the policy categories it covers take its probabilities (its NaN: the
                 zero-shot score), before the look-closer decision. A post it scored gets
                 "+head:<classifier.version>" in its model_version when it has a version.

@@ -19,7 +19,7 @@ _PROMPT_CACHE_SIZE = 8
 
 
 class Classifier(Protocol):
-    """A learned scorer (the kNN vote or a trained head): (n, C) probabilities, NaN for "no opinion"."""
+    """A learned scorer (the ASIF or kNN precedent vote, or a trained head): (n, C) probabilities, NaN for "no opinion"."""
 
     @property
     def categories(self) -> Sequence[str]: ...

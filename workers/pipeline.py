@@ -14,7 +14,7 @@ from moderation.models import Post, PostState
 from moderation.services.analysis import (analysis_record_batch, post_attempt_fail, post_claim_batch,
                                           post_claim_return, post_claim_start, post_engine_inputs)
 from moderation.services.banks import bank_match_batch
-from moderation.services.learning import scoring_classifier
+from moderation.services.learning import precedents_current, scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
 from vlm_engine.imaging import DecodedImage
@@ -143,7 +143,9 @@ def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
     policy = policy_active()
     engine_policy = policy_for_engine(policy=policy)
     # Read per batch: a promoted or rolled-back head, or a new label, applies to the next batch.
-    classifier, version, scoring = scoring_classifier(categories=[c.slug for c in engine_policy.categories])
+    slugs = [c.slug for c in engine_policy.categories]
+    classifier, version, scoring = scoring_classifier(categories=slugs)
+    precedents = precedents_current(categories=slugs)
     prepared = batch.prepared.result() if batch.prepared is not None else None
     # Known content first: PDQ hashes, and posts matching a bank are decided without the models.
     pending = bank_match_batch(token=token, posts=batch.posts, worker=worker)
@@ -173,5 +175,5 @@ def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
                                   worker=worker)
             return
         analysis_record_batch(token=token, policy=policy, results=results, worker=worker, classifier=version,
-                              scoring=scoring)
+                              scoring=scoring, precedents=precedents)
         return

@@ -6,7 +6,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from django.db import transaction
@@ -24,6 +24,14 @@ from moderation.services.policies import policy_for_engine
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
+
+
+class Precedents(Protocol):
+    """What names a post's nearest labelled examples (``services.learning.Precedents``)."""
+
+    def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
+                         text: np.ndarray | None) -> list[dict[str, Any]]: ...
+
 
 STATE_BY_DECISION = {Decision.ALLOW: PostState.ALLOWED, Decision.REVIEW: PostState.NEEDS_REVIEW,
                      Decision.REMOVE: PostState.REMOVED}
@@ -102,23 +110,28 @@ def _sampled_for_review(post_id: uuid.UUID) -> bool:
     return bucket < rate
 
 
+def _array(values: Sequence[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
 def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
     return None if values is None else np.asarray(values, dtype="<f4").tobytes()
 
 
 def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
                           worker: str, classifier: ModelVersion | None = None,
-                          scoring: str = "zero_shot") -> list[Analysis]:
+                          scoring: str = "zero_shot", precedents: Precedents | None = None) -> list[Analysis]:
     """Store the verdicts of one claim; posts no longer held by this claim are skipped.
 
     Model output is untrusted: when storing the batch raises anything (a value the database
     refuses, a NaN score, a bug met by one post's data), the batch is rolled back and each
     result is stored alone, so only the post that causes it fails its attempt (with the real
-    error, retried alone later) and the rest conclude now, charged nothing more.
+    error, retried alone later) and the rest conclude now, charged nothing more. ``precedents``
+    name each post's nearest labelled examples (its own client's only).
     """
     try:
         return _analyses_store(token=token, policy=policy, results=results, worker=worker,
-                               classifier=classifier, scoring=scoring)
+                               classifier=classifier, scoring=scoring, precedents=precedents)
     # Any exception: the point is that no output of one post can abandon a whole claim.
     except Exception as exc:  # noqa: BLE001
         if len(results) == 1:
@@ -127,7 +140,7 @@ def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence
     stored: list[Analysis] = []
     for result in results:
         stored += analysis_record_batch(token=token, policy=policy, results=[result], worker=worker,
-                                        classifier=classifier, scoring=scoring)
+                                        classifier=classifier, scoring=scoring, precedents=precedents)
     return stored
 
 
@@ -139,7 +152,8 @@ def _record_error(exc: Exception) -> str:
 
 @transaction.atomic
 def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis], worker: str,
-                    classifier: ModelVersion | None, scoring: str) -> list[Analysis]:
+                    classifier: ModelVersion | None, scoring: str,
+                    precedents: Precedents | None) -> list[Analysis]:
     held = {str(p.pk): p for p in Post.objects.select_for_update()
             .filter(claim_token=token, state=PostState.ANALYZING)}
     engine_policy = policy_for_engine(policy=policy)
@@ -151,6 +165,10 @@ def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[Engin
         analysis = _analysis_build(post=post, token=token, policy=policy, engine_policy=engine_policy,
                                    result=result, batch_posts=len(results))
         analysis.classifier, analysis.scoring = classifier, scoring
+        if precedents is not None:
+            analysis.explanation["nearest_examples"] = precedents.nearest_examples(
+                post_id=str(post.pk), client_id=post.client_id, image=_array(result.image_embedding),
+                text=_array(result.text_embedding))
         analyses.append(analysis)
         posts.append(post)
     return _analyses_conclude(posts=posts, analyses=analyses, token=token, policy=policy, worker=worker)

@@ -9,11 +9,11 @@ from typing import Any, Callable
 import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import ModelVersion, Policy, ReviewDecision
+from moderation.models import ModelVersion, Policy, Post, ReviewDecision
 from moderation.selectors.learning import (clip_version_current, embedding_from_bytes, labelled_rows,
                                            model_version_active)
 from moderation.errors import ServiceError
@@ -252,28 +252,84 @@ def retrain_due() -> bool:
     return new.count() >= moderation_settings.RETRAIN_MIN_NEW_LABELS
 
 
-_KNN: dict[tuple[Any, ...], Any] = {}
+_PRECEDENTS: dict[tuple[Any, ...], Precedents | None] = {}
+
+
+@dataclass(frozen=True)
+class Precedents:
+    """The labelled posts as they stand: the vote that scores (None below KNN_MIN_LABELS labels) and
+    the ASIF index that names each post's nearest labelled examples, with each anchor's client."""
+
+    scorer: Any | None
+    index: Any
+    scoring: str
+    client_keys: dict[Any, frozenset[str]]
+
+    def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
+                         text: np.ndarray | None) -> list[dict[str, Any]]:
+        """The post's heaviest anchors among its own client's labelled posts (never another client's,
+        never itself): post id, label, similarity and vote weight."""
+        from vlm_engine.learning import embeddings_pair
+
+        allowed = self.client_keys.get(client_id, frozenset())
+        if not allowed or (image is None and text is None):
+            return []
+        queries = embeddings_pair([image], [text])
+        count = moderation_settings.NEAREST_EXAMPLES
+        try:  # one more than shown, in case the post itself is among them (re-analysed after review)
+            found = [p for p in self.index.nearest(*queries, count=count + 1, allowed=allowed)[0] if p.key != post_id]
+        except ValueError:  # embeddings of another size than the anchors' (the CLIP changed meanwhile)
+            return []
+        return [{"post_id": p.key, "label": p.label, "similarity": p.similarity, "weight": p.weight}
+                for p in found[:count]]
 
 
 def scoring_classifier(*, categories: list[str]) -> tuple[Any | None, ModelVersion | None, str]:
-    """What scores the next batch: the active head; else a kNN vote once enough labels exist
-    (rebuilt whenever a decision arrives, so a new label counts at once); else zero-shot."""
+    """What scores the next batch: the active head; else the precedent vote (PRECEDENTS: ASIF or
+    kNN) once enough labels exist (rebuilt whenever a decision arrives, so a new label counts at
+    once); else zero-shot."""
     active = model_version_active()
     if active is not None:
         return model_head_load(version=active), active, "head"
-    knn = _knn_current(categories)
-    return (knn, None, "knn") if knn is not None else (None, None, "zero_shot")
+    current = precedents_current(categories=categories)
+    if current is None or current.scorer is None:
+        return None, None, "zero_shot"
+    return current.scorer, None, current.scoring
 
 
-def _knn_current(categories: list[str]) -> Any | None:
-    from vlm_engine.learning import KnnClassifier
+def precedents_current(*, categories: list[str]) -> Precedents | None:
+    """The precedents of the labelled set as it stands now (None: no labels yet); cached until the
+    next decision."""
+    s = moderation_settings
+    # The newest decision and the count: a new decision or undo raises the one, a post erased by
+    # retention lowers the other.
+    marker = ReviewDecision.objects.aggregate(last=Max("id"), count=Count("id"))
+    key = (marker["last"], marker["count"], tuple(categories), s.KNN_K, s.KNN_MIN_LABELS, s.PRECEDENTS,
+           s.ASIF_EXPONENT)
+    if key not in _PRECEDENTS:
+        _PRECEDENTS.clear()
+        data = dataset_build(categories=categories) if marker["last"] is not None else None
+        _PRECEDENTS[key] = _precedents_build(data, categories) if data is not None else None
+    return _PRECEDENTS[key]
 
-    marker = ReviewDecision.objects.aggregate(last=Max("id"))["last"]
-    key = (marker, tuple(categories), moderation_settings.KNN_K, moderation_settings.KNN_MIN_LABELS)
-    if key not in _KNN:
-        _KNN.clear()
-        data = dataset_build(categories=categories) if marker is not None else None
-        enough = data is not None and len(data.keys) >= moderation_settings.KNN_MIN_LABELS
-        _KNN[key] = (KnnClassifier(data, categories=categories, k=moderation_settings.KNN_K,
-                                   min_labels=moderation_settings.KNN_MIN_LABELS) if enough else None)
-    return _KNN[key]
+
+def precedents_forget() -> None:
+    """Drop the cached precedents (tests, whose rolled-back decisions may reuse ids)."""
+    _PRECEDENTS.clear()
+
+
+def _precedents_build(data: Any, categories: list[str]) -> Precedents:
+    from vlm_engine.learning import AsifClassifier, KnnClassifier
+
+    s = moderation_settings
+    index = AsifClassifier(data, categories=categories, k=s.KNN_K, exponent=s.ASIF_EXPONENT,
+                           min_labels=s.KNN_MIN_LABELS)
+    scorer: Any | None = None
+    if len(data.keys) >= s.KNN_MIN_LABELS:
+        scorer = index if s.PRECEDENTS == "asif" else KnnClassifier(
+            data, categories=categories, k=s.KNN_K, min_labels=s.KNN_MIN_LABELS)
+    clients: dict[Any, set[str]] = {}
+    for post_id, client_id in Post.objects.filter(pk__in=data.keys).values_list("pk", "client_id"):
+        clients.setdefault(client_id, set()).add(str(post_id))
+    return Precedents(scorer=scorer, index=index, scoring=s.PRECEDENTS,
+                      client_keys={c: frozenset(keys) for c, keys in clients.items()})

@@ -1,4 +1,4 @@
-"""Learning from reviewer decisions: nearest-neighbour votes, the trained fusion head, evaluation.
+"""Learning from reviewer decisions: kNN and ASIF precedent votes, the trained fusion head, evaluation.
 
 Importing this package is light (numpy only); the names that need torch (`head_train`,
 `TrainedHead`) import it on first use, so the web side can split and digest datasets.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from vlm_engine.learning.asif import AsifClassifier, Precedent
 from vlm_engine.learning.config import TrainingConfig
 from vlm_engine.learning.dataset import LabelledEmbeddings, dataset_digest, embeddings_pair, split_by_key
 from vlm_engine.learning.knn import KnnClassifier
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 _WITH_TORCH = {"TrainedHead": "vlm_engine.learning.fusion", "head_train": "vlm_engine.learning.training"}
 
 __all__ = [
+    "AsifClassifier",
     "KnnClassifier",
     "LabelledEmbeddings",
+    "Precedent",
     "TrainedHead",
     "TrainingConfig",
     "dataset_digest",

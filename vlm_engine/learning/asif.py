@@ -1,0 +1,139 @@
+"""ASIF-style precedents: relative representations over labelled anchor posts, then a similarity vote."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlm_engine.learning.dataset import LabelledEmbeddings
+
+NOT_VIOLATING = "not_violating"
+
+
+@dataclass(frozen=True)
+class Precedent:
+    """One labelled anchor near a query: its post id, its label, and how close it is.
+
+    `similarity` is the mean of the image and text cosine similarities; `weight` is the share
+    of the query's relative representation the anchor holds (0 when it is outside both top-k).
+    """
+
+    key: str
+    label: str
+    similarity: float
+    weight: float
+
+
+class AsifClassifier:
+    """Category probabilities from a query's relative representation over labelled anchors.
+
+    In the manner of ASIF (Norelli et al., 2023): a query is described by its cosine
+    similarities to the anchors, separately in the image and the text space; each keeps
+    its top-k, clipped at 0 and raised to `exponent` (sharpening towards the closest), and is
+    normalised to sum 1. The two are averaged into one weight per anchor, and a category's
+    score is the weighted share of violating anchors. No training: adding an anchor (a new
+    reviewer decision) changes the next prediction. A NaN label means "not decided for this
+    category": such anchors do not vote on it.
+    """
+
+    def __init__(
+        self,
+        examples: LabelledEmbeddings,
+        *,
+        categories: Sequence[str],
+        k: int = 15,
+        exponent: float = 1.0,
+        min_labels: int = 10,
+    ) -> None:
+        """
+        Raises:
+            ValueError: k < 1, exponent <= 0, or `categories` does not match the labels' columns.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if not exponent > 0:
+            raise ValueError(f"exponent must be positive, got {exponent}")
+        if len(categories) != examples.labels.shape[1]:
+            raise ValueError(f"{len(categories)} categories for {examples.labels.shape[1]} label columns")
+        self.categories = tuple(categories)
+        self.k = k
+        self.exponent = float(exponent)
+        self.min_labels = min_labels
+        self.keys = examples.keys
+        self._rows = {key: row for row, key in enumerate(examples.keys)}
+        self._image = _unit_rows(examples.image)
+        self._text = _unit_rows(examples.text)
+        self._labels = examples.labels.astype(np.float64)
+
+    def predict(self, image: np.ndarray, text: np.ndarray) -> np.ndarray:
+        """(n, C) float64: per category, the weighted share of violating anchors.
+
+        A category with fewer than `min_labels` labelled anchors gives NaN ("no opinion"); a
+        query whose top-k similarities are all <= 0 gives the category's base rate.
+        """
+        image_sims, text_sims = self._similarities(image, text)
+        columns = [self._vote(image_sims, text_sims, self._labels[:, c]) for c in range(len(self.categories))]
+        return np.stack(columns, axis=1) if columns else np.zeros((len(image), 0))
+
+    def nearest(
+        self, image: np.ndarray, text: np.ndarray, *, count: int, allowed: Collection[str] | None = None
+    ) -> list[list[Precedent]]:
+        """Per query, up to `count` anchors (only those whose key is in `allowed`, when given),
+        heaviest in the vote first, ties by similarity; anchors with no weight are left out."""
+        image_sims, text_sims = self._similarities(image, text)
+        weights = self._weights(image_sims, text_sims)
+        similarity = (image_sims + text_sims) / 2
+        keep = np.ones(len(self.keys), dtype=bool)
+        if allowed is not None:
+            keep[:] = False
+            keep[[self._rows[key] for key in allowed if key in self._rows]] = True
+        return [self._ranked(weights[row], similarity[row], keep, count) for row in range(len(weights))]
+
+    def _ranked(self, weights: np.ndarray, similarity: np.ndarray, keep: np.ndarray, count: int) -> list[Precedent]:
+        order = np.lexsort((-similarity, -weights))  # last key sorts first: weight, then similarity
+        chosen = [int(i) for i in order if keep[i] and weights[i] > 0][:count]
+        return [Precedent(key=self.keys[i], label=self._label(i), similarity=round(float(similarity[i]), 6),
+                          weight=round(float(weights[i]), 6)) for i in chosen]
+
+    def _label(self, row: int) -> str:
+        violating = np.flatnonzero(self._labels[row] == 1.0)
+        return self.categories[int(violating[0])] if len(violating) else NOT_VIOLATING
+
+    def _similarities(self, image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _unit_rows(image) @ self._image.T, _unit_rows(text) @ self._text.T
+
+    def _weights(self, image_sims: np.ndarray, text_sims: np.ndarray) -> np.ndarray:
+        weights: np.ndarray = (self._relative(image_sims) + self._relative(text_sims)) / 2
+        return weights
+
+    def _relative(self, sims: np.ndarray) -> np.ndarray:
+        """Top-k similarities per row, clipped at 0, to the exponent, normalised to sum 1 (or all 0)."""
+        k = min(self.k, sims.shape[1])
+        kept = np.zeros_like(sims)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        np.put_along_axis(kept, top, np.maximum(np.take_along_axis(sims, top, axis=1), 0.0), axis=1)
+        peak = kept.max(axis=1, keepdims=True)
+        powered = np.divide(kept, peak, out=np.zeros_like(kept), where=peak > 0) ** self.exponent
+        total = powered.sum(axis=1, keepdims=True)
+        relative: np.ndarray = np.divide(powered, total, out=np.zeros_like(powered), where=total > 0)
+        return relative
+
+    def _vote(self, image_sims: np.ndarray, text_sims: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        labelled = np.flatnonzero(np.isfinite(labels))
+        if len(labelled) < max(self.min_labels, 1):
+            return np.full(len(image_sims), np.nan)
+        if len(labelled) < len(labels):
+            image_sims, text_sims, labels = image_sims[:, labelled], text_sims[:, labelled], labels[labelled]
+        weights = self._weights(image_sims, text_sims)
+        total = weights.sum(axis=1)
+        share = np.divide(weights @ labels, total, out=np.zeros_like(total), where=total > 0)
+        votes: np.ndarray = np.where(total > 0, share, float(labels.mean()))
+        return votes
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    rows = matrix.astype(np.float64)
+    unit: np.ndarray = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return unit
