@@ -33,8 +33,11 @@ def engine(tiny_dir):  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def _settings(settings, tmp_path):  # type: ignore[no-untyped-def]
     settings.MEDIA_ROOT = tmp_path / "media"
-    # Zero-shot until a head is promoted: the kNN mode is covered by the engine's tests.
-    settings.MODERATION = {**settings.MODERATION, "KNN_MIN_LABELS": 100_000}
+    # Zero-shot until a head is promoted: the precedents' vote is covered by the engine's tests.
+    # The probes re-upload reviewed images, which the reviewed banks would decide without the
+    # models; banks have their own tests, and here the head must see every probe.
+    settings.MODERATION = {**settings.MODERATION, "KNN_MIN_LABELS": 100_000,
+                           "BANK_REVIEWED_VIOLATING": False, "BANK_REVIEWED_ALLOWED": False}
 
 
 def jpeg(red: bool, shade: int) -> SimpleUploadedFile:
