@@ -16,7 +16,7 @@ def default_mapping_set(apps, schema_editor):  # type: ignore[no-untyped-def]
     """The shipped categories get the database categories the default policy names for them."""
     Category = apps.get_model("moderation", "Category")
     for category in json.loads(POLICY_FILE.read_text())["categories"]:
-        Category.objects.filter(slug=category["slug"]).update(dsa_category=category["dsa_category"])
+        Category.objects.using(schema_editor.connection.alias).filter(slug=category["slug"]).update(dsa_category=category["dsa_category"])
 
 
 class Migration(migrations.Migration):

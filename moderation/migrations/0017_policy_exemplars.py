@@ -19,9 +19,10 @@ def default_exemplars_fill(apps, schema_editor):  # type: ignore[no-untyped-def]
     Category = apps.get_model("moderation", "Category")
     data = json.loads(POLICY_FILE.read_text())
     by_slug = {c["slug"]: c["exemplars"] for c in data["categories"]}
-    shipped = Policy.objects.filter(note=data["note"], benign_exemplars=[])
+    db = schema_editor.connection.alias
+    shipped = Policy.objects.using(db).filter(note=data["note"], benign_exemplars=[])
     shipped.update(benign_exemplars=data["benign_exemplars"])
-    for category in Category.objects.filter(policy__note=data["note"], slug__in=list(by_slug)):
+    for category in Category.objects.using(db).filter(policy__note=data["note"], slug__in=list(by_slug)):
         if not category.exemplars:
             category.exemplars = by_slug[category.slug]
             category.save(update_fields=["exemplars"])

@@ -66,3 +66,30 @@ def test_reviewer_claims_sees_boxes_and_decides_with_the_keyboard(live_server, b
     assert list(ReviewDecision.objects.values_list("post_id", "verdict", "reviewer_username")) == [
         (first.pk, "not_violating", "rita")]
     assert "first post" not in page.inner_text("#content") and "second post" in page.inner_text("#content")
+
+
+def test_crowded_box_labels_never_overlap_nor_leave_the_image(live_server, browser,
+                                                              reviewer):  # type: ignore[no-untyped-def]
+    from tests.browser.test_real_posts import LABELS_JS
+
+    post = post_in_review(priority=0.9, image_size=(434, 488), text="crowded")
+    # Twelve boxes of four phrases piled into one corner: every label wants the same spot.
+    groundings = [{"phrase": phrase, "box": [10.0 + 6 * i, 12.0 + 5 * i, 160.0 + 6 * i, 200.0 + 5 * i],
+                   "score": round(0.9 - 0.05 * i, 2)}
+                  for i, phrase in enumerate(["noose", "swastika", "weapon", "blood"] * 3)]
+    analysis = post.current_analysis
+    analysis.explanation = {**analysis.explanation, "groundings": groundings}
+    analysis.save(update_fields=["explanation"])
+    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/moderation/post/{post.pk}/review/")
+    page.fill("#id_username", "rita")
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**/admin/moderation/post/{post.pk}/review/")
+    page.click("#mod-figure")  # blurred until clicked
+    page.wait_for_function("() => { const i = document.getElementById('mod-image'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+
+    found = page.evaluate(LABELS_JS)
+    assert (found["boxes"], found["problems"]) == (12, [])
+    assert 1 <= found["shown"] < 12  # the rest appear on hover

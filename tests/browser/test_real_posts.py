@@ -305,4 +305,6 @@ def test_every_page_for_posts_in_every_state(live_server, browser, made):  # typ
         assert watch.problems == [], watch.problems
         page.close()
     assert [(state, found["problems"]) for state, found in labels if found["problems"]] == []
-    assert max(found["boxes"] for _, found in labels) > 1  # the label check had boxes to place
+    # Offline the grounder has random weights: its boxes are withheld, never drawn as findings
+    # (crowded labels are checked on drawn boxes in test_dashboard).
+    assert max(found["boxes"] for _, found in labels) == 0
