@@ -64,13 +64,16 @@ class PrivateRedis:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def _publish_to(url: str | None) -> None:
+def _publish_to(url: str | None, transport: str | None) -> None:
     """Point this process's Celery app (which the app's dispatch uses) at ``url``.
 
     ``broker_write_url`` is what publishing reads, and it wins over ``broker_url`` once read.
+    The transport goes with it: without a broker URL the demo settings name the embedded
+    broker's transport, which would read a redis:// URL as a database.
     """
     task_publisher_flush()  # no wake-up in flight while the pools change
     current_app.conf.broker_write_url = url
+    current_app.conf.broker_transport = transport
     celery_publisher_reset()
 
 
@@ -80,9 +83,10 @@ def redis_server(worker_env) -> Iterator[PrivateRedis]:  # type: ignore[no-untyp
         require_service("redis-server is not installed")
     server = PrivateRedis()
     server.start()
-    _publish_to(server.url)
+    transport = current_app.conf.broker_transport
+    _publish_to(server.url, None)
     yield server
-    _publish_to(None)
+    _publish_to(None, transport)
     server.stop()
 
 
