@@ -113,3 +113,21 @@ def celery_publisher_reset() -> None:
         current_app._pool = None
     current_app.amqp._producer_pool = None
     kombu_pools.reset()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):  # type: ignore[no-untyped-def]
+    """The tiny engine with every role, loaded once per module."""
+    from vlm_engine.config import EngineConfig
+    from vlm_engine.engine import Engine
+
+    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir)))
+
+
+@pytest.fixture(scope="module")
+def scoring_engine(tiny_dir):  # type: ignore[no-untyped-def]
+    """The tiny engine without grounder and generator: scores and embeddings only."""
+    from vlm_engine.config import EngineConfig
+    from vlm_engine.engine import Engine
+
+    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator=""))

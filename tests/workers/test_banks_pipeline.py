@@ -12,17 +12,10 @@ from moderation.models import Analysis, Post, PostState
 from moderation.selectors.banks import entry_index
 from moderation.services.banks import bank_create, bank_entry_add
 from tests.factories import PostFactory
-from vlm_engine.config import EngineConfig
-from vlm_engine.engine import Engine
 from vlm_engine.pdq import pdq_compute
 from workers.pipeline import batch_analyze, batches_drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_dir):  # type: ignore[no-untyped-def]
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir)))
 
 
 @pytest.fixture(autouse=True)

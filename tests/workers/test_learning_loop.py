@@ -16,7 +16,6 @@ from moderation.services.learning import model_promote, model_rollback, scoring_
 from moderation.services.posts import post_submit
 from moderation.services.reviews import review_claim_next, review_decide
 from tests.factories import UserFactory
-from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from workers.pipeline import batches_drain
 
@@ -25,9 +24,8 @@ CATEGORIES = ["hate", "harassment", "extremism", "violence", "sexual"]
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_dir):  # type: ignore[no-untyped-def]
-    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="")
-    return Engine.from_config(config)
+def engine(scoring_engine):  # type: ignore[no-untyped-def]
+    return scoring_engine
 
 
 @pytest.fixture(autouse=True)

@@ -10,18 +10,12 @@ from django.db import connection
 from moderation.models import Analysis, Post, PostEvent, PostState
 from moderation.services import analysis as analysis_services
 from tests.factories import PostFactory, image_bytes
-from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from vlm_engine.types import Answer, Grounding
 from workers.pipeline import batches_drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 FINAL = {PostState.ALLOWED, PostState.NEEDS_REVIEW, PostState.REMOVED}
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_dir):  # type: ignore[no-untyped-def]
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir)))
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +48,9 @@ def post_with_image(size: tuple[int, int] = (64, 48)) -> Post:
     return post
 
 
-def test_bad_output_of_one_post_never_abandons_its_batch(tiny_engine, monkeypatch):  # type: ignore[no-untyped-def]
+def test_bad_output_of_one_post_never_abandons_its_batch(engine, monkeypatch):  # type: ignore[no-untyped-def]
     nul, nan, boxes, explodes, fine = (post_with_image() for _ in range(5))
-    engine = CorruptingEngine(tiny_engine, {
+    engine = CorruptingEngine(engine, {
         str(nul.pk): {"caption": "a cat\x00 on\x07 a mat\u202e", "rationale": "x" * 50_000,
                       "answers": (Answer(question="Is there a weapon?", answer="no\x00\x1b[31m"),),
                       "model_version": "tiny\x00", "no_checkpoint": ()},  # as if from real roles
@@ -100,10 +94,10 @@ def test_bad_output_of_one_post_never_abandons_its_batch(tiny_engine, monkeypatc
     assert Analysis.objects.filter(post__in=[nan, explodes]).count() == 0
 
 
-def test_a_post_whose_output_stays_bad_ends_failed_with_the_real_error(tiny_engine, settings):  # type: ignore[no-untyped-def]
+def test_a_post_whose_output_stays_bad_ends_failed_with_the_real_error(engine, settings):  # type: ignore[no-untyped-def]
     settings.MODERATION = {**settings.MODERATION, "MAX_ATTEMPTS": 2}
     bad, fine = post_with_image(), post_with_image()
-    engine = CorruptingEngine(tiny_engine, {str(bad.pk): {"scores": {"hate": float("nan")}}})
+    engine = CorruptingEngine(engine, {str(bad.pk): {"scores": {"hate": float("nan")}}})
 
     batches_drain(engine=lambda: engine, batch_size=4, worker="w")
 
@@ -113,11 +107,11 @@ def test_a_post_whose_output_stays_bad_ends_failed_with_the_real_error(tiny_engi
     assert Post.objects.get(pk=fine.pk).state in FINAL
 
 
-def test_nul_in_generated_text_reaches_postgresql_clean(tiny_engine):  # type: ignore[no-untyped-def]
+def test_nul_in_generated_text_reaches_postgresql_clean(engine):  # type: ignore[no-untyped-def]
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL is the database that refuses NUL in JSON text")
     post = post_with_image()
-    engine = CorruptingEngine(tiny_engine, {str(post.pk): {"ocr_text": "\x00" * 3 + "HATE\x00", "no_checkpoint": ()}})
+    engine = CorruptingEngine(engine, {str(post.pk): {"ocr_text": "\x00" * 3 + "HATE\x00", "no_checkpoint": ()}})
 
     batches_drain(engine=lambda: engine, batch_size=4, worker="w")
 

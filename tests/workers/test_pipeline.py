@@ -9,16 +9,10 @@ from django.core.files.base import ContentFile
 
 from moderation.models import Analysis, Post, PostEvent, PostState
 from tests.factories import PostFactory, image_bytes
-from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from workers.pipeline import batch_analyze, batches_drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_dir):  # type: ignore[no-untyped-def]
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir)))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ from moderation.models import Analysis, Post, ReviewDecision
 from moderation.services.learning import precedents_forget
 from moderation.services.posts import post_submit
 from tests.factories import UserFactory
-from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from workers.pipeline import batches_drain
 
@@ -15,9 +14,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_dir):  # type: ignore[no-untyped-def]
-    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="")
-    return Engine.from_config(config)
+def engine(scoring_engine):  # type: ignore[no-untyped-def]
+    return scoring_engine
 
 
 def analyse(engine: Engine) -> None:
