@@ -20,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from moderation.models import Analysis, Post, ReviewDecision, StatementExport
@@ -31,7 +32,7 @@ from moderation.services.reviews import review_decide, review_undo
 from moderation.services.statement_exports import statement_exports_record
 from moderation.services.transparency_db import statements_submit_due, transparency_db_submit
 from tests.conftest import require_service
-from tests.factories import PostFactory, UserFactory
+from tests.factories import PostFactory, UserFactory, staff_member
 from tests.moderation.test_statements import SCHEMA
 from vlm_engine.types import Analysis as EngineAnalysis
 from workers.tasks import submit_statements
@@ -305,6 +306,24 @@ def test_the_token_is_in_no_log_task_argument_error_or_check(client_user, databa
     settings.MODERATION = {**settings.MODERATION, "TRANSPARENCY_DB_URL": "http://tdb.example.com"}
     messages = [str(m) for m in run_checks() if m.id == "moderation.E016"]
     assert len(messages) == 1 and TOKEN not in messages[0]
+
+
+def test_leads_see_what_the_database_refused_and_nobody_deletes_a_record(client, client_user, database, settings,  # type: ignore[no-untyped-def]
+                                                                       groups):
+    removed(client_user, 1)
+    settings.MODERATION = {**settings.MODERATION, "TRANSPARENCY_DB_TOKEN": "revoked"}
+    transparency_db_submit()
+    export = StatementExport.objects.get()
+    changelist = reverse("admin:moderation_statementexport_changelist")
+
+    client.force_login(staff_member("rita", "Reviewer"))
+    assert client.get(changelist).status_code == 403
+    client.force_login(staff_member("leo", "Lead"))
+    page = client.get(changelist + "?state=refused")
+    delete = client.post(reverse("admin:moderation_statementexport_delete", args=[export.pk]), {"post": "yes"})
+
+    assert page.status_code == 200 and export.puid in page.text and "http_401: Unauthenticated." in page.text
+    assert delete.status_code == 403 and StatementExport.objects.filter(pk=export.pk, state="refused").exists()
 
 
 def test_the_submitter_is_off_without_a_url(client_user, settings):  # type: ignore[no-untyped-def]
