@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import re
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,8 +111,11 @@ def _send(batch: list[StatementExport]) -> tuple[int, Any]:
         OSError, http.client.HTTPException: the connection failed or timed out.
     """
     parts = urlsplit(moderation_settings.TRANSPARENCY_DB_URL)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    client = connection_class(parts.hostname or "", parts.port, timeout=TIMEOUT_S)
+    if parts.scheme == "https":  # certificate and host name verified
+        client: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=TIMEOUT_S, context=ssl.create_default_context())
+    else:  # only a loopback host passes the settings check
+        client = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=TIMEOUT_S)
     body = json.dumps({"statements": [record.statement for record in batch]}, separators=(",", ":")).encode()
     headers = {"Authorization": f"Bearer {moderation_settings.TRANSPARENCY_DB_TOKEN}",
                "Accept": "application/json", "Content-Type": "application/json",

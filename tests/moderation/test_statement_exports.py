@@ -5,6 +5,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -324,6 +327,30 @@ def test_leads_see_what_the_database_refused_and_nobody_deletes_a_record(client,
 
     assert page.status_code == 200 and export.puid in page.text and "http_401: Unauthenticated." in page.text
     assert delete.status_code == 403 and StatementExport.objects.filter(pk=export.pk, state="refused").exists()
+
+
+def test_https_verifies_the_database_s_certificate_before_the_token_leaves(client_user, database, settings,  # type: ignore[no-untyped-def]
+                                                                          tmp_path, monkeypatch):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    database.server.socket = context.wrap_socket(database.server.socket, server_side=True)
+    settings.MODERATION = {**settings.MODERATION,
+                           "TRANSPARENCY_DB_URL": f"https://localhost:{database.server.server_port}"}
+    removed(client_user, 1)
+
+    assert transparency_db_submit()["retrying"] == 1
+    assert database.requests == [] and StatementExport.objects.get().last_error == "tls"
+
+    trusting_the_test_ca = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(ssl, "create_default_context", lambda: trusting_the_test_ca)
+    due_now()
+    assert transparency_db_submit()["submitted"] == 1 and len(database.stored) == 1
 
 
 def test_the_submitter_is_off_without_a_url(client_user, settings):  # type: ignore[no-untyped-def]
