@@ -1,11 +1,14 @@
 """Settings: defaults, overrides honoured, configuration errors reported with stable ids."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
 from moderation.conf import DEFAULTS, moderation_settings
+from tests.conftest import ROOT
 
 
 def check_ids() -> list[str]:
@@ -26,6 +29,15 @@ def test_override_settings_is_honoured():  # type: ignore[no-untyped-def]
 def test_unknown_attribute_raises():  # type: ignore[no-untyped-def]
     with pytest.raises(AttributeError):
         moderation_settings.NOPE  # noqa: B018
+
+
+def test_the_readme_s_configuration_table_lists_every_setting():  # type: ignore[no-untyped-def]
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Post lifecycle")]
+    listed = {key for row in table.splitlines() if row.startswith("| `")
+              for key in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
+
+    assert sorted(set(DEFAULTS) - listed) == [] and sorted(listed - set(DEFAULTS)) == []
 
 
 def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
