@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import shutil
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -34,7 +32,7 @@ from moderation.services.retention import post_content_purge
 from moderation.services.reviews import review_decide, review_undo
 from moderation.services.statement_exports import statement_exports_record
 from moderation.services.transparency_db import statements_submit_due, transparency_db_submit
-from tests.conftest import require_service
+from tests.conftest import require_service, tls_server_context
 from tests.factories import PostFactory, UserFactory, staff_member
 from tests.moderation.test_statements import SCHEMA
 from vlm_engine.types import Analysis as EngineAnalysis
@@ -331,14 +329,7 @@ def test_leads_see_what_the_database_refused_and_nobody_deletes_a_record(client,
 
 def test_https_verifies_the_database_s_certificate_before_the_token_leaves(client_user, database, settings,  # type: ignore[no-untyped-def]
                                                                           tmp_path, monkeypatch):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context, cert = tls_server_context(tmp_path, "localhost")
     database.server.socket = context.wrap_socket(database.server.socket, server_side=True)
     settings.MODERATION = {**settings.MODERATION,
                            "TRANSPARENCY_DB_URL": f"https://localhost:{database.server.server_port}"}
