@@ -120,8 +120,8 @@ DEFAULTS: dict[str, Any] = {
     # header and never logged. Batches go to <URL>/api/v1/statements.
     "TRANSPARENCY_DB_URL": "",
     "TRANSPARENCY_DB_TOKEN": "",
-    # Seconds between attempts of a batch that failed on the network or with a 5xx; after the last
-    # one its statements are "failed" (an export with --submit sends them again).
+    # Seconds between attempts of a batch that failed on the network or with a 3xx, 5xx, 408, 425 or
+    # 429; after the last one its statements are "failed" (an export with --submit sends them again).
     "TRANSPARENCY_DB_RETRY_DELAYS": [60, 300, 900, 3600, 10800, 21600, 43200, 86400],
     # Seconds between two runs of the submitter (beat), when TRANSPARENCY_DB_URL is set.
     "TRANSPARENCY_DB_INTERVAL": 60.0,
