@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import ssl
 import threading
 import time
@@ -309,7 +310,7 @@ def test_the_token_is_in_no_log_task_argument_error_or_check(client_user, databa
     assert len(messages) == 1 and TOKEN not in messages[0]
 
 
-def test_leads_see_what_the_database_refused_and_nobody_deletes_a_record(client, client_user, database, settings,  # type: ignore[no-untyped-def]
+def test_leads_see_what_the_database_refused_and_the_backlog_and_nobody_deletes_a_record(client, client_user, database, settings,  # type: ignore[no-untyped-def]
                                                                        groups):
     removed(client_user, 1)
     settings.MODERATION = {**settings.MODERATION, "TRANSPARENCY_DB_TOKEN": "revoked"}
@@ -325,6 +326,12 @@ def test_leads_see_what_the_database_refused_and_nobody_deletes_a_record(client,
 
     assert page.status_code == 200 and export.puid in page.text and "http_401: Unauthenticated." in page.text
     assert delete.status_code == 403 and StatementExport.objects.filter(pk=export.pk, state="refused").exists()
+    removed(client_user, 1)
+    statement_exports_record()
+    stats = client.get(reverse("admin:moderation_review_stats")).text
+    backlog = re.search(r'data-testid="statement-backlog">([^<]*)', stats).group(1)
+    assert re.fullmatch(r"Statements of reasons for the Transparency Database: 0 submitted, 1 waiting \(the oldest "
+                        r"decided 0\xa0minutes ago\), 0 failed, 1 refused\. ", backlog), backlog
 
 
 def test_https_verifies_the_database_s_certificate_before_the_token_leaves(client_user, database, settings,  # type: ignore[no-untyped-def]
