@@ -93,8 +93,9 @@ def _transparency_errors() -> list[Error]:
     if not isinstance(token, str):
         errors.append(Error("MODERATION['TRANSPARENCY_DB_TOKEN'] must be a string.", id="moderation.E016"))
     if not isinstance(url, str) or (url and not _transparency_url_valid(url)):
-        errors.append(Error(f"MODERATION['TRANSPARENCY_DB_URL'] must be '' or an https URL with a host (http only "
-                            f"for a loopback host), not {url!r}.", id="moderation.E016"))
+        # Not repeated either: a URL may carry credentials.
+        errors.append(Error("MODERATION['TRANSPARENCY_DB_URL'] must be '' or an https URL with a host (http only "
+                            "for a loopback host) and no user or password in it.", id="moderation.E016"))
     elif url and not token:
         errors.append(Error("MODERATION['TRANSPARENCY_DB_URL'] is set but TRANSPARENCY_DB_TOKEN is empty.",
                             hint="Set the API token the DSA Transparency Database issued.", id="moderation.E016"))
@@ -115,7 +116,8 @@ def _transparency_url_valid(url: str) -> bool:
     except ValueError:
         return False
     loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
-    return bool(parts.hostname) and (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+    return (bool(parts.hostname) and parts.username is None
+            and (parts.scheme == "https" or (parts.scheme == "http" and loopback)))
 
 
 def _seconds(value: object) -> bool:

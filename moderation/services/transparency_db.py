@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import ssl
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ def transparency_db_submit() -> dict[str, int]:
     return statements_submit_due()
 
 
-def statements_resubmit(*, since: Any, until: Any = None) -> dict[str, int]:
+def statements_resubmit(*, since: datetime, until: datetime | None = None) -> dict[str, int]:
     """Send every statement of a period not accepted yet, now: pending ones waiting for a retry, and
     failed or refused ones again (after the token or the data was put right)."""
     period = statement_exports_period(since=since, until=until)

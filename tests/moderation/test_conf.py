@@ -58,6 +58,8 @@ def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
          ["moderation.E016"]),
         ({"TRANSPARENCY_DB_URL": "https://transparency.example.eu"}, ["moderation.E016"]),
         ({"TRANSPARENCY_DB_URL": "https://:99999", "TRANSPARENCY_DB_TOKEN": "t"}, ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_URL": "https://me:secret@transparency.example.eu", "TRANSPARENCY_DB_TOKEN": "t"},
+         ["moderation.E016"]),
         ({"TRANSPARENCY_DB_TOKEN": None}, ["moderation.E016"]),
         ({"TRANSPARENCY_DB_RETRY_DELAYS": []}, ["moderation.E017"]),
         ({"TRANSPARENCY_DB_RETRY_DELAYS": [60, -1]}, ["moderation.E017"]),
