@@ -5,6 +5,7 @@ import importlib.util
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from drf_spectacular.openapi import AutoSchema
@@ -66,7 +67,7 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
             s.RETENTION_DAYS is None or (isinstance(s.RETENTION_DAYS, int) and s.RETENTION_DAYS > 0)):
         errors.append(Error("MODERATION['RETENTION_DAYS'] must be a positive integer or None and "
                             "RETENTION_MODE 'delete' or 'anonymize'.", id="moderation.E010"))
-    errors += _liveness_errors() + _bank_errors() + _precedent_errors()
+    errors += _liveness_errors() + _bank_errors() + _precedent_errors() + _transparency_errors()
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
@@ -83,6 +84,44 @@ def _precedent_errors() -> list[Error]:
         errors.append(Error(f"MODERATION['ASIF_EXPONENT'] must be a number in (0, 64], not {exponent!r}.",
                             id="moderation.E015"))
     return errors
+
+
+def _transparency_errors() -> list[Error]:
+    # The token is never repeated in a message: check output ends up in logs.
+    s, errors = moderation_settings, []
+    url, token = s.TRANSPARENCY_DB_URL, s.TRANSPARENCY_DB_TOKEN
+    if not isinstance(token, str):
+        errors.append(Error("MODERATION['TRANSPARENCY_DB_TOKEN'] must be a string.", id="moderation.E016"))
+    if not isinstance(url, str) or (url and not _transparency_url_valid(url)):
+        # Not repeated either: a URL may carry credentials.
+        errors.append(Error("MODERATION['TRANSPARENCY_DB_URL'] must be '' or an https URL with a host (http only "
+                            "for a loopback host) and no user or password in it.", id="moderation.E016"))
+    elif url and not token:
+        errors.append(Error("MODERATION['TRANSPARENCY_DB_URL'] is set but TRANSPARENCY_DB_TOKEN is empty.",
+                            hint="Set the API token the DSA Transparency Database issued.", id="moderation.E016"))
+    delays, interval = s.TRANSPARENCY_DB_RETRY_DELAYS, s.TRANSPARENCY_DB_INTERVAL
+    if not (isinstance(delays, (list, tuple)) and delays and all(_seconds(d) for d in delays)):
+        errors.append(Error(f"MODERATION['TRANSPARENCY_DB_RETRY_DELAYS'] must be a non-empty list of seconds "
+                            f"(numbers >= 0), not {delays!r}.", id="moderation.E017"))
+    if not (_seconds(interval) and interval > 0):
+        errors.append(Error(f"MODERATION['TRANSPARENCY_DB_INTERVAL'] must be a positive number of seconds, "
+                            f"not {interval!r}.", id="moderation.E017"))
+    return errors
+
+
+def _transparency_url_valid(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number in range
+    except ValueError:
+        return False
+    loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+    return (bool(parts.hostname) and parts.username is None
+            and (parts.scheme == "https" or (parts.scheme == "http" and loopback)))
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def _liveness_errors() -> list[Error]:

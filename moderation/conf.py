@@ -114,6 +114,17 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between attempts of a failing delivery; after the last one it is "failed".
     "WEBHOOK_RETRY_DELAYS": [5, 30, 120, 600, 1800, 3600, 7200, 14400],
     "WEBHOOK_TIMEOUT": 10.0,
+    # DSA Transparency Database (Art. 24(5)): base URL of the database ("https://transparency.dsa.ec.europa.eu",
+    # or the sandbox's) and the API token it issued; "" leaves the submitter off (exports still work).
+    # The URL must be https (plain http only for a loopback host); the token is sent as a Bearer
+    # header and never logged. Batches go to <URL>/api/v1/statements.
+    "TRANSPARENCY_DB_URL": "",
+    "TRANSPARENCY_DB_TOKEN": "",
+    # Seconds between attempts of a batch that failed on the network or with a 3xx, 5xx, 408, 425 or
+    # 429; after the last one its statements are "failed" (an export with --submit sends them again).
+    "TRANSPARENCY_DB_RETRY_DELAYS": [60, 300, 900, 3600, 10800, 21600, 43200, 86400],
+    # Seconds between two runs of the submitter (beat), when TRANSPARENCY_DB_URL is set.
+    "TRANSPARENCY_DB_INTERVAL": 60.0,
     # API requests per client, DRF rate syntax ("600/min"); None disables throttling.
     "THROTTLE_RATE": "1200/min",
     # Seconds an Idempotency-Key's stored response is replayed (24 h, as Stripe's keys); after

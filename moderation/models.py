@@ -240,7 +240,10 @@ class Analysis(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "analyses"
-        indexes = [models.Index(fields=["post", "-created_at"], name="moderation_analysis_post")]
+        indexes = [models.Index(fields=["post", "-created_at"], name="moderation_analysis_post"),
+                   # The engine's removals, which the statement export looks for by date.
+                   models.Index(fields=["created_at"], condition=Q(decision="remove"),
+                                name="moderation_analysis_removals")]
         constraints = [
             models.UniqueConstraint(fields=["post", "claim_token"], name="moderation_analysis_once_per_claim"),
         ]
@@ -514,6 +517,49 @@ class Appeal(models.Model):
 
     def __str__(self) -> str:
         return f"appeal on {self.post_id} ({self.decision or 'open'})"
+
+
+class StatementExport(models.Model):
+    """A restricting decision's statement of reasons as exported to the DSA Transparency Database.
+
+    Made once per decision, the first time an export or the submitter meets it, and never deleted
+    by the app: ``puid`` is unique forever and the same on every re-export, ``statement`` is the
+    text as first exported. ``state`` says whether the database has accepted it; one accepted is
+    never sent again.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # not accepted yet; sent when due
+        SUBMITTED = "submitted"  # accepted by the database (or already there under this puid)
+        FAILED = "failed"  # every retry failed (network, 5xx); an export with --submit sends it again
+        REFUSED = "refused"  # the database refused it (4xx), with its answer in last_error
+
+    puid = models.CharField(max_length=500, unique=True)
+    post = models.ForeignKey(Post, null=True, on_delete=models.SET_NULL, related_name="statement_exports")
+    # The decision: the engine's removal (its analysis) or a reviewer's violating decision.
+    analysis = models.OneToOneField(Analysis, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="statement_export")
+    review_decision = models.OneToOneField(ReviewDecision, null=True, blank=True, on_delete=models.SET_NULL,
+                                           related_name="statement_export")
+    restricted_at = models.DateTimeField()
+    statement = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # The database's own id of the statement, from its answer.
+    database_uuid = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["restricted_at", "id"]
+        indexes = [models.Index(fields=["restricted_at"], name="moderation_statement_time"),
+                   models.Index(fields=["state", "next_attempt_at"], name="moderation_statement_due")]
+
+    def __str__(self) -> str:
+        return f"statement {self.puid} ({self.state})"
 
 
 class Bank(models.Model):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,20 @@ def require_service(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def tls_server_context(directory: Path, host: str) -> tuple[ssl.SSLContext, Path]:
+    """A server-side TLS context whose certificate (its own CA, one day) names ``host``; returns it with
+    the certificate file a client must trust. Skips without openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
 
 
 @pytest.fixture(scope="session")

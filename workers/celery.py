@@ -68,21 +68,27 @@ def moderation_celery_config() -> dict[str, Any]:
     from moderation.conf import moderation_settings as s
 
     gpu, default = s.GPU_QUEUE, s.DEFAULT_QUEUE
+    beat = {
+        "moderation-sweep": {"task": "moderation.sweep", "schedule": float(s.SWEEP_INTERVAL)},
+        # Retries of failing webhook deliveries come due without any new verdict to wake them.
+        "moderation-webhooks": {"task": s.WEBHOOK_TASK, "schedule": float(s.WEBHOOK_INTERVAL)},
+        "moderation-retention": {"task": "moderation.purge_content", "schedule": 3600.0},
+        # Trains only when RETRAIN_MIN_NEW_LABELS decisions arrived since the last run.
+        "moderation-retrain": {"task": "moderation.retrain", "schedule": 3600.0},
+    }
+    if s.TRANSPARENCY_DB_URL:
+        # Records new restricting decisions and sends them, and the retries that came due.
+        beat["moderation-statements"] = {"task": "moderation.submit_statements",
+                                         "schedule": float(s.TRANSPARENCY_DB_INTERVAL)}
     return {
         "task_default_queue": default,
         "task_queues": [Queue(gpu), Queue(default)],
         "task_routes": {s.ANALYZE_TASK: {"queue": gpu}, s.REQUEST_TASK: {"queue": gpu},
                         "moderation.retrain": {"queue": gpu},
                         s.WEBHOOK_TASK: {"queue": default}, "moderation.sweep": {"queue": default},
-                        "moderation.purge_content": {"queue": default}},
-        "beat_schedule": {
-            "moderation-sweep": {"task": "moderation.sweep", "schedule": float(s.SWEEP_INTERVAL)},
-            # Retries of failing webhook deliveries come due without any new verdict to wake them.
-            "moderation-webhooks": {"task": s.WEBHOOK_TASK, "schedule": float(s.WEBHOOK_INTERVAL)},
-            "moderation-retention": {"task": "moderation.purge_content", "schedule": 3600.0},
-            # Trains only when RETRAIN_MIN_NEW_LABELS decisions arrived since the last run.
-            "moderation-retrain": {"task": "moderation.retrain", "schedule": 3600.0},
-        },
+                        "moderation.purge_content": {"queue": default},
+                        "moderation.submit_statements": {"queue": default}},
+        "beat_schedule": beat,
     }
 
 

@@ -14,6 +14,7 @@ from moderation.services.idempotency import idempotency_expired_delete
 from moderation.services.learning import model_train, retrain_due
 from moderation.services.requests import requests_release_stale
 from moderation.services.retention import post_content_purge
+from moderation.services.transparency_db import transparency_db_submit
 from moderation.services.webhooks import webhook_deliver_due
 from workers.engine import engine_get
 from workers.heartbeat import heartbeat
@@ -68,6 +69,12 @@ def purge_content() -> int:
 @shared_task(name="moderation.deliver_webhooks", acks_late=True)
 def deliver_webhooks() -> dict[str, int]:
     return webhook_deliver_due()
+
+
+@shared_task(name="moderation.submit_statements", acks_late=True)
+def submit_statements() -> dict[str, int]:
+    """Send the statements of reasons due to the DSA Transparency Database (the token stays in the settings)."""
+    return transparency_db_submit()
 
 
 @worker_ready.connect

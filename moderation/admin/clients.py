@@ -1,4 +1,5 @@
-"""Admin of the API side: API keys, webhook endpoints and the delivery log."""
+"""Admin of the API side: API keys, webhook endpoints, the delivery log and the statements sent to the DSA
+Transparency Database."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +9,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from moderation.admin.display import short_id_html
-from moderation.models import ApiKey, WebhookDelivery, WebhookEndpoint
+from moderation.models import ApiKey, StatementExport, WebhookDelivery, WebhookEndpoint
 from moderation.errors import ServiceError
 from moderation.services.webhooks import webhook_secret_new, webhook_url_check
 
@@ -77,4 +78,28 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         return short_id_html(delivery.post_id)
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(StatementExport)
+class StatementExportAdmin(admin.ModelAdmin):
+    """The statements of reasons exported, and whether the database accepted them: read-only, never deleted
+    (a PUID is never reused); a refused or failed one shows the database's answer."""
+
+    class Media:
+        css = {"all": ["moderation/review.css"]}
+
+    list_display = ["puid", "restricted_at", "state", "attempts", "last_status_code", "last_error", "submitted_at"]
+    list_filter = ["state"]
+    search_fields = ["puid"]
+    readonly_fields = [f.name for f in StatementExport._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # made by the export and the submitter only
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -14,6 +14,7 @@ from moderation.admin.charts import Chart, chart_columns, chart_rows
 from moderation.models import Post
 from moderation.selectors.appeals import stats_appeals
 from moderation.selectors.reviews import review_queue_summary
+from moderation.selectors.statement_exports import statement_exports_backlog
 from moderation.selectors.workers import webhook_oldest_pending_age_s, workers_seen
 from moderation.selectors.stats import (stats_agreement, stats_decision_mix, stats_queue_ages, stats_throughput,
                                         stats_volume_per_day)
@@ -43,5 +44,6 @@ def stats_view(request: HttpRequest, *, site: admin.AdminSite) -> HttpResponse:
     context = {**site.each_context(request), "opts": Post._meta, "title": "Moderation stats",
                "charts": stats_charts(), "summary": review_queue_summary(), "now": timezone.now(),
                "workers": workers_seen(), "webhook_oldest_pending_s": webhook_oldest_pending_age_s(),
+               "statements": statement_exports_backlog(),
                "appeals": stats_appeals(since=timezone.now() - timedelta(days=WINDOW_DAYS)), "window_days": WINDOW_DAYS}
     return TemplateResponse(request, "moderation/admin/stats.html", context)

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
-from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, WebhookDelivery
+from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, StatementExport, WebhookDelivery
 from moderation.services.lifecycle import RETENTION, Move, post_transition
 
 PURGE_BATCH = 500
@@ -72,13 +72,20 @@ def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:
     for delivery in deliveries:
         delivery.payload = _payload_purged(delivery.payload, anonymize=anonymize)
     WebhookDelivery.objects.bulk_update(deliveries, ["payload"])
+    exports = list(StatementExport.objects.filter(post_id__in=post_ids).only("id", "statement"))
+    for export in exports:
+        export.statement = _statement_purged(export.statement)
+    StatementExport.objects.bulk_update(exports, ["statement"])
+
+
+def _statement_purged(statement: dict[str, Any]) -> dict[str, Any]:
+    # A statement of reasons quotes the summary and the reviewer's reason, which may quote the content.
+    return {**statement, **{k: STATEMENT_TEXT_PURGED for k in STATEMENT_TEXT_FIELDS if k in statement}}
 
 
 def _payload_purged(payload: dict[str, Any], *, anonymize: bool) -> dict[str, Any]:
-    # A statement of reasons quotes the summary and the reviewer's reason, which may quote the content.
     if payload.get("statement"):
-        payload = {**payload, "statement": {**payload["statement"], **{
-            k: STATEMENT_TEXT_PURGED for k in STATEMENT_TEXT_FIELDS if k in payload["statement"]}}}
+        payload = {**payload, "statement": _statement_purged(payload["statement"])}
     if anonymize:
         payload = {**payload, "post": {**payload.get("post", {}), "external_id": None}}
     return payload

@@ -29,26 +29,43 @@ class Restriction:
     puid: str
 
 
+def restriction_by_engine(*, analysis: Analysis) -> Restriction:
+    """The engine's removal recorded by ``analysis``.
+
+    The PUID names the post and the row of the decision: a later restriction of the same post is a
+    new row (analysis or review decision), so it never shares a PUID with an earlier one.
+    """
+    return Restriction(analysis=analysis, decision=None, category_slug=analysis.top_category,
+                       applied_at=analysis.created_at, puid=f"{analysis.post_id}-analysis-{analysis.pk}")
+
+
+def restriction_by_review(*, decision: ReviewDecision, analysis: Analysis) -> Restriction:
+    """A reviewer's ``violating`` decision on the post ``analysis`` describes."""
+    return Restriction(analysis=analysis, decision=decision, category_slug=decision.category,
+                       applied_at=decision.created_at, puid=f"{decision.post_id}-review-{decision.pk}")
+
+
 def post_restriction(*, post: Post) -> Restriction | None:
     """The decision that restricts the post now, or None (allowed, in review, not violating)."""
     analysis = post.current_analysis
     if analysis is None:
         return None
     if post.state == PostState.REMOVED:
-        return Restriction(analysis=analysis, decision=None, category_slug=analysis.top_category,
-                           applied_at=analysis.created_at, puid=f"{post.pk}-analysis-{analysis.pk}")
+        return restriction_by_engine(analysis=analysis)
     decision = review_outcome(post=post) if post.state == PostState.REVIEWED else None
     if decision is None or decision.verdict != ReviewDecision.Verdict.VIOLATING:
         return None
-    return Restriction(analysis=analysis, decision=decision, category_slug=decision.category,
-                       applied_at=decision.created_at, puid=f"{post.pk}-review-{decision.pk}")
+    return restriction_by_review(decision=decision, analysis=analysis)
 
 
 def statement_for_post(*, post: Post) -> dict[str, Any] | None:
     """The statement of reasons of the post's restricting decision, or None when nothing restricts it."""
     restriction = post_restriction(post=post)
-    if restriction is None:
-        return None
+    return None if restriction is None else statement_build(post=post, restriction=restriction)
+
+
+def statement_build(*, post: Post, restriction: Restriction) -> dict[str, Any]:
+    """The statement of reasons of one restricting decision, current or past, from stored rows only."""
     category = Category.objects.filter(policy_id=restriction.analysis.policy_id,
                                        slug=restriction.category_slug).first()
     explanation = _explanation(restriction)

@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ from moderation.dispatch import task_send_on_commit
 from moderation.models import Post, WebhookDelivery, WebhookEndpoint
 from moderation.selectors.reviews import review_summary
 from moderation.errors import ServiceError
+from moderation.services.retries import retry_at
 from moderation.services.statements import statement_for_post
 
 SIGNATURE_VERSION = "v1"
@@ -273,11 +273,10 @@ def _attempt(delivery: WebhookDelivery) -> str:
     delivery.last_status_code, delivery.last_error = status, error
     if status is not None and 200 <= status < 300:
         delivery.state, delivery.delivered_at = WebhookDelivery.State.DELIVERED, timezone.now()
-    elif delivery.attempts > len(moderation_settings.WEBHOOK_RETRY_DELAYS):
+    elif (due := retry_at(attempts=delivery.attempts, delays=moderation_settings.WEBHOOK_RETRY_DELAYS)) is None:
         delivery.state = WebhookDelivery.State.FAILED
     else:
-        delay = moderation_settings.WEBHOOK_RETRY_DELAYS[delivery.attempts - 1]
-        delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        delivery.next_attempt_at = due
     delivery.save(update_fields=["attempts", "last_status_code", "last_error", "state", "delivered_at",
                                  "next_attempt_at"])
     return {"delivered": "delivered", "failed": "failed"}.get(delivery.state, "retrying")

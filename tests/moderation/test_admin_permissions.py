@@ -54,7 +54,7 @@ def test_setup_groups_is_idempotent_and_exact(groups):  # type: ignore[no-untype
     assert sorted(set(perms["Lead"]) - set(perms["Reviewer"])) == [
         "add_bank", "add_bankentry", "add_category", "add_policy", "change_bank", "change_bankentry",
         "change_category", "change_modelversion", "change_policy", "delete_bank", "delete_bankentry", "view_bank",
-        "view_bankentry", "view_modelversion"]
+        "view_bankentry", "view_modelversion", "view_statementexport"]
 
 
 @pytest.mark.parametrize("name", ["queue", "stats", "policy_add"])
@@ -226,7 +226,7 @@ def test_changelist_shows_the_policy_version_that_judged_each_post(reviewer_clie
 
 
 @pytest.mark.parametrize("model", ["post", "policy", "apikey", "webhookendpoint", "webhookdelivery",
-                                   "reviewdecision"])
+                                   "reviewdecision", "statementexport"])
 def test_every_registration_still_renders_for_a_superuser(client, model):  # type: ignore[no-untyped-def]
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
 

@@ -1,11 +1,14 @@
 """Settings: defaults, overrides honoured, configuration errors reported with stable ids."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
 from moderation.conf import DEFAULTS, moderation_settings
+from tests.conftest import ROOT
 
 
 def check_ids() -> list[str]:
@@ -28,6 +31,15 @@ def test_unknown_attribute_raises():  # type: ignore[no-untyped-def]
         moderation_settings.NOPE  # noqa: B018
 
 
+def test_the_readme_s_configuration_table_lists_every_setting():  # type: ignore[no-untyped-def]
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Post lifecycle")]
+    listed = {key for row in table.splitlines() if row.startswith("| `")
+              for key in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
+
+    assert sorted(set(DEFAULTS) - listed) == [] and sorted(listed - set(DEFAULTS)) == []
+
+
 def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
     assert check_ids() == []
 
@@ -42,11 +54,27 @@ def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
         ({"REVIEW_SAMPLE_RATE": 1.5}, ["moderation.E005"]),
         ({"ALLOWED_IMAGE_FORMATS": ["JPEG", "SVG"]}, ["moderation.E006"]),
         ({"MODELS": ["clip"]}, ["moderation.E007"]),
+        ({"TRANSPARENCY_DB_URL": "http://transparency.example.eu", "TRANSPARENCY_DB_TOKEN": "t"},
+         ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_URL": "https://transparency.example.eu"}, ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_URL": "https://:99999", "TRANSPARENCY_DB_TOKEN": "t"}, ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_URL": "https://me:secret@transparency.example.eu", "TRANSPARENCY_DB_TOKEN": "t"},
+         ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_TOKEN": None}, ["moderation.E016"]),
+        ({"TRANSPARENCY_DB_RETRY_DELAYS": []}, ["moderation.E017"]),
+        ({"TRANSPARENCY_DB_RETRY_DELAYS": [60, -1]}, ["moderation.E017"]),
+        ({"TRANSPARENCY_DB_INTERVAL": 0}, ["moderation.E017"]),
     ],
 )
 def test_configuration_errors_have_stable_ids(override, expected):  # type: ignore[no-untyped-def]
     with override_settings(MODERATION=override):
         assert check_ids() == expected
+
+
+@pytest.mark.parametrize("url", ["https://transparency.example.eu", "http://127.0.0.1:8080", "http://localhost"])
+def test_a_transparency_database_over_https_or_on_loopback_passes(url):  # type: ignore[no-untyped-def]
+    with override_settings(MODERATION={"TRANSPARENCY_DB_URL": url, "TRANSPARENCY_DB_TOKEN": "t"}):
+        assert check_ids() == []
 
 
 def test_schema_class_must_be_spectacular():  # type: ignore[no-untyped-def]

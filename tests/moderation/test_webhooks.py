@@ -5,10 +5,8 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -23,6 +21,7 @@ from moderation.services.policies import policy_active
 from moderation.services.webhooks import (REFUSAL_MESSAGE, SecretMissing, address_is_public, webhook_deliver_due,
                                           webhook_deliveries_create, webhook_endpoint_set, webhook_secret_new,
                                           webhook_signature)
+from tests.conftest import tls_server_context
 from tests.factories import PostFactory
 from vlm_engine.types import Analysis as EngineAnalysis
 
@@ -229,14 +228,7 @@ def test_connection_keeps_the_host_header(client_user, receiver, allow_loopback,
 def tls_receiver(tmp_path) -> Iterator[tuple[Receiver, list[str], str]]:  # type: ignore[no-untyped-def]
     """A receiver behind TLS, its certificate made for hooks.example.test by a CA of its own; it records
     the server name (SNI) each client sent. Yields the receiver, those names and the CA file."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=hooks.example.test", "-addext", "subjectAltName=DNS:hooks.example.test"],
-                   check=True, capture_output=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context, cert = tls_server_context(tmp_path, "hooks.example.test")
     names: list[str] = []
     context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
     receiver = Receiver()

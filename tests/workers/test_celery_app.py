@@ -24,9 +24,19 @@ def test_queues_routes_and_beat_follow_the_moderation_settings() -> None:
     assert config["task_routes"] == {
         "site.analyze": {"queue": "a100"}, "site.requests": {"queue": "a100"}, "moderation.retrain": {"queue": "a100"},
         "site.webhooks": {"queue": "cpu"}, "moderation.sweep": {"queue": "cpu"},
-        "moderation.purge_content": {"queue": "cpu"}}
+        "moderation.purge_content": {"queue": "cpu"}, "moderation.submit_statements": {"queue": "cpu"}}
     assert config["beat_schedule"]["moderation-sweep"] == {"task": "moderation.sweep", "schedule": 2.0}
     assert config["beat_schedule"]["moderation-webhooks"] == {"task": "site.webhooks", "schedule": 3.5}
+    assert "moderation-statements" not in config["beat_schedule"]  # no transparency database configured
+
+
+def test_beat_runs_the_statement_submitter_once_a_database_is_configured() -> None:
+    with override_settings(MODERATION={"TRANSPARENCY_DB_URL": "https://transparency.example.eu",
+                                       "TRANSPARENCY_DB_TOKEN": "t", "TRANSPARENCY_DB_INTERVAL": 30}):
+        config = moderation_celery_config()
+
+    assert config["beat_schedule"]["moderation-statements"] == {"task": "moderation.submit_statements",
+                                                                "schedule": 30.0}
 
 
 def test_the_configured_app_routes_by_the_settings() -> None:

@@ -11,9 +11,10 @@ from django.core.management.base import BaseCommand, CommandError
 REVIEWER_PERMISSIONS = ("view_post", "change_post", "view_analysis", "view_postevent", "view_reviewdecision",
                         "view_policy", "view_category", "view_appeal", "change_appeal")
 # Leads also publish policy versions (add; published versions are never changed in place) and see stats.
-# and promote or roll back classifier versions, and manage the hash banks.
+# and promote or roll back classifier versions, manage the hash banks, and see the statements of reasons
+# sent to the DSA Transparency Database.
 LEAD_PERMISSIONS = REVIEWER_PERMISSIONS + ("add_policy", "change_policy", "add_category", "change_category",
-                                          "view_modelversion", "change_modelversion",
+                                          "view_modelversion", "change_modelversion", "view_statementexport",
                                           *(f"{verb}_{model}" for model in ("bank", "bankentry")
                                             for verb in ("view", "add", "change", "delete")))
 GROUPS = {"Reviewer": REVIEWER_PERMISSIONS, "Lead": LEAD_PERMISSIONS}
