@@ -8,12 +8,13 @@ from typing import Any, Sequence
 
 import numpy as np
 from django.utils import timezone
+from numpy.typing import NDArray
 
 from moderation.conf import moderation_settings
 from moderation.models import Post, PostState, ReviewDecision
 from moderation.selectors.banks import NearDuplicate, post_near_duplicates
 from moderation.selectors.reviews import QUEUE_PAGE_SIZE, QueueRow, queue_top_score, review_outcomes, review_queue
-from vlm_engine.pdq_index import PdqIndex, hashes_from_hex
+from vlm_engine.pdq_index import hamming_distances, hashes_from_hex
 
 # The queue is folded over its first QUEUE_FOLD_SCAN posts in priority order (one query of four
 # columns); copies further down join their cluster's row once they rise that far.
@@ -33,37 +34,36 @@ def queue_fold(*, rows: Sequence[tuple[Any, Any, str, int | None]], threshold: i
     Leader clustering: the first row not yet in a cluster leads a new one, which takes every later
     row of the same client, not yet in a cluster, whose hash is within ``threshold`` bits of the
     leader's. So a cluster's representative is its highest-priority post, every member is a
-    near-duplicate of it (no chains of copies of copies), and the result does not depend on
-    anything but the order. Rows without a hash, or below ``min_quality``, stand alone. Each
-    client's hashes go into one multi-index (``PdqIndex``), built when a leader of that client
-    first needs it, and only leaders are looked up: at most ``limit`` lookups per call.
-    Returns at most ``limit`` clusters, each a list of ids in queue order, leader first.
+    near-duplicate of it (no chains of copies of copies), and the result depends on nothing but
+    the order. Rows without a hash, or below ``min_quality``, stand alone. Only leaders are looked
+    up, each with one vectorised scan of its client's hashes: at most ``limit`` scans of at most
+    ``len(rows)`` hashes (``bench/clusters.py``: at queue sizes up to 10,000 this beats a
+    multi-index per client, whose per-query overhead is fixed). Returns at most ``limit`` clusters,
+    each a list of ids in queue order, leader first.
     """
-    hashed = [i for i, (_, _, pdq, quality) in enumerate(rows) if pdq and (quality or 0) >= min_quality]
     by_client: dict[Any, list[int]] = {}
-    for i in hashed:
-        by_client.setdefault(rows[i][1], []).append(i)
-    hashes = hashes_from_hex([rows[i][2] for i in hashed]) if hashed else None
-    row_of_hash = {i: n for n, i in enumerate(hashed)}
-    indexes: dict[Any, PdqIndex] = {}
+    for i, (_, client_id, pdq, quality) in enumerate(rows):
+        if pdq and (quality or 0) >= min_quality:
+            by_client.setdefault(client_id, []).append(i)
+    scans: dict[Any, tuple[NDArray[np.int64], NDArray[np.uint8]]] = {}
     taken = np.zeros(len(rows), dtype=bool)
     clusters: list[list[Any]] = []
-    for i, (pk, client_id, _, _) in enumerate(rows):
+    for i, (pk, client_id, pdq, quality) in enumerate(rows):
         if len(clusters) == limit:
             break
         if taken[i]:
             continue
         taken[i] = True
         members = [i]
-        if i in row_of_hash and hashes is not None:
-            index = indexes.get(client_id)
-            if index is None:
+        if pdq and (quality or 0) >= min_quality:
+            if client_id not in scans:
                 positions = by_client[client_id]
-                index = indexes[client_id] = PdqIndex(hashes[[row_of_hash[p] for p in positions]],
-                                                      np.asarray(positions, dtype=np.int64))
-            found = sorted(m.id for m in index.search(hashes[row_of_hash[i]], threshold=threshold) if not taken[m.id])
-            taken[found] = True
-            members += found
+                scans[client_id] = (np.asarray(positions, dtype=np.int64),
+                                    hashes_from_hex([rows[p][2] for p in positions]))
+            positions, hashes = scans[client_id]
+            near = positions[(hamming_distances(hashes, hashes_from_hex([pdq])[0]) <= threshold) & ~taken[positions]]
+            taken[near] = True
+            members += near.tolist()
         clusters.append([rows[m][0] for m in members])
     return clusters
 

@@ -105,7 +105,7 @@ def cluster(groups):  # type: ignore[no-untyped-def]
     return {**made, "alice": alice, "bob": bob, "reviewer": UserFactory(username="rita")}
 
 
-def test_a_cluster_lists_every_copy_of_the_client_with_why_a_decision_would_skip_it(cluster):  # type: ignore[no-untyped-def]
+def test_a_cluster_lists_every_copy_of_the_client_with_why_a_decision_skips_it(cluster):  # type: ignore[no-untyped-def]
     members = review_cluster(post=cluster["post"], reviewer=cluster["reviewer"])
 
     names = {post.pk: name for name, post in cluster.items() if isinstance(post, Post)}
