@@ -137,7 +137,7 @@ class NearDuplicate:
 
     post: Post
     distance: int
-    similarity: float | None  # cosine of the image embeddings, when both posts have one
+    similarity: float | None  # cosine of the image embeddings, when both posts have one from a real embedder
     decision: str  # the current analysis' decision, "" before any
 
 
@@ -171,8 +171,12 @@ def _near_duplicate(other: Post, *, distance: int, embedding: NDArray[np.float32
 
 
 def _embedding(post: Post) -> NDArray[np.float32] | None:
+    """The post's image embedding; None without one, or when the embedder ran on random weights
+    (a similarity of noise is withheld, like the rest of that role's output)."""
     analysis = post.current_analysis
     if analysis is None or not analysis.image_embedding:
+        return None
+    if "embedder" in ((analysis.explanation or {}).get("roles") or {}).get("no_checkpoint", []):
         return None
     return np.frombuffer(bytes(analysis.image_embedding), dtype="<f4")
 

@@ -102,7 +102,7 @@ class ClusterMember:
 
     post: Post
     distance: int  # PDQ bits from the cluster's post; 0 for the post itself
-    similarity: float | None  # cosine of the image embeddings, when both have one; 1.0 for the post itself
+    similarity: float | None  # cosine of the image embeddings (see NearDuplicate); None for the post itself
     decision: str  # the engine's decision, "" before any analysis
     outcome: ReviewDecision | None  # the standing reviewer decision
     skip: str
@@ -119,7 +119,7 @@ def review_cluster(*, post: Post, reviewer: Any, now: datetime | None = None,
     """
     now = now or timezone.now()
     near = post_near_duplicates(post=post, limit=limit)
-    itself = NearDuplicate(post=post, distance=0, similarity=1.0 if post.pdq_hash else None,
+    itself = NearDuplicate(post=post, distance=0, similarity=None,
                            decision=post.current_analysis.decision if post.current_analysis else "")
     everyone = [itself, *near]
     outcomes = review_outcomes(post_ids=[n.post.pk for n in everyone])

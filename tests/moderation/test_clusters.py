@@ -80,6 +80,23 @@ def test_j_and_k_step_over_folded_copies():  # type: ignore[no-untyped-def]
     assert review_neighbours(post=copy) == (None, first.pk)
 
 
+def test_a_similarity_from_a_random_weight_embedder_is_withheld():  # type: ignore[no-untyped-def]
+    from moderation.selectors.banks import post_near_duplicates
+
+    acme = UserFactory(username="acme")
+    post, random_copy, real_copy = (hashed(0.5, pdq(range(n)), client=acme) for n in (0, 3, 4))
+    for p, vector in ((post, [1.0, 0.0]), (random_copy, [1.0, 0.0]), (real_copy, [0.8, 0.6])):
+        p.current_analysis.image_embedding = np.asarray(vector, dtype="<f4").tobytes()
+        p.current_analysis.save()
+    random_copy.current_analysis.explanation = {"roles": {"real": [], "no_checkpoint": ["embedder"]}}
+    random_copy.current_analysis.save()
+
+    near = post_near_duplicates(post=post)
+
+    assert [(n.post.pk, n.distance, n.similarity) for n in near] == [(random_copy.pk, 3, None),
+                                                                     (real_copy.pk, 4, 0.8)]
+
+
 @pytest.fixture
 def cluster(groups):  # type: ignore[no-untyped-def]
     """A post in review and its copies in every situation, plus posts that are not its copies."""
