@@ -28,6 +28,10 @@ from moderation.services.reviews import (review_claim_next, review_decide, revie
                                          review_decision_check, review_undo)
 
 
+# A cluster decision's message names this many skipped posts (the confirmation page listed them all).
+SKIPPED_NAMED = 20
+
+
 def _context(request: HttpRequest, site: admin.AdminSite, title: str, **extra: Any) -> dict[str, Any]:
     return {**site.each_context(request), "opts": Post._meta, "title": title, **extra}
 
@@ -135,8 +139,9 @@ def cluster_decide_view(request: HttpRequest, post_id: Any, *, site: admin.Admin
     messages.success(request, f"Recorded “{ReviewDecision.Verdict(verdict).label}” for {len(decided)} post(s) "
                               f"of the cluster of post {short_id(post.pk)}.")
     if skipped:
-        messages.warning(request, f"{len(skipped)} post(s) skipped: " + "; ".join(
-            f"{short_id(s.post.pk)} ({s.reason})" for s in skipped))
+        named = "; ".join(f"{short_id(s.post.pk)} ({s.reason})" for s in skipped[:SKIPPED_NAMED])
+        more = f"; and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
+        messages.warning(request, f"{len(skipped)} post(s) skipped: {named}{more}.")
     return _next_post_redirect(request)
 
 
