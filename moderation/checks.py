@@ -11,6 +11,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from drf_spectacular.openapi import AutoSchema
 
 from moderation.conf import DEFAULTS, moderation_settings
+from vlm_engine.pdq import PDQ_BITS
 
 PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -186,6 +187,10 @@ def _bank_errors() -> list[Error]:
     if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
         errors.append(Error(f"MODERATION['BANK_MIN_QUALITY'] must be an integer from 0 to 100, not {quality!r}.",
                             id="moderation.E014"))
+    distance = s.REVIEW_CLUSTER_DISTANCE
+    if not isinstance(distance, int) or isinstance(distance, bool) or not 0 <= distance <= PDQ_BITS:
+        errors.append(Error(f"MODERATION['REVIEW_CLUSTER_DISTANCE'] must be an integer from 0 to {PDQ_BITS} "
+                            f"(PDQ bits), not {distance!r}.", id="moderation.E019"))
     return errors
 
 

@@ -88,6 +88,10 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_CLAIM_MINUTES": 10,
     "REVIEW_ESCALATE_BOOST": 1.0,
     "REVIEW_UNDO_SECONDS": 30,
+    # Near-duplicate clusters: a client's posts whose PDQ hashes are at most this many bits apart
+    # (0-256; HMA's match distance by default) are listed on each other's review page, can be
+    # decided together, and share one row of the review queue.
+    "REVIEW_CLUSTER_DISTANCE": 31,
     # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
     "NOTICE_PRIORITY_BOOST": 1.0,
     # Days after a restricting decision in which its author may appeal it (DSA Art. 20: at least six months).
@@ -144,7 +148,8 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_MODE": "delete",
     # Hash banks: a reviewer's "violating" decision puts the post's PDQ hash into the client's
     # reviewed-violating bank (action remove), "not violating" into its allow bank; PDQ hashes of
-    # lower quality (0-100; flat or tiny images) neither match a bank nor enter one.
+    # lower quality (0-100; flat or tiny images) neither match a bank nor enter one, nor make
+    # near-duplicate clusters.
     "BANK_REVIEWED_VIOLATING": True,
     "BANK_REVIEWED_ALLOWED": True,
     "BANK_MIN_QUALITY": 50,

@@ -13,6 +13,27 @@ from moderation.models import Analysis, Post, PostState
 from moderation.services.policies import policy_active
 
 
+def drawn_meme(seed: int) -> Image.Image:
+    """A meme-like picture: a textured background (PDQ quality 100) with a face and a caption bar drawn on it."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(
+        (480, 360), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((140, 80, 340, 280), fill=(250, 220, 40), outline=(0, 0, 0), width=6)
+    draw.rectangle((0, 300, 480, 360), fill=(255, 255, 255))
+    draw.text((20, 315), "WHEN THE WORKER FINALLY STARTS", fill=(0, 0, 0), font_size=28)
+    return image
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30),
                 **save_kwargs: object) -> bytes:
     buffer = io.BytesIO()

@@ -95,3 +95,13 @@ def test_pipeline_small_run_writes_both_builds_and_the_ratio(tmp_path: Path) -> 
         assert _positive(build["cpu_ms_per_post"]["web"]) and _positive(build["cpu_ms_per_post"]["worker"])
     assert (document["builds"]["batched"]["batch_size"], document["builds"]["naive"]["batch_size"]) == (16, 1)
     assert _positive(document["ratio_throughput_batched_over_naive"])
+
+
+def test_clusters_compares_both_folds_on_the_same_queue(tmp_path: Path) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.test"}
+    _run("bench.clusters", "--sizes", "300", "--repeats", "1", "--results-dir", str(tmp_path), env=env)
+    document = json.loads((tmp_path / "clusters.json").read_text())
+    page, whole = document["results"]["300"]["page"], document["results"]["300"]["whole_queue"]
+    assert page["clusters"] == 50 and whole["clusters"] < 300 and whole["largest"] > 1
+    assert all(_positive(f[key]["p50"]) for f in (page, whole) for key in ("linear_scan_ms", "multi_index_ms"))
+    assert _positive(whole["multi_index_over_linear_p50"])

@@ -170,6 +170,7 @@ class PostAdmin(admin.ModelAdmin):
             path("requests/<uuid:request_id>/", wrap(v.request_poll_view), name="moderation_review_request"),
             path("<uuid:post_id>/review/", wrap(v.post_review_view), name="moderation_review_post"),
             path("<uuid:post_id>/review/decide/", wrap(v.decide_view), name="moderation_review_decide"),
+            path("<uuid:post_id>/review/cluster/", wrap(v.cluster_decide_view), name="moderation_review_cluster"),
             path("<uuid:post_id>/review/ask/", wrap(v.ask_view), name="moderation_review_ask"),
         ]
 

@@ -11,9 +11,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 from numpy.typing import NDArray
 
+from moderation.conf import moderation_settings
 from moderation.models import Bank, BankEntry, Decision, Post
 from moderation.errors import NotFound
-from vlm_engine.pdq import PDQ_BITS, PDQ_DEFAULT_THRESHOLD
+from vlm_engine.pdq import PDQ_BITS
 from vlm_engine.pdq_index import PdqIndex, hamming_distances, hashes_from_hex
 
 GAP_RECHECK_SECONDS = 3600
@@ -136,25 +137,29 @@ class NearDuplicate:
 
     post: Post
     distance: int
-    similarity: float | None  # cosine of the image embeddings, when both posts have one
+    similarity: float | None  # cosine of the image embeddings, when both posts have one from a real embedder
     decision: str  # the current analysis' decision, "" before any
 
 
-def post_near_duplicates(*, post: Post, threshold: int = PDQ_DEFAULT_THRESHOLD, limit: int = 50) -> list[NearDuplicate]:
-    """The client's other posts whose PDQ hash is within ``threshold`` of this one's, nearest first.
+def post_near_duplicates(*, post: Post, threshold: int | None = None, limit: int = 50) -> list[NearDuplicate]:
+    """The client's other posts whose PDQ hash is within ``threshold`` (``REVIEW_CLUSTER_DISTANCE``)
+    of this one's, nearest first (ties in id order). Hashes below ``BANK_MIN_QUALITY`` (flat images,
+    which all look alike to PDQ) have no near-duplicates.
 
     A scan of the client's hashed posts (32 bytes each: about 30 ms per million on one core),
     enough for a reviewer's page; the banks' index serves the worker's lookups.
     """
-    if not post.pdq_hash:
+    threshold = moderation_settings.REVIEW_CLUSTER_DISTANCE if threshold is None else threshold
+    quality = moderation_settings.BANK_MIN_QUALITY
+    if not post.pdq_hash or (post.pdq_quality or 0) < quality:
         return []
-    others = list(Post.objects.filter(client_id=post.client_id).exclude(pk=post.pk).exclude(pdq_hash="")
-                  .values_list("pk", "pdq_hash"))
+    others = list(Post.objects.filter(client_id=post.client_id, pdq_quality__gte=quality).exclude(pk=post.pk)
+                  .exclude(pdq_hash="").values_list("pk", "pdq_hash"))
     if not others:
         return []
     distances = hamming_distances(hashes_from_hex([h for _, h in others]), hashes_from_hex([post.pdq_hash])[0])
     near = sorted((int(d), others[i][0]) for i, d in enumerate(distances.tolist()) if d <= threshold)[:limit]
-    found = Post.objects.select_related("current_analysis").in_bulk([pk for _, pk in near])
+    found = Post.objects.select_related("current_analysis", "review_claimed_by").in_bulk([pk for _, pk in near])
     mine = _embedding(post)
     return [_near_duplicate(found[pk], distance=d, embedding=mine) for d, pk in near]
 
@@ -166,8 +171,12 @@ def _near_duplicate(other: Post, *, distance: int, embedding: NDArray[np.float32
 
 
 def _embedding(post: Post) -> NDArray[np.float32] | None:
+    """The post's image embedding; None without one, or when the embedder ran on random weights
+    (a similarity of noise is withheld, like the rest of that role's output)."""
     analysis = post.current_analysis
     if analysis is None or not analysis.image_embedding:
+        return None
+    if "embedder" in ((analysis.explanation or {}).get("roles") or {}).get("no_checkpoint", []):
         return None
     return np.frombuffer(bytes(analysis.image_embedding), dtype="<f4")
 

@@ -54,19 +54,17 @@ def review_queue(*, now: datetime | None = None) -> QuerySet[Post]:
 
 @dataclass(frozen=True)
 class QueueRow:
-    """A post of the queue with the score of its top category (what "Score" shows; priority is
-    ``post.priority``, severity × confidence × age)."""
+    """A row of the queue: a post with the score of its top category (what "Score" shows; priority
+    is ``post.priority``, severity × confidence × age) and, when it leads a cluster of near-duplicates
+    (``selectors.clusters``), the cluster's size and its first other members."""
 
     post: Post
     score: float | None
+    cluster_size: int = 1
+    folded: tuple[Post, ...] = ()
 
 
-def review_queue_page(*, now: datetime | None = None, limit: int = QUEUE_PAGE_SIZE) -> list[QueueRow]:
-    posts = review_queue(now=now).select_related("current_analysis", "review_claimed_by")[:limit]
-    return [QueueRow(post=p, score=_top_score(p)) for p in posts]
-
-
-def _top_score(post: Post) -> float | None:
+def queue_top_score(post: Post) -> float | None:
     analysis = post.current_analysis
     if analysis is None or not analysis.top_category:
         return None
@@ -125,15 +123,6 @@ def review_summary(*, post: Post, outcomes: dict[Any, ReviewDecision] | None = N
     decided_at = timezone.localtime(decision.created_at, timezone.get_fixed_timezone(0)).isoformat()
     return {"verdict": decision.verdict, "category": decision.category or None,
             "decided_at": decided_at.replace("+00:00", "Z")}
-
-
-def review_neighbours(*, post: Post, now: datetime | None = None) -> tuple[Any, Any]:
-    """The posts before and after ``post`` in the queue's first page (for j/k), or None."""
-    ids = [p.pk for p in review_queue(now=now).only("pk")[:QUEUE_PAGE_SIZE]]
-    if post.pk not in ids:
-        return None, ids[0] if ids else None
-    at = ids.index(post.pk)
-    return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
 
 
 @dataclass(frozen=True)

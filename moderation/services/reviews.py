@@ -1,8 +1,9 @@
 """Review services: claim the next post of the queue, decide it, undo the last decision."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import Appeal, Post, PostState, ReviewDecision
+from moderation.selectors.clusters import review_cluster
 from moderation.selectors.reviews import review_category_slugs, review_outcome, review_queue
 from moderation.services.banks import bank_review_decision_record, bank_review_decision_undo
 from moderation.errors import ServiceError
@@ -63,7 +65,8 @@ def _escalated_by(reviewer: Any) -> Any:
                                          undone_by__isnull=True).values("post_id")
 
 
-def _decision_check(*, post: Post, verdict: str, category: str, reason: str) -> None:
+def review_decision_check(*, post: Post, verdict: str, category: str, reason: str) -> None:
+    """``verdict_invalid``, ``decision_incomplete`` or ``category_invalid`` unless the decision can be recorded."""
     if verdict not in DECIDING_VERDICTS:
         raise ServiceError("verdict_invalid", f"verdict must be one of {', '.join(DECIDING_VERDICTS)}.")
     if verdict == Verdict.VIOLATING and not (category and reason.strip()):
@@ -90,7 +93,7 @@ def review_decide(*, post: Post, reviewer: Any, verdict: str, category: str = ""
     now = timezone.now()
     locked = _locked_for_decision(post=post, reviewer=reviewer, now=now)
     category = category if verdict == Verdict.VIOLATING else ""
-    _decision_check(post=locked, verdict=verdict, category=category, reason=reason)
+    review_decision_check(post=locked, verdict=verdict, category=category, reason=reason)
     decision = ReviewDecision.objects.create(
         post=locked, analysis=locked.current_analysis, reviewer=reviewer, reviewer_username=reviewer.get_username(),
         verdict=verdict, category=category, reason=reason.strip(), created_at=now)
@@ -154,13 +157,43 @@ def review_claim_release(*, post: Post, reviewer: Any) -> bool:
         review_claimed_by=None, review_claimed_until=None))
 
 
-def review_decide_many(*, posts: Iterable[Post], reviewer: Any, verdict: str,
-                       reason: str = "") -> tuple[list[ReviewDecision], list[Post]]:
-    """A bulk action: one decision per post, each in its own transaction; posts that can't be decided are skipped."""
+@dataclass(frozen=True)
+class SkippedPost:
+    """A post a bulk or cluster decision left alone, and why."""
+
+    post: Post
+    reason: str
+
+
+def review_decide_many(*, posts: Iterable[Post], reviewer: Any, verdict: str, category: str = "",
+                       reason: str = "") -> tuple[list[ReviewDecision], list[SkippedPost]]:
+    """A bulk action: one decision per post, each in its own transaction (``review_decide``: ledger
+    row, lifecycle move, bank entry); posts that can't be decided are skipped with the reason."""
     decided, skipped = [], []
     for post in posts:
         try:
-            decided.append(review_decide(post=post, reviewer=reviewer, verdict=verdict, reason=reason))
-        except ServiceError:
-            skipped.append(post)
+            decided.append(review_decide(post=post, reviewer=reviewer, verdict=verdict, category=category,
+                                         reason=reason))
+        except ServiceError as exc:
+            skipped.append(SkippedPost(post=post, reason=exc.message))
     return decided, skipped
+
+
+def review_decide_cluster(*, post: Post, reviewer: Any, member_ids: Collection[Any], verdict: str,
+                          category: str = "", reason: str = "") -> tuple[list[ReviewDecision], list[SkippedPost]]:
+    """One decision for the post and its near-duplicates (``review_cluster``), as confirmed: only
+    the members in ``member_ids`` (what the confirmation page listed) are touched, each through
+    ``review_decide_many``. Members the cluster leaves alone, and listed posts that are no longer
+    near-duplicates of this one, are skipped with the reason; an invalid decision raises before
+    anything is written."""
+    review_decision_check(post=post, verdict=verdict, category=category if verdict == Verdict.VIOLATING else "",
+                          reason=reason)
+    wanted = {str(pk) for pk in member_ids}
+    members = [m for m in review_cluster(post=post, reviewer=reviewer) if str(m.post.pk) in wanted]
+    gone = (Post.objects.filter(client_id=post.client_id, pk__in=wanted - {str(m.post.pk) for m in members})
+            .order_by("created_at", "pk"))
+    decided, failed = review_decide_many(posts=[m.post for m in members if not m.skip], reviewer=reviewer,
+                                         verdict=verdict, category=category, reason=reason)
+    skipped = [SkippedPost(post=m.post, reason=m.skip) for m in members if m.skip]
+    skipped += [SkippedPost(post=p, reason="no longer a near-duplicate of this post") for p in gone]
+    return decided, skipped + failed

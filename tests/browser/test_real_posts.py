@@ -1,7 +1,7 @@
 """Every admin page a reviewer and a lead can reach, in Chromium, on posts made the way users make them.
 
 Posts are submitted over HTTP to the live server and analysed by a real Celery worker on the
-tiny checkpoints. Policy thresholds steer the random models' verdicts into each final state;
+tiny checkpoints; two of them are a meme and its resized, re-encoded copy, decided as a cluster. Policy thresholds steer the random models' verdicts into each final state;
 a damaged stored image fails at analysis; a stopped worker leaves a post queued and a claim
 held by the test leaves one analyzing. Any HTTP 5xx, browser console error, uncaught script
 error or request to another host fails the test. Screenshots land in var/screenshots/.
@@ -25,11 +25,10 @@ from moderation.models import ModelVersion, Post, PostState
 from moderation.services.analysis import post_claim_batch
 from moderation.services.apikeys import apikey_create
 from moderation.services.learning import model_promote, model_train
-from moderation.services.policies import CATEGORY_FIELDS, policy_active, policy_publish
 from moderation.services.reviews import review_decide
 from tests.conftest import ROOT
-from tests.factories import UserFactory
-from tests.workers.conftest import wait_until
+from tests.factories import UserFactory, drawn_meme, jpeg_bytes
+from tests.workers.conftest import thresholds, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,19 +54,12 @@ class Api:
         _, key = apikey_create(user=UserFactory(username="acme"))
         self.base, self.headers = base, {"Authorization": f"Api-Key {key}"}
 
-    def submit(self, seed: int) -> str:
+    def submit(self, seed: int, image: bytes | None = None) -> str:
         response = requests.post(f"{self.base}/api/v1/posts/", headers=self.headers, timeout=60,
-                                 files={"image": ("p.jpg", jpeg(seed), "image/jpeg")}, data={"text": f"post {seed}"})
+                                 files={"image": ("p.jpg", image or jpeg(seed), "image/jpeg")},
+                                 data={"text": f"post {seed}"})
         assert response.status_code == 202, response.text
         return response.json()["id"]
-
-
-def thresholds(review: float, remove: float) -> None:
-    """Publish a policy version with every category at these thresholds (the workers read it per batch)."""
-    current = policy_active()
-    categories = [{**{f: getattr(c, f) for f in CATEGORY_FIELDS}, "review_threshold": review,
-                   "remove_threshold": remove} for c in current.categories.order_by("position")]
-    policy_publish(categories=categories, benign_prompts=current.benign_prompts, note=f"{review}/{remove}")
 
 
 def states(ids: list[str]) -> list[str]:
@@ -95,6 +87,7 @@ def made(live_server, start_worker):  # type: ignore[no-untyped-def]
     call_command("moderation_setup_groups", stdout=StringIO())
     lead = staff("leo", "Lead")
     staff("rita", "Reviewer")
+    staff("remy", "Reviewer")
     api = Api(live_server.url)
 
     failing = api.submit(0)  # its stored file is damaged before any worker sees it
@@ -108,7 +101,10 @@ def made(live_server, start_worker):  # type: ignore[no-untyped-def]
 
     thresholds(review=0.0, remove=1.0)  # everything reaches review, nothing removal
     in_review = [api.submit(seed) for seed in range(2, 2 + LABELLED + 6)]
-    settle(in_review, worker, {PostState.NEEDS_REVIEW})
+    # A drawn meme and its resized, re-encoded copy: near-duplicates, so one queue row.
+    twins = [api.submit(500, jpeg_bytes(drawn_meme(1))),
+             api.submit(501, jpeg_bytes(drawn_meme(1).resize((320, 240)), quality=60))]
+    settle(in_review + twins, worker, {PostState.NEEDS_REVIEW})
     thresholds(review=0.0, remove=0.0)
     removed = api.submit(99)
     settle([removed], worker, {PostState.REMOVED})
@@ -127,7 +123,7 @@ def made(live_server, start_worker):  # type: ignore[no-untyped-def]
     posts = {"queued": queued, "analyzing": analyzing, "allowed": allowed, "removed": removed, "failed": failing,
              "needs_review": in_review[-1], "reviewed": in_review[0]}
     assert {state: Post.objects.get(pk=pk).state for state, pk in posts.items()} == {s: s for s in posts}
-    return posts
+    return posts, twins
 
 
 class Watch:
@@ -289,8 +285,43 @@ def promote_from_the_version_page(page: Any, base: str) -> None:
     assert (candidate.status, candidate.promoted_by) == ("active", "leo")
 
 
+def decide_the_twins(page: Any, base: str, twins: list[str]) -> None:
+    """The two copies share one queue row (×2, the other folded under it); the leader's page lists
+    the copy; one decision for the cluster, confirmed, reaches both."""
+    visit(page, f"{base}/admin/moderation/post/queue/")
+    row = page.locator(".mod-queue-table tbody tr", has=page.locator("[data-testid=cluster-size]"))
+    assert row.count() == 1 and row.locator("[data-testid=cluster-size]").inner_text() == "×2"
+    row.locator("summary").click()
+    folded = row.locator("[data-testid=folded]")
+    assert folded.count() == 1 and folded.is_visible()
+    check_layout(page, "queue-cluster")
+    leader = row.locator("a", has_text="open").get_attribute("href")
+    assert {urlsplit(leader).path.split("/")[-3], urlsplit(folded.get_attribute("href")).path.split("/")[-3]} == set(
+        twins)
+    visit(page, f"{base}{leader}")
+    near = page.locator("[data-testid=near-duplicates] tbody tr")
+    assert near.count() == 1 and near.locator("[data-testid=near-state]").inner_text() == "needs_review"
+    check_layout(page, "post-cluster")
+    page.select_option("#cluster-verdict", "not_violating")
+    page.click("#cluster-decide-button")
+    page.wait_for_url("**/review/cluster/")
+    assert page.locator("[data-testid=member-outcome]").all_inner_texts() == ["will be decided"] * 2
+    check_layout(page, "cluster-confirm")
+    page.click("#confirm-cluster")
+    page.wait_for_url(lambda url: not url.endswith("/cluster/"))
+    assert "Recorded “Not Violating” for 2 post(s) of the cluster" in page.inner_text(".messagelist")
+    assert states(twins) == [PostState.REVIEWED] * 2
+
+
 def test_every_page_for_posts_in_every_state(live_server, browser, made):  # type: ignore[no-untyped-def]
     base = live_server.url
+    posts, twins = made
+    page = browser.new_page(viewport={"width": WIDTHS[0], "height": 900})
+    watch = Watch(page, base)
+    login(page, base, "remy")  # a reviewer of their own: rita's keyboard test starts with nothing to undo
+    decide_the_twins(page, base, twins)
+    assert watch.problems == [], watch.problems
+    page.close()
     labels = []
     for username, lead in (("rita", False), ("leo", True)):
         page = browser.new_page(viewport={"width": WIDTHS[0], "height": 900})
@@ -299,7 +330,7 @@ def test_every_page_for_posts_in_every_state(live_server, browser, made):  # typ
         assert page.locator("#mod-start").is_visible()
         if not lead:
             review_with_the_keyboard(page)
-        labels += crawl(page, base, made, lead=lead)["labels"]
+        labels += crawl(page, base, posts, lead=lead)["labels"]
         if lead:
             promote_from_the_version_page(page, base)
         assert watch.problems == [], watch.problems

@@ -12,8 +12,8 @@ from moderation.models import Post, PostEvent, PostState, ReviewDecision
 from moderation.selectors.reviews import review_outcome, review_queue
 from moderation.errors import ServiceError
 from moderation.conf import moderation_settings
-from moderation.services.reviews import (review_claim_next, review_decide,
-                                         review_decide_many, review_state_derive, review_undo)
+from moderation.services.reviews import (SkippedPost, review_claim_next, review_decide, review_decide_many,
+                                         review_state_derive, review_undo)
 from tests.conftest import require_service
 from tests.factories import UserFactory, post_in_review
 
@@ -222,7 +222,8 @@ def test_bulk_decides_each_post_once_and_skips_the_rest(alice):  # type: ignore[
 
     decided, skipped = review_decide_many(posts=[*waiting, allowed], reviewer=alice, verdict=Verdict.ESCALATE)
 
-    assert sorted(d.post_id for d in decided) == sorted(p.pk for p in waiting) and skipped == [allowed]
+    assert sorted(d.post_id for d in decided) == sorted(p.pk for p in waiting)
+    assert skipped == [SkippedPost(post=allowed, reason="The post is allowed, not waiting for review.")]
     assert ReviewDecision.objects.count() == 2
 
 

@@ -89,6 +89,16 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
         worker.kill(signal.SIGTERM)
 
 
+def thresholds(review: float, remove: float) -> None:
+    """Publish a policy version with every category at these thresholds (the workers read it per batch)."""
+    from moderation.services.policies import CATEGORY_FIELDS, policy_active, policy_publish
+
+    current = policy_active()
+    categories = [{**{f: getattr(c, f) for f in CATEGORY_FIELDS}, "review_threshold": review,
+                   "remove_threshold": remove} for c in current.categories.order_by("position")]
+    policy_publish(categories=categories, benign_prompts=current.benign_prompts, note=f"{review}/{remove}")
+
+
 def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05,
                message: str = "condition") -> None:
     deadline = time.monotonic() + timeout
