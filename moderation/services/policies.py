@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 from django.db import transaction
 
 from moderation.models import Category, Policy
+from moderation.services.statements import GROUND_ILLEGAL, GROUNDS, STATEMENT_CATEGORIES
 from vlm_engine.types import Category as EngineCategory
 from vlm_engine.types import Policy as EnginePolicy
 
@@ -18,6 +19,19 @@ CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrase
 MAPPING_FIELDS = ("dsa_category", "dsa_ground", "legal_ground")
 
 
+def category_mapping_errors(category: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a category's statement mapping (the keys it states; the others are inherited):
+    an unknown Transparency Database category or ground, or an illegal-content ground with no provision."""
+    errors = []
+    if "dsa_category" in category and category["dsa_category"] not in STATEMENT_CATEGORIES:
+        errors.append(f"{category['dsa_category']!r} is not a category of the DSA Transparency Database.")
+    if "dsa_ground" in category and category["dsa_ground"] not in GROUNDS:
+        errors.append(f"{category['dsa_ground']!r} is not a decision ground; use one of {', '.join(GROUNDS)}.")
+    if category.get("dsa_ground") == GROUND_ILLEGAL and not str(category.get("legal_ground") or "").strip():
+        errors.append("An illegal-content ground needs the legal provision relied on (legal ground).")
+    return errors
+
+
 def default_policy_data() -> dict[str, Any]:
     return json.loads(DEFAULT_POLICY_PATH.read_text())
 
@@ -25,7 +39,15 @@ def default_policy_data() -> dict[str, Any]:
 @transaction.atomic
 def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: Iterable[str],
                    benign_exemplars: Iterable[str] = (), note: str = "", created_by: Any = None) -> Policy:
-    """Write a new policy version; earlier versions are never changed."""
+    """Write a new policy version; earlier versions are never changed.
+
+    A category's statement mapping (``MAPPING_FIELDS``) not restated is the previous version's; one
+    restated is checked by ``category_mapping_errors`` (``ValueError``: callers validate input first).
+    """
+    categories = list(categories)
+    errors = [f"{c.get('slug')}: {e}" for c in categories for e in category_mapping_errors(c)]
+    if errors:
+        raise ValueError(" ".join(errors))
     # Locking the newest row serialises concurrent publishes on the version number.
     latest = Policy.objects.select_for_update().order_by("-version").first()
     policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
