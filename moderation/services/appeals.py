@@ -60,9 +60,13 @@ def appeal_submit(*, client: AbstractBaseUser, post_id: Any, statement: str) -> 
 
 
 def appeal_took_part(*, appeal: Appeal, reviewer: AbstractBaseUser) -> bool:
-    """Whether the reviewer decided anything on the appealed post (by account, or by the name kept)."""
-    return ReviewDecision.objects.filter(Q(reviewer=reviewer) | Q(reviewer_username=reviewer.get_username()),
-                                         post_id=appeal.post_id).exists()
+    """Whether the reviewer decided anything on the appealed post, a review or an earlier appeal (by
+    account, or by the name kept)."""
+    name = reviewer.get_username()
+    return (ReviewDecision.objects.filter(Q(reviewer=reviewer) | Q(reviewer_username=name),
+                                          post_id=appeal.post_id).exists()
+            or Appeal.objects.filter(Q(decided_by=reviewer) | Q(decided_by_username=name),
+                                     post_id=appeal.post_id).exclude(pk=appeal.pk).exists())
 
 
 @transaction.atomic
