@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from moderation.errors import ServiceError
 from moderation.models import Appeal, Post, PostEvent, PostState, ReviewDecision, WebhookDelivery, WebhookEndpoint
+from moderation.selectors.appeals import stats_appeals
 from moderation.selectors.learning import standing_decisions
 from moderation.services.appeals import MOOT_NOTE, appeal_decide, appeal_submit
 from moderation.services.reviews import review_decide, review_undo
@@ -311,6 +312,8 @@ def test_undoing_the_appealed_decision_closes_the_appeal_as_moot(api, client_use
                    "created_at": appeal.created_at.isoformat(), "decided_at": appeal.decided_at.isoformat()},
         "post": {"id": str(found_violating.pk), "external_id": None, "status": "needs_review"}}
     assert [a["decision"] for a in api.get(url(found_violating)).json()] == ["moot"]
+    stats = stats_appeals(since=appeal.created_at)
+    assert (stats.opened, stats.decided, stats.by_category, stats.by_source) == (1, 1, [], [])  # no judgment
     # The new decision is a new restriction, with its own appeal.
     review_decide(post=found_violating, reviewer=bob, verdict=Verdict.VIOLATING, category="hate", reason="slur")
     assert api.post(url(found_violating), {"statement": STATEMENT}, format="json").status_code == 201

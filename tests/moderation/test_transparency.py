@@ -274,12 +274,16 @@ def test_only_leads_see_the_report(client, groups, rows):  # type: ignore[no-unt
 
     anonymous = client.get(url)
     client.force_login(staff_member("rita", "Reviewer"))
-    as_reviewer = [client.get(url), client.get(url + "&format=csv")]
+    as_reviewer = [client.get(url), client.get(url + "&format=csv"), client.get(url + "&format=json")]
+    reviewer_index = client.get(reverse("admin:index")).content.decode()
     client.force_login(staff_member("leo", "Lead"))
     as_lead = client.get(url)
+    lead_index = client.get(reverse("admin:index")).content.decode()
 
     assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
-    assert [r.status_code for r in as_reviewer] == [403, 403]
+    assert [r.status_code for r in as_reviewer] == [403, 403, 403]
+    link = f'href="{reverse("admin:moderation_transparency_report")}"'
+    assert link not in reviewer_index and link in lead_index
     assert as_lead.status_code == 200 and _snapshot() == before
     page, report = as_lead.content.decode(), transparency_report(first=FIRST, last=LAST)
     for n in report.notices:
