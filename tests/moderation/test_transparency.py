@@ -52,7 +52,8 @@ def _post(rng: random.Random, clients: list, policies: tuple, reviewers: list) -
     state = {"allow": PostState.ALLOWED, "review": PostState.NEEDS_REVIEW, "remove": PostState.REMOVED}[decision]
     post = Post.objects.create(client=rng.choice(clients), text="t", state=state, created_at=at - timedelta(seconds=5))
     if rng.random() < 0.2:  # an earlier, failed attempt: its analysis is not the one concluded
-        PostEvent.objects.create(post=post, from_state="analyzing", to_state="queued", created_at=at - timedelta(seconds=3))
+        PostEvent.objects.create(post=post, from_state="analyzing", to_state="queued",
+                                 created_at=at - timedelta(seconds=3))
     analysis = Analysis.objects.create(post=post, claim_token=post.pk, policy=policy, model_version="m", scores={},
                                        decision=decision, top_category=rng.choice(slugs), created_at=at)
     post.current_analysis = analysis
@@ -307,4 +308,5 @@ def test_a_lead_downloads_the_csv_and_a_bad_period_is_400(client, groups, rows):
     report = transparency_report(first=FIRST, last=LAST, client=rows[1])
     assert [(r["source"], r["outcome"], int(r["value"])) for r in lines if r["section"] == "decisions"] == [
         (d.source, d.outcome, d.count) for d in report.decisions]
-    assert bad.status_code == 400 and "the period starts (2026-04-01) after it ends (2026-03-31)." in bad.content.decode()
+    assert bad.status_code == 400
+    assert "the period starts (2026-04-01) after it ends (2026-03-31)." in bad.content.decode()
