@@ -10,7 +10,7 @@ from statistics import median
 from typing import Any, Iterable
 
 from django.contrib.auth import get_user_model
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from moderation.models import Analysis, Appeal, Category, Notice, PostEvent, PostState, ReviewDecision
@@ -143,7 +143,7 @@ def transparency_report(*, first: date, last: date, client: Any = None) -> Trans
     notice_times = _notice_to_action_s(start=start, end=end, client=client)
     appeals = _for_client(Appeal.objects.all(), client, "client")
     decided = list(appeals.filter(decided_at__gte=start, decided_at__lt=end)
-                   .values_list("restriction_automated", "decision", "created_at", "decided_at"))
+                   .values_list("restriction_automated", "decision", "created_at", "decided_at"))  # for the median
     return TransparencyReport(
         first=first, last=last, client=client.get_username() if client is not None else None,
         notices=_notices(start=start, end=end, client=client),
@@ -152,7 +152,7 @@ def transparency_report(*, first: date, last: date, client: Any = None) -> Trans
         notices_decided=len(notice_times), median_notice_to_action_s=_median(notice_times),
         appeals_opened=appeals.filter(created_at__gte=start, created_at__lt=end).count(),
         appeals_decided=[AppealCount(source, outcome, n) for (source, outcome), n in _tally(
-            (AUTOMATED if automated else HUMAN, decision) for automated, decision, _, _ in decided)],
+            ((AUTOMATED if automated else HUMAN, decision), 1) for automated, decision, _, _ in decided)],
         median_appeal_decision_s=_median([(d - c).total_seconds() for _, _, c, d in decided]))
 
 
@@ -160,11 +160,17 @@ def _for_client(qs: QuerySet[Any], client: Any, field: str) -> QuerySet[Any]:
     return qs if client is None else qs.filter(**{field: client})
 
 
-def _tally(keys: Iterable[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
+def _tally(counted: Iterable[tuple[tuple[str, ...], int]]) -> list[tuple[tuple[str, ...], int]]:
+    """(key, count) pairs summed per key, in key order."""
     counts: dict[tuple[str, ...], int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
+    for key, n in counted:
+        counts[key] = counts.get(key, 0) + n
     return sorted(counts.items())
+
+
+def _grouped(qs: QuerySet[Any], *fields: str) -> list[dict[str, Any]]:
+    """One row per distinct ``fields`` with its count ``n``, counted by the database."""
+    return list(qs.order_by().values(*fields).annotate(n=Count("pk")))
 
 
 def _median(values: list[float]) -> float | None:
@@ -173,41 +179,43 @@ def _median(values: list[float]) -> float | None:
 
 def _notices(*, start: datetime, end: datetime, client: Any) -> list[NoticeCount]:
     rows = _for_client(Notice.objects.filter(created_at__gte=start, created_at__lt=end), client, "client")
-    return [NoticeCount(category, reporter, n)
-            for (category, reporter), n in _tally(rows.values_list("category", "reporter_type"))]
+    return [NoticeCount(category, reporter, n) for (category, reporter), n in _tally(
+        ((r["category"], r["reporter_type"]), r["n"]) for r in _grouped(rows, "category", "reporter_type"))]
 
 
 def _engine_conclusions(*, start: datetime, end: datetime, client: Any) -> list[dict[str, Any]]:
-    """The engine's concluding moves of the period, each with the category and policy of the analysis
-    it concluded (the post's latest analysis made by then)."""
+    """The engine's concluding moves of the period, counted per new state and the category and policy
+    of the analysis concluded (the post's latest analysis made by then)."""
     analysis = (Analysis.objects.filter(post_id=OuterRef("post_id"), created_at__lte=OuterRef("created_at"))
                 .order_by("-created_at", "-pk"))
     events = (PostEvent.objects.filter(from_state=PostState.ANALYZING, to_state__in=list(ENGINE_OUTCOMES),
                                        created_at__gte=start, created_at__lt=end)
               .annotate(category=Subquery(analysis.values("top_category")[:1]),
                         policy_id=Subquery(analysis.values("policy_id")[:1])))
-    return list(_for_client(events, client, "post__client").values("to_state", "category", "policy_id"))
+    return _grouped(_for_client(events, client, "post__client"), "to_state", "category", "policy_id")
 
 
 def _decisions_standing(*, start: datetime, end: datetime, client: Any) -> list[dict[str, Any]]:
-    """Reviewer decisions of the period that still stand (not undo rows, not undone), escalations left out."""
+    """Reviewer decisions of the period that still stand (not undo rows, not undone), escalations left
+    out, counted per verdict, category and the policy they judged by."""
     rows = (ReviewDecision.objects.filter(created_at__gte=start, created_at__lt=end, undone_by__isnull=True,
                                           verdict__in=list(HUMAN_OUTCOMES))
             .annotate(policy_id=Coalesce(F("analysis__policy_id"), F("post__current_analysis__policy_id"))))
-    return list(_for_client(rows, client, "post__client").values("verdict", "category", "policy_id"))
+    return _grouped(_for_client(rows, client, "post__client"), "verdict", "category", "policy_id")
 
 
 def _actions(*, events: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> list[ActionCount]:
-    restrictions = [(AUTOMATED, e["category"] or "", e["policy_id"]) for e in events
+    restrictions = [(AUTOMATED, e["category"] or "", e["policy_id"], e["n"]) for e in events
                     if ENGINE_OUTCOMES[e["to_state"]] == RESTRICT]
-    restrictions += [(HUMAN, d["category"], d["policy_id"]) for d in decisions if d["verdict"] == Verdict.VIOLATING]
-    mapping = _mappings({(policy_id, slug) for _, slug, policy_id in restrictions})
-    keys = []
-    for source, slug, policy_id in restrictions:
+    restrictions += [(HUMAN, d["category"], d["policy_id"], d["n"]) for d in decisions
+                     if d["verdict"] == Verdict.VIOLATING]
+    mapping = _mappings({(policy_id, slug) for _, slug, policy_id, _ in restrictions})
+    counted = []
+    for source, slug, policy_id, n in restrictions:
         category = mapping.get((policy_id, slug))
-        keys.append((slug, category.dsa_category if category else CATEGORY_UNMAPPED,
-                     statement_ground(category=category), source))
-    return [ActionCount(*key, count=n) for key, n in _tally(keys)]
+        counted.append(((slug, category.dsa_category if category else CATEGORY_UNMAPPED,
+                         statement_ground(category=category), source), n))
+    return [ActionCount(*key, count=n) for key, n in _tally(counted)]
 
 
 def _mappings(pairs: set[tuple[Any, str]]) -> dict[tuple[Any, str], Category]:
@@ -220,9 +228,9 @@ def _mappings(pairs: set[tuple[Any, str]]) -> dict[tuple[Any, str], Category]:
 
 
 def _decision_counts(*, events: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> list[DecisionCount]:
-    keys = [(AUTOMATED, ENGINE_OUTCOMES[e["to_state"]]) for e in events]
-    keys += [(HUMAN, HUMAN_OUTCOMES[d["verdict"]]) for d in decisions]
-    return [DecisionCount(source, outcome, n) for (source, outcome), n in _tally(keys)]
+    counted = [((AUTOMATED, ENGINE_OUTCOMES[e["to_state"]]), e["n"]) for e in events]
+    counted += [((HUMAN, HUMAN_OUTCOMES[d["verdict"]]), d["n"]) for d in decisions]
+    return [DecisionCount(source, outcome, n) for (source, outcome), n in _tally(counted)]
 
 
 def _notice_to_action_s(*, start: datetime, end: datetime, client: Any) -> list[float]:
