@@ -290,8 +290,8 @@ def test_only_leads_see_the_report(client, groups, rows):  # type: ignore[no-unt
     for n in report.notices:
         assert f"<tr><td>{n.category}</td><td>{n.reporter_type}</td><td>{n.count}</td></tr>" in page
     for a in report.actions:
-        assert (f"<tr><td>{a.category}</td><td>{a.dsa_category}</td><td>{a.ground}</td><td>{a.source}</td>"
-                f"<td>{a.count}</td></tr>") in page
+        assert (f'<tr><td>{a.category}</td><td class="mod-key">{a.dsa_category}</td><td class="mod-key">{a.ground}'
+                f"</td><td>{a.source}</td><td>{a.count}</td></tr>") in page
     for d in report.decisions:
         assert f"<tr><td>{d.source}</td><td>{d.outcome}</td><td>{d.count}</td></tr>" in page
     assert f"{report.appeals_opened} appeals opened; median time to decision " in page
