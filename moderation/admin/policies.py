@@ -123,11 +123,15 @@ def new_version_view(request: HttpRequest, object_id: int, *, site: admin.AdminS
     if data is not None and form.is_valid() and formset.is_valid():
         categories = [category_mapping_stated(f.cleaned_data) for f in formset.forms
                       if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        policy = policy_publish(categories=categories, benign_prompts=form.cleaned_data["benign_prompts"],
-                                benign_exemplars=form.cleaned_data["benign_exemplars"],
-                                note=form.cleaned_data["note"], created_by=request.user)
-        messages.success(request, f"Published policy v{policy.version}; new analyses use it.")
-        return redirect("admin:moderation_policy_change", policy.pk)
+        try:
+            policy = policy_publish(categories=categories, benign_prompts=form.cleaned_data["benign_prompts"],
+                                    benign_exemplars=form.cleaned_data["benign_exemplars"],
+                                    note=form.cleaned_data["note"], created_by=request.user)
+        except ValueError as exc:  # a mapping kept from the previous version that the database refuses
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Published policy v{policy.version}; new analyses use it.")
+            return redirect("admin:moderation_policy_change", policy.pk)
     context = {**site.each_context(request), "opts": Policy._meta, "title": f"New version from v{source.version}",
                "source": source, "form": form, "formset": formset}
     return TemplateResponse(request, "moderation/admin/policy_new_version.html", context)

@@ -41,24 +41,21 @@ def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: I
                    benign_exemplars: Iterable[str] = (), note: str = "", created_by: Any = None) -> Policy:
     """Write a new policy version; earlier versions are never changed.
 
-    A category's statement mapping (``MAPPING_FIELDS``) not restated is the previous version's; one
-    restated is checked by ``category_mapping_errors`` (``ValueError``: callers validate input first).
+    A category's statement mapping (``MAPPING_FIELDS``) not restated is the previous version's; the
+    result is checked by ``category_mapping_errors`` (``ValueError``, nothing written: callers validate
+    their input first).
     """
-    categories = list(categories)
-    errors = [f"{c.get('slug')}: {e}" for c in categories for e in category_mapping_errors(c)]
-    if errors:
-        raise ValueError(" ".join(errors))
     # Locking the newest row serialises concurrent publishes on the version number.
     latest = Policy.objects.select_for_update().order_by("-version").first()
+    inherited = _mappings(latest)
+    rows = [{**inherited.get(c.get("slug"), {}), **{f: c[f] for f in CATEGORY_FIELDS if f in c}} for c in categories]
+    errors = [f"{row.get('slug')}: {e}" for row in rows for e in category_mapping_errors(row)]
+    if errors:
+        raise ValueError(" ".join(errors))
     policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
                                    benign_prompts=list(benign_prompts), benign_exemplars=list(benign_exemplars),
                                    note=note, created_by=created_by)
-    inherited = _mappings(latest)
-    Category.objects.bulk_create(
-        Category(policy=policy, position=i,
-                 **{**inherited.get(c.get("slug"), {}), **{f: c[f] for f in CATEGORY_FIELDS if f in c}})
-        for i, c in enumerate(categories)
-    )
+    Category.objects.bulk_create(Category(policy=policy, position=i, **row) for i, row in enumerate(rows))
     return policy
 
 

@@ -90,3 +90,20 @@ def test_the_service_refuses_a_bad_mapping_too():  # type: ignore[no-untyped-def
                                   "(legal ground).")
     assert list(Policy.objects.values_list("pk", flat=True)) == [v1.pk] and Category.objects.filter(
         policy__version=2).count() == 0
+
+
+def test_a_bad_mapping_kept_from_the_previous_version_is_shown_not_published(lead_client):  # type: ignore[no-untyped-def]
+    v1 = policy_active()
+    first = v1.categories.order_by("position").first()
+    Category.objects.filter(pk=first.pk).update(dsa_category="STATEMENT_CATEGORY_HATE")  # set outside the admin
+    before = _policy_snapshot()
+
+    response = _publish(lead_client, v1)  # the form leaves it as it was
+
+    assert response.status_code == 200
+    assert (f"{first.slug}: &#x27;STATEMENT_CATEGORY_HATE&#x27; is not a category of the DSA Transparency "
+            "Database.") in response.content.decode()
+    assert Policy.objects.count() == 1 and _policy_snapshot() == before
+    fixed = _publish(lead_client, v1, **{"categories-0-dsa_category": "STATEMENT_CATEGORY_VIOLENCE"})
+    assert fixed.status_code == 302
+    assert Policy.objects.get(version=2).categories.get(slug=first.slug).dsa_category == "STATEMENT_CATEGORY_VIOLENCE"
