@@ -487,6 +487,7 @@ class Appeal(models.Model):
     class Decision(models.TextChoices):
         UPHOLD = "uphold"
         OVERTURN = "overturn"
+        MOOT = "moot"  # closed without a judgment: the decision appealed was withdrawn (undone) meanwhile
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Indexed by (post, created_at) below.

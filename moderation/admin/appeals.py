@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from moderation.admin.display import compact_time, short_id_html
 from moderation.errors import ServiceError
 from moderation.models import Appeal
-from moderation.services.appeals import NOTE_LIMIT, appeal_decide, appeal_took_part
+from moderation.services.appeals import JUDGMENTS, NOTE_LIMIT, appeal_decide, appeal_took_part
 
 
 class AppealStatusFilter(admin.SimpleListFilter):
@@ -43,7 +43,7 @@ class AppealStatusFilter(admin.SimpleListFilter):
 
 
 class DecideForm(forms.Form):
-    decision = forms.ChoiceField(choices=Appeal.Decision.choices, widget=forms.RadioSelect)
+    decision = forms.ChoiceField(choices=[(d.value, d.label) for d in JUDGMENTS], widget=forms.RadioSelect)
     note = forms.CharField(required=False, max_length=NOTE_LIMIT, widget=forms.Textarea(attrs={"rows": 4}),
                            help_text="Optional; sent to the client with the decision.")
 
@@ -98,12 +98,12 @@ class AppealAdmin(admin.ModelAdmin):
         status = 200
         if request.method == "POST" and form.is_valid():
             try:
-                appeal_decide(appeal=appeal, reviewer=request.user, **form.cleaned_data)
+                decided = appeal_decide(appeal=appeal, reviewer=request.user, **form.cleaned_data)
             except ServiceError as exc:
                 form.add_error(None, exc.message)
                 status = exc.status
             else:
-                messages.success(request, f"Appeal {appeal.pk} decided: {form.cleaned_data['decision']}.")
+                messages.success(request, f"Appeal {appeal.pk} decided: {decided.decision}.")
                 return HttpResponseRedirect(reverse("admin:moderation_appeal_changelist"))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "appeal": appeal, "form": form,
                    "took_part": appeal_took_part(appeal=appeal, reviewer=request.user),

@@ -14,7 +14,8 @@ from django.urls import URLPattern, path, reverse
 
 from moderation.admin.access import LEAD_PERM, can_lead, permission_require
 from moderation.models import Category, Policy
-from moderation.services.policies import CATEGORY_FIELDS, policy_publish
+from moderation.services.policies import CATEGORY_FIELDS, MAPPING_FIELDS, category_mapping_errors, policy_publish
+from moderation.services.statements import STATEMENT_CATEGORIES
 
 LIST_FIELDS = ("prompts", "phrases", "questions")
 
@@ -42,12 +43,34 @@ class CategoryForm(forms.Form):
     exemplars = LinesField(required=False, help_text="Short example texts of this category, one per line.")
     review_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
     remove_threshold = forms.FloatField(min_value=0.0, max_value=1.0)
+    # The statement of reasons' mapping; left empty, a category keeps the previous version's.
+    dsa_category = forms.ChoiceField(
+        required=False, label="Transparency Database category",
+        choices=[("", "(keep the previous version's)"), *((c, c) for c in STATEMENT_CATEGORIES)])
+    dsa_ground = forms.ChoiceField(required=False, label="Decision ground", choices=[
+        ("", "(keep the previous version's)"), *Category._meta.get_field("dsa_ground").choices])
+    legal_ground = forms.CharField(required=False, max_length=500,
+                                   help_text="The legal provision relied on; required with the illegal-content ground.")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("review_threshold", 0) > data.get("remove_threshold", 1):
             raise ValidationError("The review threshold must not exceed the remove threshold.")
+        if data.get("legal_ground") and not data.get("dsa_ground"):
+            self.add_error("dsa_ground", "Choose the ground the legal provision goes with.")
+        for error in category_mapping_errors(category_mapping_stated(data)):
+            self.add_error(None, error)
         return data
+
+
+def category_mapping_stated(data: dict[str, Any]) -> dict[str, Any]:
+    """The category's cleaned fields less the mapping it leaves to the previous version (empty choices)."""
+    stated = {k: v for k, v in data.items() if k not in MAPPING_FIELDS}
+    if data.get("dsa_category"):
+        stated["dsa_category"] = data["dsa_category"]
+    if data.get("dsa_ground"):
+        stated["dsa_ground"], stated["legal_ground"] = data["dsa_ground"], (data.get("legal_ground") or "").strip()
+    return stated
 
 
 class BaseCategoryFormSet(forms.BaseFormSet):
@@ -74,7 +97,7 @@ class CategoryInline(admin.StackedInline):
     extra = 0
     can_delete = False
     fields = ["slug", "name", "description", "severity", "prompts", "phrases", "questions", "exemplars",
-              "review_threshold", "remove_threshold", "position"]
+              "review_threshold", "remove_threshold", "position", "dsa_category", "dsa_ground", "legal_ground"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
@@ -98,12 +121,17 @@ def new_version_view(request: HttpRequest, object_id: int, *, site: admin.AdminS
                                             "note": f"from v{source.version}"})
     formset = CategoryFormSet(data, initial=_categories_initial(source), prefix="categories")
     if data is not None and form.is_valid() and formset.is_valid():
-        categories = [f.cleaned_data for f in formset.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        policy = policy_publish(categories=categories, benign_prompts=form.cleaned_data["benign_prompts"],
-                                benign_exemplars=form.cleaned_data["benign_exemplars"],
-                                note=form.cleaned_data["note"], created_by=request.user)
-        messages.success(request, f"Published policy v{policy.version}; new analyses use it.")
-        return redirect("admin:moderation_policy_change", policy.pk)
+        categories = [category_mapping_stated(f.cleaned_data) for f in formset.forms
+                      if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        try:
+            policy = policy_publish(categories=categories, benign_prompts=form.cleaned_data["benign_prompts"],
+                                    benign_exemplars=form.cleaned_data["benign_exemplars"],
+                                    note=form.cleaned_data["note"], created_by=request.user)
+        except ValueError as exc:  # a mapping kept from the previous version that the database refuses
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Published policy v{policy.version}; new analyses use it.")
+            return redirect("admin:moderation_policy_change", policy.pk)
     context = {**site.each_context(request), "opts": Policy._meta, "title": f"New version from v{source.version}",
                "source": source, "form": form, "formset": formset}
     return TemplateResponse(request, "moderation/admin/policy_new_version.html", context)

@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from moderation.admin import review_views, stats
+from moderation.admin import review_views, stats, transparency
 from moderation.admin.access import REVIEW_PERM, permission_require
 from moderation.admin.display import compact_time, short_id, short_id_html
 from moderation.admin.pagination import CappedCountPaginator
@@ -167,6 +167,7 @@ class PostAdmin(admin.ModelAdmin):
             path("queue/claim/", wrap(v.claim_next_view), name="moderation_review_claim"),
             path("queue/undo/", wrap(v.undo_view), name="moderation_review_undo"),
             path("stats/", wrap(stats.stats_view), name="moderation_review_stats"),
+            path("transparency/", wrap(transparency.transparency_view), name="moderation_transparency_report"),
             path("requests/<uuid:request_id>/", wrap(v.request_poll_view), name="moderation_review_request"),
             path("<uuid:post_id>/review/", wrap(v.post_review_view), name="moderation_review_post"),
             path("<uuid:post_id>/review/decide/", wrap(v.decide_view), name="moderation_review_decide"),

@@ -19,7 +19,7 @@ from moderation.api.schema_support import BinaryFileField, JsonObjectSchemaField
 from moderation.api.serializers import PostDetailOutputSerializer, PostOutputSerializer
 from moderation.models import Decision, PostState
 from moderation.selectors.posts import post_get, post_list
-from moderation.selectors.reviews import review_outcomes
+from moderation.selectors.reviews import DECIDED_BY_A_PERSON, review_outcomes
 from moderation.errors import ServiceError
 from moderation.services.posts import post_metadata_validate, post_submit
 
@@ -114,7 +114,7 @@ class PostsApi(BaseApi):
         filters = {k: v for k, v in self._validated(self.FilterSerializer, request.query_params).items() if v}
         paginator = PostCursorPagination()
         page = paginator.paginate_queryset(post_list(client=request.user, **filters), request, view=self)
-        outcomes = review_outcomes(post_ids=[post.pk for post in page if post.state == PostState.REVIEWED])
+        outcomes = review_outcomes(post_ids=[post.pk for post in page if post.state in DECIDED_BY_A_PERSON])
         return paginator.get_paginated_response(
             PostOutputSerializer(page, many=True, context={"request": request, "review_outcomes": outcomes}).data)
 

@@ -34,7 +34,7 @@ class AnalysisOutputSerializer(serializers.ModelSerializer):
 
 
 class ReviewOutputSerializer(serializers.Serializer):
-    """The reviewers' standing decision on a post that is ``reviewed``."""
+    """The reviewers' standing decision on a post that is ``reviewed``, or ``restored`` by an appeal's overturn."""
 
     verdict = serializers.ChoiceField(choices=[ReviewDecision.Verdict.VIOLATING, ReviewDecision.Verdict.NOT_VIOLATING])
     category = serializers.CharField(allow_null=True, help_text="The category a violating post breaks.")

@@ -37,7 +37,7 @@ class AppealStats:
     opened: int  # appeals opened since the start of the window
     open_now: int  # undecided appeals, whenever opened
     decided: int  # appeals decided since the start of the window
-    by_category: list[OverturnRate]
+    by_category: list[OverturnRate]  # appeals judged (upheld or overturned), moot ones left out
     by_source: list[OverturnRate]  # "engine" (automated removal) and "reviewer"
     median_decision_s: float | None  # opening to decision, of the appeals decided in the window
 
@@ -50,6 +50,8 @@ def stats_appeals(*, since: datetime) -> AppealStats:
     by_category: dict[str, list[int]] = {}
     by_source: dict[str, list[int]] = {}
     for category, automated, decision, _, _ in rows:
+        if decision == Appeal.Decision.MOOT:
+            continue  # closed without a judgment: no part of an overturn rate
         for table, key in ((by_category, category or "—"), (by_source, "engine" if automated else "reviewer")):
             counts = table.setdefault(key, [0, 0])
             counts[0] += 1

@@ -111,11 +111,15 @@ def review_outcomes(*, post_ids: list[Any]) -> dict[Any, ReviewDecision]:
     return outcomes
 
 
+# States whose standing decision the client sees: a review, or the overturn that restored the post.
+DECIDED_BY_A_PERSON = (PostState.REVIEWED, PostState.RESTORED)
+
+
 def review_summary(*, post: Post, outcomes: dict[Any, ReviewDecision] | None = None) -> dict[str, Any] | None:
-    """What a client sees of the reviewers' word on its post: only once the post is ``reviewed``,
-    and never who decided or their note. ``outcomes`` (from ``review_outcomes``) saves a list
-    page one query per post."""
-    if post.state != PostState.REVIEWED:
+    """What a client sees of the reviewers' word on its post: only once the post is ``reviewed`` (or
+    ``restored`` by an overturned appeal, whose ``not_violating`` decision then stands), and never who
+    decided or their note. ``outcomes`` (from ``review_outcomes``) saves a list page one query per post."""
+    if post.state not in DECIDED_BY_A_PERSON:
         return None
     decision = outcomes.get(post.pk) if outcomes is not None else review_outcome(post=post)
     if decision is None:

@@ -21,6 +21,8 @@ from moderation.services.webhooks import webhook_event_deliveries_create
 STATEMENT_LIMIT = 5000
 NOTE_LIMIT = 5000
 Decision = Appeal.Decision
+# What a reviewer may decide; ``moot`` is the service's own outcome when the decision appealed is gone.
+JUDGMENTS = (Decision.UPHOLD, Decision.OVERTURN)
 
 
 def _text_fits(value: Any, *, limit: int, required: bool) -> bool:
@@ -58,9 +60,13 @@ def appeal_submit(*, client: AbstractBaseUser, post_id: Any, statement: str) -> 
 
 
 def appeal_took_part(*, appeal: Appeal, reviewer: AbstractBaseUser) -> bool:
-    """Whether the reviewer decided anything on the appealed post (by account, or by the name kept)."""
-    return ReviewDecision.objects.filter(Q(reviewer=reviewer) | Q(reviewer_username=reviewer.get_username()),
-                                         post_id=appeal.post_id).exists()
+    """Whether the reviewer decided anything on the appealed post, a review or an earlier appeal (by
+    account, or by the name kept)."""
+    name = reviewer.get_username()
+    return (ReviewDecision.objects.filter(Q(reviewer=reviewer) | Q(reviewer_username=name),
+                                          post_id=appeal.post_id).exists()
+            or Appeal.objects.filter(Q(decided_by=reviewer) | Q(decided_by_username=name),
+                                     post_id=appeal.post_id).exclude(pk=appeal.pk).exists())
 
 
 @transaction.atomic
@@ -68,10 +74,11 @@ def appeal_decide(*, appeal: Appeal, reviewer: AbstractBaseUser, decision: str, 
     """Uphold the restriction or overturn it. An overturn writes a ``not_violating`` decision by the
     reviewer (the retraining label) and restores the post; the client gets ``post.appeal_decided``.
 
-    A reviewer who took part in a decision on the post is refused (403) and nothing is written.
+    A reviewer who took part in a decision on the post is refused (403) and nothing is written. An
+    appeal whose decision no longer stands is closed as ``moot`` instead, whatever was asked.
     """
-    if decision not in Decision.values:
-        raise ServiceError("appeal_decision_invalid", f"decision must be one of {', '.join(Decision.values)}.")
+    if decision not in JUDGMENTS:
+        raise ServiceError("appeal_decision_invalid", f"decision must be one of {', '.join(JUDGMENTS)}.")
     if not _text_fits(note or "", limit=NOTE_LIMIT, required=False):
         raise ServiceError("appeal_note_invalid", f"note must be at most {NOTE_LIMIT} characters, no NUL.")
     locked = Appeal.objects.select_for_update().select_related("post").get(pk=appeal.pk)
@@ -82,8 +89,8 @@ def appeal_decide(*, appeal: Appeal, reviewer: AbstractBaseUser, decision: str, 
                            "You took part in a decision on this post; another reviewer must decide the appeal.",
                            status=403)
     post = Post.objects.select_for_update().get(pk=locked.post_id)
-    if post_restriction(post=post) is None:  # the restricting decision was undone since the appeal
-        raise ServiceError("not_appealable", f"The post is {post.state} and no longer restricted.", status=409)
+    if _contested_gone(appeal=locked, post=post):  # the decision appealed was undone since (before moot closing)
+        return _moot(appeal=locked, post=post, reviewer=reviewer)
     now = timezone.now()
     label = _overturn(post=post, appeal=locked, reviewer=reviewer, now=now) if decision == Decision.OVERTURN else None
     if label is None:
@@ -98,6 +105,34 @@ def appeal_decide(*, appeal: Appeal, reviewer: AbstractBaseUser, decision: str, 
     locked.post = post
     webhook_event_deliveries_create(events=[(post, f"appeal:{locked.pk}", appeal_payload(locked))])
     return locked
+
+
+MOOT_NOTE = "The decision appealed was withdrawn before the appeal was decided; nothing is left to decide."
+
+
+def _contested_gone(*, appeal: Appeal, post: Post) -> bool:
+    restriction = post_restriction(post=post)
+    return restriction is None or restriction.puid != appeal.restriction_puid
+
+
+def appeal_close_moot(*, post: Post, reviewer: AbstractBaseUser) -> Appeal | None:
+    """Close the post's open appeal (at most one) when the decision it contests no longer restricts the
+    post (the reviewer who made it undid it): outcome ``moot``, the client told through
+    ``post.appeal_decided``. The caller holds the post locked; a later restriction can be appealed anew."""
+    appeal = Appeal.objects.select_for_update().filter(post=post, decided_at__isnull=True).first()
+    if appeal is None or not _contested_gone(appeal=appeal, post=post):
+        return None
+    return _moot(appeal=appeal, post=post, reviewer=reviewer)
+
+
+def _moot(*, appeal: Appeal, post: Post, reviewer: AbstractBaseUser) -> Appeal:
+    appeal.decision, appeal.note, appeal.decided_at, appeal.post = Decision.MOOT, MOOT_NOTE, timezone.now(), post
+    appeal.save(update_fields=["decision", "note", "decided_at"])
+    post_transition(moves=[Move(post_id=post.pk, from_state=post.state, to_state=post.state,
+                                detail={"action": "appeal_moot", "appeal": str(appeal.pk)})],
+                    actor=Actor.reviewer(reviewer))
+    webhook_event_deliveries_create(events=[(post, f"appeal:{appeal.pk}", appeal_payload(appeal))])
+    return appeal
 
 
 def _overturn(*, post: Post, appeal: Appeal, reviewer: AbstractBaseUser, now: Any) -> ReviewDecision:

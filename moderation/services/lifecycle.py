@@ -89,12 +89,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     _row("retry", [S.ANALYZING], S.QUEUED, [K.WORKER, K.SWEEPER], [E.WAKE]),
     _row("fail", [S.ANALYZING], S.FAILED, [K.WORKER, K.SWEEPER], [E.WEBHOOK]),
     _row("review", [S.NEEDS_REVIEW], S.REVIEWED, [K.REVIEWER], [E.WEBHOOK, E.NOTICES]),
-    # A reviewer's claim, an escalation and the undo of an escalation keep the post in review.
+    # A reviewer's claim, an escalation, the undo of an escalation, and closing as moot the appeal of a
+    # decision just undone keep the post in review.
     _row("review_hold", [S.NEEDS_REVIEW], S.NEEDS_REVIEW, [K.REVIEWER]),
     _row("review_undo", [S.REVIEWED], S.NEEDS_REVIEW, [K.REVIEWER]),
     # A notice (DSA Art. 16) about an allowed post sends it to a person; one about a post in review keeps it there.
     _row("notice", [S.ALLOWED, S.NEEDS_REVIEW], S.NEEDS_REVIEW, [K.CLIENT]),
-    # An appeal (DSA Art. 20) is recorded on the restricted post; an overturn restores it, an uphold keeps it.
+    # An appeal (DSA Art. 20) is recorded on the restricted post; an overturn restores it, an uphold keeps it
+    # (as does closing as moot, after an undo, the appeal of a decision no longer standing).
     _row("appeal", [S.REMOVED, S.REVIEWED], SAME, [K.CLIENT]),
     _row("appeal_uphold", [S.REMOVED, S.REVIEWED], SAME, [K.REVIEWER]),
     _row("appeal_overturn", [S.REMOVED, S.REVIEWED], S.RESTORED, [K.REVIEWER]),

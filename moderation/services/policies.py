@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 from django.db import transaction
 
 from moderation.models import Category, Policy
+from moderation.services.statements import GROUND_ILLEGAL, GROUNDS, STATEMENT_CATEGORIES
 from vlm_engine.types import Category as EngineCategory
 from vlm_engine.types import Policy as EnginePolicy
 
@@ -18,6 +19,19 @@ CATEGORY_FIELDS = ("slug", "name", "description", "severity", "prompts", "phrase
 MAPPING_FIELDS = ("dsa_category", "dsa_ground", "legal_ground")
 
 
+def category_mapping_errors(category: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a category's statement mapping (the keys it states; the others are inherited):
+    an unknown Transparency Database category or ground, or an illegal-content ground with no provision."""
+    errors = []
+    if "dsa_category" in category and category["dsa_category"] not in STATEMENT_CATEGORIES:
+        errors.append(f"{category['dsa_category']!r} is not a category of the DSA Transparency Database.")
+    if "dsa_ground" in category and category["dsa_ground"] not in GROUNDS:
+        errors.append(f"{category['dsa_ground']!r} is not a decision ground; use one of {', '.join(GROUNDS)}.")
+    if category.get("dsa_ground") == GROUND_ILLEGAL and not str(category.get("legal_ground") or "").strip():
+        errors.append("An illegal-content ground needs the legal provision relied on (legal ground).")
+    return errors
+
+
 def default_policy_data() -> dict[str, Any]:
     return json.loads(DEFAULT_POLICY_PATH.read_text())
 
@@ -25,18 +39,23 @@ def default_policy_data() -> dict[str, Any]:
 @transaction.atomic
 def policy_publish(*, categories: Iterable[Mapping[str, Any]], benign_prompts: Iterable[str],
                    benign_exemplars: Iterable[str] = (), note: str = "", created_by: Any = None) -> Policy:
-    """Write a new policy version; earlier versions are never changed."""
+    """Write a new policy version; earlier versions are never changed.
+
+    A category's statement mapping (``MAPPING_FIELDS``) not restated is the previous version's; the
+    result is checked by ``category_mapping_errors`` (``ValueError``, nothing written: callers validate
+    their input first).
+    """
     # Locking the newest row serialises concurrent publishes on the version number.
     latest = Policy.objects.select_for_update().order_by("-version").first()
+    inherited = _mappings(latest)
+    rows = [{**inherited.get(c.get("slug"), {}), **{f: c[f] for f in CATEGORY_FIELDS if f in c}} for c in categories]
+    errors = [f"{row.get('slug')}: {e}" for row in rows for e in category_mapping_errors(row)]
+    if errors:
+        raise ValueError(" ".join(errors))
     policy = Policy.objects.create(version=(latest.version + 1) if latest else 1,
                                    benign_prompts=list(benign_prompts), benign_exemplars=list(benign_exemplars),
                                    note=note, created_by=created_by)
-    inherited = _mappings(latest)
-    Category.objects.bulk_create(
-        Category(policy=policy, position=i,
-                 **{**inherited.get(c.get("slug"), {}), **{f: c[f] for f in CATEGORY_FIELDS if f in c}})
-        for i, c in enumerate(categories)
-    )
+    Category.objects.bulk_create(Category(policy=policy, position=i, **row) for i, row in enumerate(rows))
     return policy
 
 

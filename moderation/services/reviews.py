@@ -13,6 +13,7 @@ from moderation.conf import moderation_settings
 from moderation.models import Appeal, Post, PostState, ReviewDecision
 from moderation.selectors.clusters import review_cluster
 from moderation.selectors.reviews import review_category_slugs, review_outcome, review_queue
+from moderation.services.appeals import appeal_close_moot
 from moderation.services.banks import bank_review_decision_record, bank_review_decision_undo
 from moderation.errors import ServiceError
 from moderation.services.lifecycle import Actor, Move, post_transition
@@ -141,6 +142,8 @@ def review_undo(*, reviewer: Any, within_seconds: float | None = None) -> Review
                     updates={"review_claimed_by": reviewer, "updated_at": now,
                              "review_claimed_until": now + timedelta(minutes=moderation_settings.REVIEW_CLAIM_MINUTES),
                              "review_priority": F("review_priority") - boost})
+    post.refresh_from_db(fields=["state", "current_analysis"])
+    appeal_close_moot(post=post, reviewer=reviewer)  # an appeal of the withdrawn decision has nothing left
     return undo
 
 

@@ -11,6 +11,20 @@ from moderation.selectors.reviews import review_outcome
 
 GROUND_ILLEGAL = "DECISION_GROUND_ILLEGAL_CONTENT"
 GROUND_TERMS = "DECISION_GROUND_INCOMPATIBLE_CONTENT"
+GROUNDS = (GROUND_TERMS, GROUND_ILLEGAL)
+# The database's category enumeration (its Statement model's STATEMENT_CATEGORY_* keys); a policy
+# category maps to one of them. tests/moderation/schemas/dsa_tdb_statement.schema.json names the source.
+STATEMENT_CATEGORIES = (
+    "STATEMENT_CATEGORY_ANIMAL_WELFARE", "STATEMENT_CATEGORY_CONSUMER_INFORMATION",
+    "STATEMENT_CATEGORY_CYBER_VIOLENCE", "STATEMENT_CATEGORY_CYBER_VIOLENCE_AGAINST_WOMEN",
+    "STATEMENT_CATEGORY_DATA_PROTECTION_AND_PRIVACY_VIOLATIONS", "STATEMENT_CATEGORY_ILLEGAL_OR_HARMFUL_SPEECH",
+    "STATEMENT_CATEGORY_INTELLECTUAL_PROPERTY_INFRINGEMENTS",
+    "STATEMENT_CATEGORY_NEGATIVE_EFFECTS_ON_CIVIC_DISCOURSE_OR_ELECTIONS", "STATEMENT_CATEGORY_NOT_SPECIFIED_NOTICE",
+    "STATEMENT_CATEGORY_OTHER_VIOLATION_TC", "STATEMENT_CATEGORY_PROTECTION_OF_MINORS",
+    "STATEMENT_CATEGORY_RISK_FOR_PUBLIC_SECURITY", "STATEMENT_CATEGORY_SCAMS_AND_FRAUD",
+    "STATEMENT_CATEGORY_SELF_HARM", "STATEMENT_CATEGORY_UNSAFE_AND_PROHIBITED_PRODUCTS",
+    "STATEMENT_CATEGORY_VIOLENCE")
+CATEGORY_UNMAPPED = "STATEMENT_CATEGORY_OTHER_VIOLATION_TC"  # a restriction whose category row is gone
 # The strongest notice decides the source: a trusted flagger's, then an Art. 16 notice, then an authority's.
 SOURCE_BY_REPORTER = [(Notice.ReporterType.TRUSTED_FLAGGER, "SOURCE_TRUSTED_FLAGGER"),
                       (Notice.ReporterType.USER, "SOURCE_ARTICLE_16"),
@@ -72,7 +86,7 @@ def statement_build(*, post: Post, restriction: Restriction) -> dict[str, Any]:
     return {
         "decision_visibility": ["DECISION_VISIBILITY_CONTENT_REMOVED"],
         **_ground(category=category, policy_version=restriction.analysis.policy.version, explanation=explanation),
-        "category": category.dsa_category if category else "STATEMENT_CATEGORY_OTHER_VIOLATION_TC",
+        "category": category.dsa_category if category else CATEGORY_UNMAPPED,
         "content_type": _content_types(post),
         "automated_detection": "Yes" if restriction.analysis.decision != "allow" else "No",
         "automated_decision": ("AUTOMATED_DECISION_FULLY" if restriction.decision is None
@@ -92,10 +106,17 @@ def _explanation(restriction: Restriction) -> str:
     return str((restriction.analysis.explanation or {}).get("summary") or "")
 
 
+def statement_ground(*, category: Category | None) -> str:
+    """The ground a restriction under ``category`` states: illegal content only with the provision relied on."""
+    if category is not None and category.dsa_ground == GROUND_ILLEGAL and category.legal_ground:
+        return GROUND_ILLEGAL
+    return GROUND_TERMS
+
+
 def _ground(*, category: Category | None, policy_version: int, explanation: str) -> dict[str, str]:
     name = category.name if category else "unknown category"
     text = (explanation or f"The content falls under {name}.")[:TEXT_LIMIT]
-    if category is not None and category.dsa_ground == GROUND_ILLEGAL and category.legal_ground:
+    if category is not None and statement_ground(category=category) == GROUND_ILLEGAL:
         return {"decision_ground": GROUND_ILLEGAL, "illegal_content_legal_ground": category.legal_ground[:GROUND_LIMIT],
                 "illegal_content_explanation": text}
     return {"decision_ground": GROUND_TERMS,

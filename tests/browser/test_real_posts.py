@@ -266,6 +266,8 @@ def crawl(page: Any, base: str, posts: dict[str, str], *, lead: bool) -> dict[st
     if lead:
         visit(page, f"{base}/admin/moderation/post/stats/")
         check_layout(page, "stats")
+        visit(page, f"{base}/admin/moderation/post/transparency/")
+        check_layout(page, "transparency")
         visit(page, f"{base}/admin/moderation/modelversion/")
         check_layout(page, "model-versions")
     return seen

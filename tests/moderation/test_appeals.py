@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import timedelta, timezone as dt_timezone
 
 import pytest
 from django.db import connection
@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from moderation.errors import ServiceError
 from moderation.models import Appeal, Post, PostEvent, PostState, ReviewDecision, WebhookDelivery, WebhookEndpoint
+from moderation.selectors.appeals import stats_appeals
 from moderation.selectors.learning import standing_decisions
-from moderation.services.appeals import appeal_decide, appeal_submit
+from moderation.services.appeals import MOOT_NOTE, appeal_decide, appeal_submit
 from moderation.services.reviews import review_decide, review_undo
 from moderation.services.webhooks import webhook_secret_new
 from tests.conftest import require_service
@@ -229,6 +230,7 @@ def test_a_reviewer_who_only_escalated_the_post_took_part(client_user, bob, caro
 
 @pytest.mark.parametrize("decision, note, code", [
     ("reverse", "", "appeal_decision_invalid"),
+    ("moot", "", "appeal_decision_invalid"),  # the service's outcome, never a reviewer's choice
     ("uphold", "n" * 5001, "appeal_note_invalid"),
 ])
 def test_bad_decisions_are_refused(client_user, removed, carol, decision, note, code):  # type: ignore[no-untyped-def]
@@ -289,16 +291,72 @@ def test_concurrent_appeals_and_decisions_leave_one_of_each(client_user, removed
     assert PostEvent.objects.filter(to_state="restored").count() == 1
 
 
-def test_an_appeal_whose_restriction_was_undone_cannot_be_decided(client_user, found_violating, bob,  # type: ignore[no-untyped-def]
-                                                                  carol):
+def test_undoing_the_appealed_decision_closes_the_appeal_as_moot(api, client_user, found_violating, bob,  # type: ignore[no-untyped-def]
+                                                                 endpoint):
     appeal = appeal_submit(client=client_user, post_id=found_violating.pk, statement=STATEMENT)
+    WebhookDelivery.objects.all().delete()
+
     review_undo(reviewer=bob)  # within the undo window: the post is back in review
-    before = (PostEvent.objects.count(), ReviewDecision.objects.count())
 
-    with pytest.raises(ServiceError) as refused:
-        appeal_decide(appeal=appeal, reviewer=carol, decision="overturn")
+    appeal.refresh_from_db()
+    assert (appeal.decision, appeal.note, appeal.decided_by, appeal.review_decision) == (
+        "moot", MOOT_NOTE, None, None)
+    assert appeal.decided_at is not None and Post.objects.get(pk=found_violating.pk).state == "needs_review"
+    event = PostEvent.objects.get(detail__action="appeal_moot")
+    assert (event.from_state, event.to_state, event.actor, event.detail) == (
+        "needs_review", "needs_review", "reviewer:bob", {"action": "appeal_moot", "appeal": str(appeal.pk)})
+    told = WebhookDelivery.objects.get(event_key=f"appeal:{appeal.pk}")
+    assert told.payload == {
+        "type": "post.appeal_decided",
+        "appeal": {"id": str(appeal.pk), "decision": "moot", "note": MOOT_NOTE,
+                   "created_at": appeal.created_at.isoformat(), "decided_at": appeal.decided_at.isoformat()},
+        "post": {"id": str(found_violating.pk), "external_id": None, "status": "needs_review"}}
+    assert [a["decision"] for a in api.get(url(found_violating)).json()] == ["moot"]
+    stats = stats_appeals(since=appeal.created_at)
+    assert (stats.opened, stats.decided, stats.by_category, stats.by_source) == (1, 1, [], [])  # no judgment
+    # The new decision is a new restriction, with its own appeal.
+    review_decide(post=found_violating, reviewer=bob, verdict=Verdict.VIOLATING, category="hate", reason="slur")
+    assert api.post(url(found_violating), {"statement": STATEMENT}, format="json").status_code == 201
 
-    assert (refused.value.code, refused.value.status) == ("not_appealable", 409)
-    assert (PostEvent.objects.count(), ReviewDecision.objects.count()) == before
-    assert Post.objects.get(pk=found_violating.pk).state == "needs_review"
-    assert Appeal.objects.get().decided_at is None
+
+def test_an_undo_that_leaves_the_appealed_decision_standing_keeps_the_appeal(client_user, bob, carol):  # type: ignore[no-untyped-def]
+    post = post_in_review(client=client_user)
+    review_decide(post=post, reviewer=bob, verdict=Verdict.VIOLATING, category="hate", reason="slur")
+    appeal = appeal_submit(client=client_user, post_id=post.pk, statement=STATEMENT)
+    other = post_in_review(client=client_user)
+    review_decide(post=other, reviewer=bob, verdict=Verdict.NOT_VIOLATING)
+
+    review_undo(reviewer=bob)  # bob's last decision is on the other post
+
+    appeal.refresh_from_db()
+    assert (appeal.decision, appeal.decided_at) == ("", None)
+    assert not PostEvent.objects.filter(detail__action="appeal_moot").exists()
+
+
+def test_deciding_an_appeal_whose_decision_is_gone_closes_it_as_moot(client_user, found_violating, bob,  # type: ignore[no-untyped-def]
+                                                                    carol):
+    appeal = appeal_submit(client=client_user, post_id=found_violating.pk, statement=STATEMENT)
+    # An appeal left open by an undo before moot closing existed: its decision no longer restricts.
+    Appeal.objects.filter(pk=appeal.pk).update(restriction_puid=f"{found_violating.pk}-review-0")
+    decisions = ReviewDecision.objects.count()
+
+    decided = appeal_decide(appeal=appeal, reviewer=carol, decision="overturn")
+
+    assert (decided.decision, decided.note, decided.review_decision) == ("moot", MOOT_NOTE, None)
+    assert ReviewDecision.objects.count() == decisions
+    assert Post.objects.get(pk=found_violating.pk).state == "reviewed"
+    assert PostEvent.objects.filter(detail__action="appeal_moot", actor="reviewer:carol").count() == 1
+
+
+def test_a_restored_post_shows_the_overturn_as_its_review(api, client_user, removed, carol):  # type: ignore[no-untyped-def]
+    appeal_decide(appeal=appeal_submit(client=client_user, post_id=removed.pk, statement=STATEMENT),
+                  reviewer=carol, decision="overturn")
+    label = ReviewDecision.objects.get()
+    decided_at = label.created_at.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+
+    detail = api.get(reverse("moderation:post-detail", kwargs={"post_id": removed.pk})).json()
+    listed = api.get(reverse("moderation:posts")).json()["results"]
+
+    expected = {"verdict": "not_violating", "category": None, "decided_at": decided_at}
+    assert (detail["status"], detail["review"]) == ("restored", expected)
+    assert [(p["status"], p["review"]) for p in listed] == [("restored", expected)]

@@ -70,6 +70,22 @@ def test_a_reviewer_overturns_an_appeal_from_the_admin(client, rita, client_user
     assert Post.objects.get(pk=appeal.post_id).state == "restored"
 
 
+def test_the_admin_closes_as_moot_an_appeal_whose_decision_is_gone_and_never_offers_moot(client, rita,  # type: ignore[no-untyped-def]
+                                                                                       client_user):
+    appeal = _removed_with_appeal(client_user)
+    Appeal.objects.filter(pk=appeal.pk).update(restriction_puid="withdrawn")  # left open before moot closing
+    client.force_login(rita)
+    url = reverse("admin:moderation_appeal_decide", args=[appeal.pk])
+    assert 'value="moot"' not in client.get(url).content.decode()
+
+    response = client.post(url, {"decision": "overturn"}, follow=True)
+
+    appeal.refresh_from_db()
+    assert (appeal.decision, appeal.review_decision) == ("moot", None)
+    assert f"Appeal {appeal.pk} decided: moot." in response.content.decode()
+    assert Post.objects.get(pk=appeal.post_id).state == "removed" and ReviewDecision.objects.count() == 0
+
+
 def test_the_admin_shows_the_refusal_when_the_reviewer_took_part(client, rita, client_user):  # type: ignore[no-untyped-def]
     post = post_in_review(client=client_user)
     review_decide(post=post, reviewer=rita, verdict="violating", category="hate", reason="slur")
