@@ -15,7 +15,7 @@ from django.utils import timezone
 from moderation.conf import moderation_settings
 from moderation.models import ModelVersion, Policy, Post, ReviewDecision
 from moderation.selectors.learning import (clip_version_current, embedding_from_bytes, labelled_rows,
-                                           model_version_active)
+                                           model_version_active, text_role_version_current)
 from moderation.errors import ServiceError
 from moderation.services.policies import policy_active
 
@@ -60,11 +60,16 @@ def _auroc_trusted(figures: dict[str, Any]) -> bool:
 
 
 def dataset_build(*, categories: list[str]) -> Any | None:
-    """The labelled set: reviewers' standing decisions × the embeddings they reviewed (None: empty)."""
-    from vlm_engine.learning import LabelledEmbeddings, embeddings_pair
+    """The labelled set: reviewers' standing decisions × the embeddings they reviewed (None: empty).
+
+    Its sentence embeddings are those of the text role the workers run now; a post analysed
+    without one (before they were stored, or by another text role) has a zero row there, and
+    without any (the text role is off) the set has none: the classifiers then use CLIP's alone.
+    """
+    from vlm_engine.learning import LabelledEmbeddings, embeddings_pair, sentences_stack
 
     clip = clip_version_current()
-    rows = labelled_rows(clip=clip) if clip else []
+    rows = labelled_rows(clip=clip, text_role=text_role_version_current()) if clip else []
     if not rows:
         return None
     labels = np.zeros((len(rows), len(categories)), dtype=np.float32)
@@ -74,7 +79,9 @@ def dataset_build(*, categories: list[str]) -> Any | None:
             labels[r, index[row.category]] = 1.0
     image, text = embeddings_pair([embedding_from_bytes(r.image) for r in rows],
                                   [embedding_from_bytes(r.text) for r in rows])
-    return LabelledEmbeddings(image=image, text=text, labels=labels, keys=tuple(r.post_id for r in rows))
+    sentence = sentences_stack([embedding_from_bytes(r.sentence) for r in rows])
+    return LabelledEmbeddings(image=image, text=text, labels=labels, keys=tuple(r.post_id for r in rows),
+                              sentence=sentence)
 
 
 def _thresholds(policy: Policy) -> dict[str, tuple[float, float]]:
@@ -107,7 +114,7 @@ def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | N
     head = head_train(data.take(train_idx), data.take(val_idx), categories=categories, config=config,
                       progress=progress)
     test = data.take(test_idx)
-    metrics = _evaluate(head.predict(test.image, test.text), test, categories, policy)
+    metrics = _evaluate(head.predict(test.image, test.text, test.sentence), test, categories, policy)
     active = model_version_active()
     baseline = _baseline_metrics(active, test, categories, policy)
     return _candidate_store(head=head, metrics=metrics, baseline=baseline, parent=active, created_by=created_by,
@@ -135,7 +142,8 @@ def _baseline_metrics(active: ModelVersion | None, test: Any, categories: list[s
     if active is not None:
         head = model_head_load(version=active)
         if list(head.categories) == categories:
-            return _evaluate(head.predict(test.image, test.text), test, categories, policy) | {"source": f"v{active.version}"}
+            probs = head.predict(test.image, test.text, test.sentence)
+            return _evaluate(probs, test, categories, policy) | {"source": f"v{active.version}"}
     scores = dict(ReviewDecision.objects.filter(post_id__in=list(test.keys), analysis__isnull=False)
                   .values_list("post_id", "analysis__scores"))
     probs = np.array([[scores.get(_uuid(k), {}).get(c, 0.0) for c in categories] for k in test.keys], np.float32)
@@ -266,7 +274,7 @@ class Precedents:
     client_keys: dict[Any, frozenset[str]]
 
     def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
-                         text: np.ndarray | None) -> list[dict[str, Any]]:
+                         text: np.ndarray | None, sentence: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The post's heaviest anchors among its own client's labelled posts (never another client's,
         never itself): post id, label, similarity and vote weight."""
         from vlm_engine.learning import embeddings_pair
@@ -277,7 +285,9 @@ class Precedents:
         queries = embeddings_pair([image], [text])
         count = moderation_settings.NEAREST_EXAMPLES
         try:  # one more than shown, in case the post itself is among them (re-analysed after review)
-            found = [p for p in self.index.nearest(*queries, count=count + 1, allowed=allowed)[0] if p.key != post_id]
+            found = [p for p in self.index.nearest(*queries, count=count + 1, allowed=allowed,
+                                                   sentence=None if sentence is None else sentence[None])[0]
+                     if p.key != post_id]
         except ValueError:  # embeddings of another size than the anchors' (the CLIP changed meanwhile)
             return []
         return [{"post_id": p.key, "label": p.label, "similarity": p.similarity, "weight": p.weight}

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from vlm_engine.learning.asif import AsifClassifier, Precedent
 from vlm_engine.learning.config import TrainingConfig
-from vlm_engine.learning.dataset import LabelledEmbeddings, dataset_digest, embeddings_pair, split_by_key
+from vlm_engine.learning.dataset import (LabelledEmbeddings, dataset_digest, embeddings_pair, sentences_stack,
+                                         split_by_key)
 from vlm_engine.learning.knn import KnnClassifier
 from vlm_engine.learning.metrics import metrics_evaluate
 
@@ -33,6 +34,7 @@ __all__ = [
     "embeddings_pair",
     "head_train",
     "metrics_evaluate",
+    "sentences_stack",
     "split_by_key",
 ]
 
