@@ -109,18 +109,21 @@ def classifier_scores_apply(
 
     `sentence_embs` are the text role's embeddings (none without a text role; None for a post
     without text): the classifier takes them as a third input. Its NaN entries keep the
-    zero-shot score of that post and category. Returns, per post, whether the classifier gave
-    any of its scores (all False without a classifier).
+    zero-shot score of that post and category; a classifier with a `zero_shot_share` (the
+    precedent votes) leaves that share of the score to the zero-shot one. Returns, per post,
+    whether the classifier gave any of its scores (all False without a classifier).
     """
     if classifier is None or not scores:
         return [False] * len(scores)
     image, text = embeddings_pair(image_embs, text_embs)
     probs = classifier.predict(image, text, sentences_stack(sentence_embs))
+    share = float(getattr(classifier, "zero_shot_share", 0.0))
     scored = [False] * len(scores)
     for column, slug in enumerate(classifier.categories):
         for row, value in enumerate(probs[:, column]):
             if slug in scores[row] and np.isfinite(value):
-                scores[row][slug], scored[row] = float(value), True
+                scores[row][slug] = share * scores[row][slug] + (1.0 - share) * float(value)
+                scored[row] = True
     return scored
 
 

@@ -17,6 +17,7 @@ from moderation.models import ModelVersion, Policy, Post, ReviewDecision
 from moderation.selectors.learning import (clip_version_current, embedding_from_bytes, labelled_rows,
                                            model_version_active, text_role_version_current)
 from moderation.errors import ServiceError
+from moderation.selectors.reviews import models_roles_latest
 from moderation.services.policies import policy_active
 
 Progress = Callable[[int, int, float], None]
@@ -323,21 +324,34 @@ def precedents_current(*, categories: list[str]) -> Precedents | None:
     return _PRECEDENTS[key]
 
 
+# The sentence view's share of the precedents' similarity: half beside CLIP's image and text views;
+# all of it while the embedder runs on random weights (its views are then noise: bench.quality).
+SENTENCE_WEIGHT = 0.5
+SENTENCE_WEIGHT_RANDOM_EMBEDDER = 1.0
+
+
+def _sentence_weight() -> float:
+    random_embedder = "embedder" in models_roles_latest()["no_checkpoint"]
+    return SENTENCE_WEIGHT_RANDOM_EMBEDDER if random_embedder else SENTENCE_WEIGHT
+
+
 def precedents_forget() -> None:
     """Drop the cached precedents (tests, whose rolled-back decisions may reuse ids)."""
     _PRECEDENTS.clear()
 
 
 def _precedents_build(data: Any, categories: list[str]) -> Precedents:
-    from vlm_engine.learning import AsifClassifier, KnnClassifier
+    """The votes over ``data``: each leaves PRECEDENT_ZERO_SHOT_SHARE of a post's score to its
+    zero-shot score, and weighs the sentence view by ``_sentence_weight``."""
+    from vlm_engine.learning import PRECEDENT_ZERO_SHOT_SHARE, AsifClassifier, KnnClassifier
 
     s = moderation_settings
-    index = AsifClassifier(data, categories=categories, k=s.KNN_K, exponent=s.ASIF_EXPONENT,
-                           min_labels=s.KNN_MIN_LABELS)
+    shared = {"k": s.KNN_K, "min_labels": s.KNN_MIN_LABELS, "sentence_weight": _sentence_weight(),
+              "zero_shot_share": PRECEDENT_ZERO_SHOT_SHARE}
+    index = AsifClassifier(data, categories=categories, exponent=s.ASIF_EXPONENT, **shared)
     scorer: Any | None = None
     if len(data.keys) >= s.KNN_MIN_LABELS:
-        scorer = index if s.PRECEDENTS == "asif" else KnnClassifier(
-            data, categories=categories, k=s.KNN_K, min_labels=s.KNN_MIN_LABELS)
+        scorer = index if s.PRECEDENTS == "asif" else KnnClassifier(data, categories=categories, **shared)
     clients: dict[Any, set[str]] = {}
     for post_id, client_id in Post.objects.filter(pk__in=data.keys).values_list("pk", "client_id"):
         clients.setdefault(client_id, set()).add(str(post_id))

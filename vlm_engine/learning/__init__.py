@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from vlm_engine.learning.asif import AsifClassifier, Precedent
+from vlm_engine.learning.asif import PRECEDENT_ZERO_SHOT_SHARE, AsifClassifier, Precedent
 from vlm_engine.learning.config import TrainingConfig
 from vlm_engine.learning.dataset import (LabelledEmbeddings, dataset_digest, embeddings_pair, sentences_stack,
                                          split_by_key)
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _WITH_TORCH = {"TrainedHead": "vlm_engine.learning.fusion", "head_train": "vlm_engine.learning.training"}
 
 __all__ = [
+    "PRECEDENT_ZERO_SHOT_SHARE",
     "AsifClassifier",
     "KnnClassifier",
     "LabelledEmbeddings",

@@ -10,6 +10,10 @@ import numpy as np
 from vlm_engine.learning.dataset import LabelledEmbeddings, sentence_similarities, unit_rows
 
 NOT_VIOLATING = "not_violating"
+# The workers' precedent votes leave this share of a post's score to its zero-shot score: on our
+# drawn memes (bench.quality) the vote of 30 decisions alone scores below zero-shot with the
+# policy's exemplars, and the two averaged score above either.
+PRECEDENT_ZERO_SHOT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,22 @@ class AsifClassifier:
         exponent: float = 1.0,
         min_labels: int = 10,
         sentence_weight: float = 0.5,
+        zero_shot_share: float = 0.0,
     ) -> None:
         """
+        Args:
+            zero_shot_share: the share of a post's score the engine leaves to its zero-shot
+                score where this vote has an opinion (`classifier_scores_apply`).
+
         Raises:
-            ValueError: k < 1, exponent <= 0, sentence_weight outside [0, 1], or `categories`
-                does not match the labels' columns.
+            ValueError: k < 1, exponent <= 0, sentence_weight or zero_shot_share outside
+                [0, 1], or `categories` does not match the labels' columns.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if not exponent > 0:
             raise ValueError(f"exponent must be positive, got {exponent}")
-        if not 0.0 <= sentence_weight <= 1.0:
-            raise ValueError(f"sentence_weight must be within [0, 1], got {sentence_weight}")
+        shares_check(sentence_weight=sentence_weight, zero_shot_share=zero_shot_share)
         if len(categories) != examples.labels.shape[1]:
             raise ValueError(f"{len(categories)} categories for {examples.labels.shape[1]} label columns")
         self.categories = tuple(categories)
@@ -68,6 +76,7 @@ class AsifClassifier:
         self.exponent = float(exponent)
         self.min_labels = min_labels
         self.sentence_weight = float(sentence_weight)
+        self.zero_shot_share = float(zero_shot_share)
         self.keys = examples.keys
         self._rows = {key: row for row, key in enumerate(examples.keys)}
         self._image = unit_rows(examples.image)
@@ -156,6 +165,13 @@ class AsifClassifier:
         share = np.divide(weights @ labels, total, out=np.zeros_like(total), where=total > 0)
         votes: np.ndarray = np.where(total > 0, share, float(labels.mean()))
         return votes
+
+
+def shares_check(**shares: float) -> None:
+    """Raise ValueError unless every named share is within [0, 1]."""
+    for name, value in shares.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1], got {value}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vlm_engine.learning.asif import shares_check
 from vlm_engine.learning.dataset import LabelledEmbeddings, joint_embeddings, sentence_similarities
 
 # Similarities below this still vote, barely: the weights stay positive, so every vote is defined.
@@ -28,22 +29,26 @@ class KnnClassifier:
         k: int = 15,
         min_labels: int = 10,
         sentence_weight: float = 0.5,
+        zero_shot_share: float = 0.0,
     ) -> None:
         """
+        Args:
+            zero_shot_share: as for `AsifClassifier`.
+
         Raises:
-            ValueError: k < 1, sentence_weight outside [0, 1], or `categories` does not match
-                the labels' columns.
+            ValueError: k < 1, sentence_weight or zero_shot_share outside [0, 1], or
+                `categories` does not match the labels' columns.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        if not 0.0 <= sentence_weight <= 1.0:
-            raise ValueError(f"sentence_weight must be within [0, 1], got {sentence_weight}")
+        shares_check(sentence_weight=sentence_weight, zero_shot_share=zero_shot_share)
         if len(categories) != examples.labels.shape[1]:
             raise ValueError(f"{len(categories)} categories for {examples.labels.shape[1]} label columns")
         self.categories = tuple(categories)
         self.k = k
         self.min_labels = min_labels
         self.sentence_weight = float(sentence_weight)
+        self.zero_shot_share = float(zero_shot_share)
         self._joint = joint_embeddings(examples.image, examples.text)
         self._sentence = examples.sentence
         self._labels = examples.labels.astype(np.float64)
