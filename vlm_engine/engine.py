@@ -115,6 +115,7 @@ class Engine:
         *,
         classifier: Classifier | None = None,
         decoded: Sequence[DecodedImage | None] | None = None,
+        readings: Sequence[Reading] | None = None,
     ) -> list[Analysis]:
         """Analyse a batch of posts: CLIP scores for all, a closer look for some.
 
@@ -133,6 +134,7 @@ class Engine:
                 zero-shot score), before the look-closer decision. A post it scored gets
                 "+head:<classifier.version>" in its model_version when it has a version.
             decoded: `decode(posts)`, when the caller decoded them ahead of time.
+            readings: `read(decoded)`, when the caller read them ahead of time (with `decoded`).
 
         Returns:
             One Analysis per post.
@@ -150,7 +152,7 @@ class Engine:
         elif len(decoded) != len(posts):
             raise ValueError(f"got {len(decoded)} decoded images for {len(posts)} posts")
         images = [None if item is None else item.image for item in decoded]
-        readings = self._read(decoded, timings)
+        readings = self.read(decoded, timings) if readings is None or len(readings) != len(posts) else list(readings)
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
             if self._text_scorer is not None:
@@ -221,12 +223,14 @@ class Engine:
         """L2-normalised CLIP text embedding of a search query, comparable to image embeddings."""
         return tuple(float(value) for value in self.clip.embed_texts([text])[0])
 
-    def _read(self, decoded: Sequence[DecodedImage | None], timings: dict[str, float]) -> list[Reading]:
-        """The OCR reader's words for every post with an image, boxes in original pixels."""
+    def read(self, decoded: Sequence[DecodedImage | None], timings: dict[str, float] | None = None) -> list[Reading]:
+        """The OCR reader's words for every post with an image, boxes in original pixels (NO_READING
+        without a reader). ONNX Runtime runs outside the GIL, so a worker can read the next batch
+        while this one runs, as it decodes it."""
         if self.reader is None:
             return [NO_READING] * len(decoded)
         present = [item for item in decoded if item is not None]
-        with stage_timed(timings, "read"):
+        with stage_timed({} if timings is None else timings, "read"):
             found = iter(self.reader.read([item.image for item in present]))
         return [NO_READING if item is None else _reading_in_original_pixels(next(found), item) for item in decoded]
 
