@@ -3,7 +3,8 @@
 Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT] [--reader] [--results-dir DIR]
 Needs PostgreSQL (BENCH_ADMIN_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres; the
 benchmark creates and drops its own database there) and Redis (BENCH_BROKER_URL, default
-redis://127.0.0.1:6379/7, a database it empties: never point it at a broker in use). Writes
+redis://127.0.0.1:6379/7, a database it empties: never point it at a broker in use); BENCH_DB_NAME and
+BENCH_PORT name its database and the web server's port, for two runs on one machine. Writes
 bench/results/pipeline-rate<rate>[-baseline].json. The batched build and a naive build (batch size 1:
 one claim, one engine call and one set of row writes per post, a wake-up message per commit) run in
 the same invocation on the same load; every figure is reported for both, and ratios only when both
@@ -43,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 from bench.common import RESULTS_DIR, BenchmarkFailed, ratio, results_write, summary
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT = 8765
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
 BASE = f"http://127.0.0.1:{PORT}"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DB_NAME = os.environ.get("BENCH_DB_NAME", "moderation_bench")
@@ -111,7 +112,7 @@ def _wait_http(url: str, *, timeout: float) -> None:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine
             pass
         time.sleep(0.2)
     raise BenchmarkFailed(f"{url} did not come up")
