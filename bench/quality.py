@@ -195,7 +195,8 @@ def main() -> None:
     curves = learning_curves(memes, results, args.seeds)
     payload = {"command": ".venv/bin/python -m bench.quality", "model_version": engine.model_version,
                "roles_real": engine.roles_real(), "analysis_seconds": seconds, "zero_shot": row,
-               "zero_shot_all": {k: v for k, v in quality(engine, memes, policy, results).items() if k != "hate_scores"},
+               "zero_shot_all": {k: v for k, v in quality(engine, memes, policy, results).items()
+                                 if k != "hate_scores"},
                "after_decisions": curves}
     print(results_write("quality", payload))
     print(f"zero-shot hate AUROC {row['hate_auroc']:.3f}, OCR word recall {row['ocr_word_recall']:.3f} over "

@@ -36,8 +36,8 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
 
     While the engine runs one batch, the next is claimed and its images are loaded, decoded
     and read by the OCR reader in a background thread (Pillow and ONNX Runtime work outside the
-    GIL), so the accelerator waits neither on JPEG decoding nor on OCR between batches. Only a full batch of first attempts is followed by a
-    claim ahead: a post being retried may be what kills workers. A claim ahead counts no
+    GIL), so the accelerator waits neither on JPEG decoding nor on OCR between batches. Only a
+    full batch of first attempts is followed by a claim ahead: a post being retried may be what kills workers. A claim ahead counts no
     attempt until its batch starts, so a worker killed meanwhile charges it nothing; when
     ``stopping()`` turns true (a warm shutdown) the batch in hand is finished and the one
     claimed ahead is given back uncharged. ``finished`` is called after each batch (the

@@ -132,7 +132,8 @@ def test_the_dataset_keeps_sentence_embeddings_of_the_current_text_role_only(): 
     data = dataset_build(categories=["hate"])
 
     rows = dict(zip(data.keys, data.sentence.tolist()))
-    assert rows == {before: [0.0, 0.0, 0.0], other: [0.0, 0.0, 0.0], current: [0.6000000238418579, 0.800000011920929, 0.0]}
+    assert rows == {before: [0.0, 0.0, 0.0], other: [0.0, 0.0, 0.0],
+                    current: [0.6000000238418579, 0.800000011920929, 0.0]}
     assert dict(zip(data.keys, data.labels[:, 0].tolist())) == {before: 0.0, other: 1.0, current: 0.0}
 
 

@@ -212,7 +212,8 @@ def test_the_last_batch_of_a_wakeup_leaves_nothing_claimed(engine, monkeypatch):
     assert sorted(p.attempts for p in Post.objects.all()) == [1, 1, 2]
 
 
-def test_drain_reads_the_next_batch_s_text_ahead_in_the_decode_thread(tiny_dir, monkeypatch):  # type: ignore[no-untyped-def]
+def test_drain_reads_the_next_batch_s_text_ahead_in_the_decode_thread(  # type: ignore[no-untyped-def]
+        tiny_dir, monkeypatch):
     from bench.memes import meme_set
     from vlm_engine.config import EngineConfig
 
