@@ -1,9 +1,10 @@
 """End-to-end pipeline benchmark: gunicorn + real Celery workers + PostgreSQL + Redis, tiny models.
 
-Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT] [--results-dir DIR]
+Run: .venv/bin/python -m bench.pipeline [--posts 600] [--rate 100] [--baseline CHECKOUT] [--reader] [--results-dir DIR]
 Needs PostgreSQL (BENCH_ADMIN_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres; the
 benchmark creates and drops its own database there) and Redis (BENCH_BROKER_URL, default
-redis://127.0.0.1:6379/7, a database it empties: never point it at a broker in use). Writes
+redis://127.0.0.1:6379/7, a database it empties: never point it at a broker in use); BENCH_DB_NAME and
+BENCH_PORT name its database and the web server's port, for two runs on one machine. Writes
 bench/results/pipeline-rate<rate>[-baseline].json. The batched build and a naive build (batch size 1:
 one claim, one engine call and one set of row writes per post, a wake-up message per commit) run in
 the same invocation on the same load; every figure is reported for both, and ratios only when both
@@ -12,6 +13,11 @@ sides completed. With --baseline, the batched build of another checkout runs on 
 PostgreSQL, Redis and the load generator: where the machine's two cores went. The worker runs
 torch with one thread (OMP_NUM_THREADS=1): on two cores shared by six processes, a second
 thread only spins.
+
+With --reader every post's image carries a line of meme text, and a third build runs the batched
+worker with the RapidOCR reader on (the other two read nothing): posts/s with the reader on and
+off on the same load, written to pipeline-rate<rate>-reader.json. The worker reads each batch's
+images in its decode-ahead thread while the models run on the batch before.
 """
 from __future__ import annotations
 
@@ -33,25 +39,27 @@ from typing import Any, Iterator
 import psutil
 import psycopg
 import requests
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from bench.common import RESULTS_DIR, BenchmarkFailed, ratio, results_write, summary
 
 ROOT = Path(__file__).resolve().parent.parent
-PORT = 8765
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
 BASE = f"http://127.0.0.1:{PORT}"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "moderation_bench"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "moderation_bench")
 BENCH_DB_URL = f"{ADMIN_URL.rsplit('/', 1)[0]}/{DB_NAME}"
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/7")
 VAR = ROOT / "var" / "bench"
 CLIENT_THREADS = 32
+MEME_LINE = "WHEN THE BUILD PASSES FIRST TRY"
+NO_LOOK_CLOSER = {"grounder": "", "generator": ""}
 
 
 def env_for(batch_size: int, extra_settings: dict[str, Any] | None = None) -> dict[str, str]:
     # Tiny CLIP only: the figure is the platform's own overhead, not the models'.
     settings = {"PROFILE": "tiny", "THROTTLE_RATE": None, "QUEUED_STALE_AFTER": 5,
-                "MODELS": {"grounder": "", "generator": ""}, **(extra_settings or {})}
+                "MODELS": NO_LOOK_CLOSER, **(extra_settings or {})}
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": BENCH_DB_URL, "CELERY_BROKER_URL": BROKER,
@@ -104,7 +112,7 @@ def _wait_http(url: str, *, timeout: float) -> None:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine
             pass
         time.sleep(0.2)
     raise BenchmarkFailed(f"{url} did not come up")
@@ -134,9 +142,15 @@ def _cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def png_bytes() -> bytes:
+def png_bytes(text: str = "") -> bytes:
+    """A small flat PNG; with `text`, a meme-sized one with that line drawn on it (for the reader)."""
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (120, 30, 200)).save(buffer, format="PNG")
+    if not text:
+        Image.new("RGB", (64, 64), (120, 30, 200)).save(buffer, format="PNG")
+        return buffer.getvalue()
+    image = Image.new("RGB", (480, 160), (236, 232, 226))
+    ImageDraw.Draw(image).text((20, 60), text, fill="black", font=ImageFont.load_default(size=30))
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -147,7 +161,7 @@ def multipart_body(boundary: str, image: bytes, text: str) -> bytes:
         f"Content-Type: image/png\r\n\r\n".encode(), image, f"\r\n--{boundary}--\r\n".encode()])
 
 
-def open_loop(key: str, *, count: int, rate: float) -> list[float]:
+def open_loop(key: str, *, count: int, rate: float, image: bytes | None = None) -> list[float]:
     """Submit ``count`` posts at a fixed arrival rate, not waiting for answers; latencies in ms.
 
     Each latency runs from the post's scheduled arrival, not from when a client thread got to
@@ -156,7 +170,8 @@ def open_loop(key: str, *, count: int, rate: float) -> list[float]:
     clock starts, so the generator takes as little of the machine's CPU as it can.
     """
     boundary = "benchboundary7d4a"
-    bodies = [multipart_body(boundary, png_bytes(), f"bench post {i}") for i in range(count)]
+    image = png_bytes() if image is None else image
+    bodies = [multipart_body(boundary, image, f"bench post {i}") for i in range(count)]
     headers = {"Authorization": f"Api-Key {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
     latencies, errors = [], []
     lock = threading.Lock()
@@ -207,10 +222,10 @@ def verdict_times(expected: int, timeout: float) -> dict[str, Any]:
     return {"time_to_verdict_ms": summary(ttv), "posts_per_s": expected / (last - first)}
 
 
-def idle_latency(key: str, *, count: int) -> dict[str, float]:
+def idle_latency(key: str, *, count: int, image: bytes | None = None) -> dict[str, float]:
     """Lone posts, one at a time: batching must not hold them back."""
     for i in range(count):
-        open_loop(key, count=1, rate=1)
+        open_loop(key, count=1, rate=1, image=image)
         time.sleep(0.5)
     return verdict_times(count, timeout=60)["time_to_verdict_ms"]
 
@@ -219,14 +234,15 @@ def run_build(name: str, batch_size: int, args: argparse.Namespace, code: Path =
               extra_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     env = env_for(batch_size, extra_settings)
     key = database_reset(env, code)
+    image = png_bytes(MEME_LINE if args.reader else "")
     with services(env, code) as pids:
-        open_loop(key, count=1, rate=1)  # warm-up: the worker loads its models on the first batch
+        open_loop(key, count=1, rate=1, image=image)  # warm-up: the worker loads its models on the first batch
         verdict_times(1, timeout=120)
         database_reset_posts()
-        idle = idle_latency(key, count=args.idle_posts)
+        idle = idle_latency(key, count=args.idle_posts, image=image)
         database_reset_posts()
         before = cpu_seconds(pids)
-        submit = open_loop(key, count=args.posts, rate=args.rate)
+        submit = open_loop(key, count=args.posts, rate=args.rate, image=image)
         load = verdict_times(args.posts, timeout=args.timeout)
         after = cpu_seconds(pids)
     # Where the machine's time went under load: CPU ms per post for each process group.
@@ -254,6 +270,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. a git worktree of an older commit): its batched build "
                              "runs on the same load as a third build, for a before/after ratio")
+    parser.add_argument("--reader", action="store_true",
+                        help="images with text, and the batched build with the RapidOCR reader on as well")
     args = parser.parse_args()
     VAR.mkdir(parents=True, exist_ok=True)
     # The naive build: batch size 1 (one claim, one engine call, one set of row writes per
@@ -266,6 +284,13 @@ def main() -> None:
         "ratio_throughput_batched_over_naive": ratio(builds["batched"]["posts_per_s"],
                                                      builds["naive"]["posts_per_s"])}
     name = f"pipeline-rate{args.rate:g}"
+    if args.reader:
+        builds["reader"] = run_build("batched, reader on", 16, args,
+                                     extra_settings={"MODELS": {**NO_LOOK_CLOSER, "reader": "rapidocr"}})
+        payload["ratio_throughput_reader_on_over_off"] = ratio(builds["reader"]["posts_per_s"],
+                                                               builds["batched"]["posts_per_s"])
+        command += " --reader"
+        name += "-reader"
     if args.baseline:
         baseline = args.baseline.resolve()
         revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=baseline, capture_output=True,
@@ -277,6 +302,8 @@ def main() -> None:
         name += "-baseline"
     path = results_write(name, {"command": command, **payload}, args.results_dir)
     print(f"batched / naive throughput: {payload['ratio_throughput_batched_over_naive']:.2f}x", end="")
+    if args.reader:
+        print(f"; reader on / off: {payload['ratio_throughput_reader_on_over_off']:.2f}x", end="")
     if args.baseline:
         print(f"; batched / baseline: {payload['ratio_throughput_batched_over_baseline']:.2f}x", end="")
     print(f"; wrote {path}")

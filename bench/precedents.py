@@ -97,7 +97,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def memes(seeds: int, role: TextRole | None = None) -> dict[str, Any]:
-    """Leave-one-out over every meme, and random 30-decision splits (the other 10 memes held out),
+    """Leave-one-out over every meme, and random 30-decision splits (the other memes held out),
     embedded by `role` (default: the packaged MiniLM)."""
     from bench.memes import BENIGN, HATEFUL, meme_set
     from vlm_engine.cascade import classifier_text

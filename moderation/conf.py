@@ -64,14 +64,16 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a web process waits after sending a wake-up before it sends the next; commits in
     # between share that next message. A lone post after a quiet spell is sent at once.
     "WAKEUP_INTERVAL": 0.05,
-    # Learning: a category is scored by a vote of its nearest labelled posts once it has this
-    # many labels (until a trained head is active); the head is retrained by beat once this
+    # Learning: a vote of its nearest labelled posts scores half of a category's score (the
+    # zero-shot score the other half) once it has this many labels (until a trained head is
+    # active); the head is retrained by beat once this
     # many new decisions have arrived; a candidate is promoted automatically when its held-out
     # macro AUROC beats the active version's by AUTO_PROMOTE_MARGIN (None: leads promote).
     "KNN_MIN_LABELS": 20,
     "KNN_K": 15,
     # Which precedent vote scores once enough labels exist: "asif" (relative representations over
-    # the labelled posts, top KNN_K similarities per modality raised to ASIF_EXPONENT) or "knn".
+    # the labelled posts, top KNN_K similarities per view raised to ASIF_EXPONENT) or "knn"; both
+    # weigh the text role's sentence embeddings beside CLIP's (bench/quality.py).
     # The heaviest NEAREST_EXAMPLES anchors of the post's own client are shown as nearest examples.
     # bench/precedents.py: ASIF at exponent 1 matches kNN on real MiniLM meme text and beats it on
     # the synthetic sets; higher exponents lose on the memes.

@@ -235,6 +235,9 @@ class Analysis(models.Model):
     timings_ms = models.JSONField(default=dict)
     image_embedding = models.BinaryField(null=True, blank=True)
     text_embedding = models.BinaryField(null=True, blank=True)
+    # The text role's (MiniLM) embedding of the same text, for the precedents and the trained head;
+    # null without a text role, for a post without text, and for analyses stored before it was kept.
+    sentence_embedding = models.BinaryField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

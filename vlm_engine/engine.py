@@ -34,6 +34,7 @@ class _Scored:
     findings: list[Findings]
     by_classifier: list[bool]  # whether the learned classifier gave some of the row's scores
     readings: list[Reading]  # what the OCR reader read, row per post (NO_READING without one)
+    sentence_embs: list[np.ndarray | None]  # the text role's embeddings (None: no text role, or no text)
 
 
 class Engine:
@@ -114,6 +115,7 @@ class Engine:
         *,
         classifier: Classifier | None = None,
         decoded: Sequence[DecodedImage | None] | None = None,
+        readings: Sequence[Reading] | None = None,
     ) -> list[Analysis]:
         """Analyse a batch of posts: CLIP scores for all, a closer look for some.
 
@@ -132,6 +134,7 @@ class Engine:
                 zero-shot score), before the look-closer decision. A post it scored gets
                 "+head:<classifier.version>" in its model_version when it has a version.
             decoded: `decode(posts)`, when the caller decoded them ahead of time.
+            readings: `read(decoded)`, when the caller read them ahead of time (with `decoded`).
 
         Returns:
             One Analysis per post.
@@ -149,7 +152,7 @@ class Engine:
         elif len(decoded) != len(posts):
             raise ValueError(f"got {len(decoded)} decoded images for {len(posts)} posts")
         images = [None if item is None else item.image for item in decoded]
-        readings = self._read(decoded, timings)
+        readings = self.read(decoded, timings) if readings is None or len(readings) != len(posts) else list(readings)
         with stage_timed(timings, "embed"):
             table = self._scorer.prompt_table(policy)
             if self._text_scorer is not None:
@@ -220,12 +223,14 @@ class Engine:
         """L2-normalised CLIP text embedding of a search query, comparable to image embeddings."""
         return tuple(float(value) for value in self.clip.embed_texts([text])[0])
 
-    def _read(self, decoded: Sequence[DecodedImage | None], timings: dict[str, float]) -> list[Reading]:
-        """The OCR reader's words for every post with an image, boxes in original pixels."""
+    def read(self, decoded: Sequence[DecodedImage | None], timings: dict[str, float] | None = None) -> list[Reading]:
+        """The OCR reader's words for every post with an image, boxes in original pixels (NO_READING
+        without a reader). ONNX Runtime runs outside the GIL, so a worker can read the next batch
+        while this one runs, as it decodes it."""
         if self.reader is None:
             return [NO_READING] * len(decoded)
         present = [item for item in decoded if item is not None]
-        with stage_timed(timings, "read"):
+        with stage_timed({} if timings is None else timings, "read"):
             found = iter(self.reader.read([item.image for item in present]))
         return [NO_READING if item is None else _reading_in_original_pixels(next(found), item) for item in decoded]
 
@@ -296,11 +301,12 @@ class Engine:
         with stage_timed(timings, "embed"):
             image_embs = self._scorer.embed_images(images)
             text_embs = self._scorer.embed_texts([text.strip() or None for text in texts])
+        sentence_embs = self._sentences(texts, timings)
         with stage_timed(timings, "score"):
             scores = self._scorer.scores(image_embs, text_embs, table)
-            self._text_blend(scores, texts, table, timings)
-            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
-        return _Scored(image_embs, text_embs, scores, findings, by_classifier, readings)
+            self._text_blend(scores, sentence_embs, table)
+            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier, sentence_embs)
+        return _Scored(image_embs, text_embs, scores, findings, by_classifier, readings, sentence_embs)
 
     def _rescore(
         self,
@@ -317,23 +323,29 @@ class Engine:
         texts = [classifier_text(posts[row].text, scored.findings[row].ocr_text) for row in rows]
         with stage_timed(timings, "embed"):
             text_embs = self._scorer.embed_texts(texts)
+        sentence_embs = self._sentences(texts, timings)
         with stage_timed(timings, "score"):
             image_embs = [scored.image_embs[row] for row in rows]
             scores = self._scorer.scores(image_embs, text_embs, table)
-            self._text_blend(scores, texts, table, timings)
-            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier)
-        for row, text_emb, row_scores, by in zip(rows, text_embs, scores, by_classifier):
+            self._text_blend(scores, sentence_embs, table)
+            by_classifier = classifier_scores_apply(scores, image_embs, text_embs, classifier, sentence_embs)
+        for row, text_emb, row_scores, by, sentence in zip(rows, text_embs, scores, by_classifier, sentence_embs):
             scored.text_embs[row], scored.scores[row], scored.by_classifier[row] = text_emb, row_scores, by
+            scored.sentence_embs[row] = sentence
+
+    def _sentences(self, texts: Sequence[str], timings: dict[str, float]) -> list[np.ndarray | None]:
+        """The text role's embeddings of the posts' texts (long text is not cut at 77); None without one."""
+        if self._text_scorer is None:
+            return [None] * len(texts)
+        with stage_timed(timings, "text"):
+            return self._text_scorer.embed([text.strip() or None for text in texts])
 
     def _text_blend(
-        self, scores: list[dict[str, float]], texts: Sequence[str], table: PromptTable, timings: dict[str, float]
+        self, scores: list[dict[str, float]], embeddings: Sequence[np.ndarray | None], table: PromptTable
     ) -> None:
-        """The text role's similarity to the policy's texts joins the zero-shot scores (long text is not cut at 77)."""
-        if self._text_scorer is None or table.text is None:
-            return
-        with stage_timed(timings, "text"):
-            embeddings = self._text_scorer.embed([text.strip() or None for text in texts])
-        self._text_scorer.blend(scores, embeddings, table.text)
+        """The text role's similarity to the policy's texts joins the zero-shot scores."""
+        if self._text_scorer is not None and table.text is not None:
+            self._text_scorer.blend(scores, embeddings, table.text)
 
     def _analysis(
         self,
@@ -353,6 +365,7 @@ class Engine:
             scores=scores,
             image_embedding=_as_tuple(scored.image_embs[row]),
             text_embedding=_as_tuple(scored.text_embs[row]),
+            sentence_embedding=_as_tuple(scored.sentence_embs[row]),
             model_version=self.model_version + (head if scored.by_classifier[row] else ""),
             timings_ms=dict(timings),
             groundings=_in_original_pixels(found.groundings, decoded),

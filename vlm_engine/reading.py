@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -20,6 +21,9 @@ READERS = (RAPIDOCR, VLM_READER, "")
 MIN_WORD_SCORE = 0.5
 # RapidOCR's detector sees the shorter side at 736 px at least; decoding JPEGs larger wastes time.
 READER_IMAGE_SIDE = 1024
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,14 @@ class OcrReaderRole:
     real = True  # its weights are the trained PP-OCR models of the wheel, never random
     image_size = READER_IMAGE_SIDE
 
-    def __init__(self, ocr: Any, *, version: str, min_score: float = MIN_WORD_SCORE) -> None:
+    def __init__(
+        self, ocr: Any, *, version: str, min_score: float = MIN_WORD_SCORE, device: str = "cpu", device_note: str = ""
+    ) -> None:
         self.ocr = ocr
         self.version = version
         self.min_score = min_score
+        self.device = device  # where ONNX Runtime runs the models: "cpu" or "cuda:N"
+        self.device_note = device_note  # why, in one sentence for the operator
 
     @classmethod
     def load(cls, name: str, *, device: str = "cpu") -> OcrReaderRole:
@@ -55,21 +63,27 @@ class OcrReaderRole:
 
         Args:
             name: "rapidocr" (the only OCR family so far).
-            device: a torch-style device string; "cuda…" asks ONNX Runtime for its CUDA provider,
-                which RapidOCR falls back from (to the CPU) when the installed runtime lacks it.
+            device: a torch-style device string; "cuda[:N]" runs the models on that GPU through
+                ONNX Runtime's CUDA provider when the installed runtime has it (`onnxruntime-gpu`),
+                else on the CPU, with a warning (`ocr_device`).
 
         Raises:
             ValueError: `name` is not an OCR reader.
         """
         if name != RAPIDOCR:
             raise ValueError(f"unknown OCR reader {name!r}; expected {RAPIDOCR!r}")
+        import onnxruntime  # type: ignore[import-untyped]  # ships no type information
         from rapidocr import RapidOCR
 
         params: dict[str, Any] = {"Global.log_level": "error", "Global.return_word_box": True,
                                   "Global.text_score": MIN_WORD_SCORE, "Rec.rec_batch_num": 16}
-        if device.startswith("cuda"):
+        runs_on, note = ocr_device(device, onnxruntime.get_available_providers())
+        if runs_on != "cpu":
             params["EngineConfig.onnxruntime.use_cuda"] = True
-        return cls(RapidOCR(params=params), version=f"ocr:rapidocr@{package_version('rapidocr')}")
+            params["EngineConfig.onnxruntime.cuda_ep_cfg.device_id"] = int(runs_on.partition(":")[2] or 0)
+        (logger.info if runs_on != "cpu" or not device.startswith("cuda") else logger.warning)("%s", note)
+        return cls(RapidOCR(params=params), version=f"ocr:rapidocr@{package_version('rapidocr')}", device=runs_on,
+                   device_note=note)
 
     def read(self, images: Sequence[Image.Image]) -> list[Reading]:
         """The words of each image, with boxes (x0, y0, x1, y1) in that image's pixels, in order."""
@@ -83,6 +97,21 @@ class OcrReaderRole:
         lines = [str(text) for text in output.txts]
         words = tuple(word for word in _words(output.word_results) if word.score >= self.min_score)
         return Reading(text="\n".join(line for line in lines if line.strip()), words=words)
+
+
+def ocr_device(device: str, providers: Sequence[str]) -> tuple[str, str]:
+    """Where ONNX Runtime can run the OCR models for a worker on `device`, and a sentence saying why.
+
+    Returns:
+        ("cuda:N", note) for a CUDA device when `providers` include the CUDA one; else ("cpu", note).
+    """
+    if not device.startswith("cuda"):
+        return "cpu", f"OCR reader on the CPU (the worker's device is {device})."
+    index = device.partition(":")[2] or "0"
+    if CUDA_PROVIDER in providers:
+        return f"cuda:{index}", f"OCR reader on cuda:{index} through ONNX Runtime's {CUDA_PROVIDER}."
+    return "cpu", (f"OCR reader on the CPU although the worker's device is {device}: the installed onnxruntime "
+                   f"has no {CUDA_PROVIDER} (providers: {', '.join(providers)}); install onnxruntime-gpu instead.")
 
 
 def _words(word_results: Any) -> list[Word]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlm_engine.clip import ClipRole
-from vlm_engine.learning.dataset import embeddings_pair
+from vlm_engine.learning.dataset import embeddings_pair, sentences_stack
 from vlm_engine.text import TextTable
 from vlm_engine.types import Policy
 
@@ -24,7 +24,7 @@ class Classifier(Protocol):
     @property
     def categories(self) -> Sequence[str]: ...
 
-    def predict(self, image: np.ndarray, text: np.ndarray) -> np.ndarray: ...
+    def predict(self, image: np.ndarray, text: np.ndarray, sentence: np.ndarray | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -103,21 +103,27 @@ def classifier_scores_apply(
     image_embs: Sequence[np.ndarray | None],
     text_embs: Sequence[np.ndarray | None],
     classifier: Classifier | None,
+    sentence_embs: Sequence[np.ndarray | None] = (),
 ) -> list[bool]:
     """Replace the zero-shot scores of the categories `classifier` covers, in place.
 
-    Its NaN entries keep the zero-shot score of that post and category. Returns, per post,
+    `sentence_embs` are the text role's embeddings (none without a text role; None for a post
+    without text): the classifier takes them as a third input. Its NaN entries keep the
+    zero-shot score of that post and category; a classifier with a `zero_shot_share` (the
+    precedent votes) leaves that share of the score to the zero-shot one. Returns, per post,
     whether the classifier gave any of its scores (all False without a classifier).
     """
     if classifier is None or not scores:
         return [False] * len(scores)
     image, text = embeddings_pair(image_embs, text_embs)
-    probs = classifier.predict(image, text)
+    probs = classifier.predict(image, text, sentences_stack(sentence_embs))
+    share = float(getattr(classifier, "zero_shot_share", 0.0))
     scored = [False] * len(scores)
     for column, slug in enumerate(classifier.categories):
         for row, value in enumerate(probs[:, column]):
             if slug in scores[row] and np.isfinite(value):
-                scores[row][slug], scored[row] = float(value), True
+                scores[row][slug] = share * scores[row][slug] + (1.0 - share) * float(value)
+                scored[row] = True
     return scored
 
 

@@ -82,6 +82,7 @@ class Analysis:
     no_checkpoint: tuple[str, ...] = ()
     real_roles: tuple[str, ...] = ()  # the role kinds with trained weights
     ocr_words: tuple[Word, ...] = ()
+    sentence_embedding: tuple[float, ...] | None = None  # the text role's, of the same text (None: no role or text)
 
 
 class EngineInputError(ValueError):

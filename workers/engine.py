@@ -95,6 +95,8 @@ def _engine_build() -> Engine:
     logger.info("Engine ready: profile=%s model=%s device=%s", config.profile, engine.model_version,
                 config.device)
     logger.warning("%s", roles_notice(engine.roles_real()))
+    if engine.reader is not None:
+        logger.warning("%s", engine.reader.device_note)
     return engine
 
 

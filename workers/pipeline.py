@@ -18,6 +18,7 @@ from moderation.services.learning import precedents_current, scoring_classifier
 from moderation.services.policies import policy_active, policy_for_engine
 from vlm_engine.engine import Engine
 from vlm_engine.imaging import DecodedImage
+from vlm_engine.reading import Reading
 from vlm_engine.types import EngineInputError, PostInput
 
 MAX_BATCHES_PER_WAKEUP = 64
@@ -33,10 +34,10 @@ def batches_drain(*, engine: Callable[[], Engine], batch_size: int, worker: str,
                   stopping: Callable[[], bool] = lambda: False, finished: Callable[[], None] = lambda: None) -> int:
     """Analyse queued posts batch after batch until none are left; returns how many were claimed.
 
-    While the engine runs one batch, the next is claimed and its images are read and decoded
-    in a background thread (Pillow decodes outside the GIL), so the accelerator does not wait
-    on JPEG decoding between batches. Only a full batch of first attempts is followed by a
-    claim ahead: a post being retried may be what kills workers. A claim ahead counts no
+    While the engine runs one batch, the next is claimed and its images are loaded, decoded
+    and read by the OCR reader in a background thread (Pillow and ONNX Runtime work outside the
+    GIL), so the accelerator waits neither on JPEG decoding nor on OCR between batches. Only a
+    full batch of first attempts is followed by a claim ahead: a post being retried may be what kills workers. A claim ahead counts no
     attempt until its batch starts, so a worker killed meanwhile charges it nothing; when
     ``stopping()`` turns true (a warm shutdown) the batch in hand is finished and the one
     claimed ahead is given back uncharged. ``finished`` is called after each batch (the
@@ -108,6 +109,8 @@ class _Prepared:
     inputs: list[PostInput]
     decoded: list[DecodedImage | None]
     decode_ms: float
+    readings: list[Reading]  # the OCR reader's, read in the same thread (ONNX Runtime leaves the GIL)
+    read_ms: float
 
 
 def _batch_claim(*, engine: Callable[[], Engine], batch_size: int, worker: str,
@@ -122,20 +125,25 @@ def _batch_claim(*, engine: Callable[[], Engine], batch_size: int, worker: str,
 
 
 def _prepare(engine: Engine, posts: Sequence[Post]) -> _Prepared | None:
-    """Read and decode a batch's images; None when one fails, to be redone and reported in order."""
+    """Load, decode and OCR-read a batch's images; None when one fails, to be redone and reported in order."""
     start = time.perf_counter()
     try:
         inputs = post_engine_inputs(posts=posts)
         decoded = engine.decode(inputs)
+        decode_ms = (time.perf_counter() - start) * 1000
+        timings: dict[str, float] = {}
+        readings = engine.read(decoded, timings)
     except Exception:  # noqa: BLE001 — the worker's own thread meets the same error and handles it
         return None
-    return _Prepared(inputs=inputs, decoded=decoded, decode_ms=(time.perf_counter() - start) * 1000)
+    return _Prepared(inputs=inputs, decoded=decoded, decode_ms=decode_ms, readings=readings,
+                     read_ms=timings.get("read", 0.0))
 
 
 def _prepared_only(prepared: _Prepared, *, keys: set[str]) -> _Prepared:
     kept = [i for i, item in enumerate(prepared.inputs) if item.key in keys]
     return _Prepared(inputs=[prepared.inputs[i] for i in kept], decoded=[prepared.decoded[i] for i in kept],
-                     decode_ms=prepared.decode_ms)
+                     decode_ms=prepared.decode_ms, readings=[prepared.readings[i] for i in kept],
+                     read_ms=prepared.read_ms)
 
 
 def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
@@ -158,8 +166,9 @@ def _analyze_claimed(*, engine: Engine, batch: _Batch, worker: str) -> None:
         try:
             if prepared is not None:
                 results = engine.analyze(prepared.inputs, engine_policy, classifier=classifier,
-                                         decoded=prepared.decoded)
-                results = [replace(r, timings_ms={"decode": prepared.decode_ms, **r.timings_ms}) for r in results]
+                                         decoded=prepared.decoded, readings=prepared.readings)
+                ahead = {"decode": prepared.decode_ms} | ({"read": prepared.read_ms} if prepared.read_ms else {})
+                results = [replace(r, timings_ms={**ahead, **r.timings_ms}) for r in results]
             else:
                 results = engine.analyze(post_engine_inputs(posts=pending), engine_policy, classifier=classifier)
         except EngineInputError as exc:

@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from moderation.models import Analysis, ModelVersion, ReviewDecision
-from moderation.selectors.posts import clip_version
+from moderation.selectors.posts import clip_version, text_role_version
 
 Verdict = ReviewDecision.Verdict
 LABEL_VERDICTS = (Verdict.VIOLATING, Verdict.NOT_VIOLATING)
@@ -19,6 +19,7 @@ class LabelledRow:
     category: str | None  # None: not violating
     image: bytes | None
     text: bytes | None
+    sentence: bytes | None  # None: no text role's embedding, or one of another text role than the current one
 
 
 def standing_decisions() -> Iterator[ReviewDecision]:
@@ -35,13 +36,17 @@ def standing_decisions() -> Iterator[ReviewDecision]:
             yield decision
 
 
-def labelled_rows(*, clip: str) -> list[LabelledRow]:
+def labelled_rows(*, clip: str, text_role: str | None = None) -> list[LabelledRow]:
     """Labels joined with the embeddings of the analysis each reviewer actually saw.
 
-    Only analyses by ``clip`` count: embeddings of different CLIPs are not comparable.
+    Only analyses by ``clip`` count: embeddings of different CLIPs are not comparable. Sentence
+    embeddings are kept only from analyses by ``text_role`` (the one the workers run now), for
+    the same reason; the others' posts still count through their CLIP embeddings.
     """
     return [LabelledRow(post_id=str(d.post_id), category=d.category if d.verdict == Verdict.VIOLATING else None,
-                        image=d.analysis.image_embedding, text=d.analysis.text_embedding)
+                        image=d.analysis.image_embedding, text=d.analysis.text_embedding,
+                        sentence=d.analysis.sentence_embedding if text_role is not None
+                        and text_role_version(d.analysis.model_version) == text_role else None)
             for d in standing_decisions()
             if clip_version(d.analysis.model_version) == clip
             and (d.analysis.image_embedding is not None or d.analysis.text_embedding is not None)]
@@ -49,8 +54,19 @@ def labelled_rows(*, clip: str) -> list[LabelledRow]:
 
 def clip_version_current() -> str | None:
     """The CLIP that judged the newest analysis: the one the workers run now."""
-    latest = Analysis.objects.order_by("-created_at").values_list("model_version", flat=True).first()
+    latest = _model_version_latest()
     return clip_version(latest) if latest else None
+
+
+def text_role_version_current() -> str | None:
+    """The text role of the newest analysis (None: the workers run without one)."""
+    latest = _model_version_latest()
+    return text_role_version(latest) if latest else None
+
+
+def _model_version_latest() -> str | None:
+    latest: str | None = Analysis.objects.order_by("-created_at").values_list("model_version", flat=True).first()
+    return latest
 
 
 def embedding_from_bytes(blob: bytes | None) -> np.ndarray | None:

@@ -45,6 +45,12 @@ def clip_version(model_version: str) -> str:
     return next((part for part in model_version.split("+") if part.startswith("clip:")), model_version)
 
 
+def text_role_version(model_version: str) -> str | None:
+    """The text role's part of an analysis' model version (None: it ran without one); only sentence
+    embeddings of one text role are comparable."""
+    return next((part for part in model_version.split("+") if part.startswith("text:")), None)
+
+
 def engine_request_summary(request: EngineRequest) -> dict[str, Any]:
     """An ad-hoc request as the post page and the API show it."""
     return {"id": str(request.pk), "kind": request.kind, "params": request.params, "status": request.state,

@@ -168,7 +168,7 @@ def _analyses_store(*, token: uuid.UUID, policy: Policy, results: Sequence[Engin
         if precedents is not None:
             analysis.explanation["nearest_examples"] = precedents.nearest_examples(
                 post_id=str(post.pk), client_id=post.client_id, image=_array(result.image_embedding),
-                text=_array(result.text_embedding))
+                text=_array(result.text_embedding), sentence=_array(result.sentence_embedding))
         analyses.append(analysis)
         posts.append(post)
     return _analyses_conclude(posts=posts, analyses=analyses, token=token, policy=policy, worker=worker)
@@ -226,6 +226,7 @@ def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_poli
         timings_ms=_timings(result.timings_ms, batch_posts=batch_posts),
         image_embedding=_embedding_bytes(result.image_embedding),
         text_embedding=_embedding_bytes(result.text_embedding),
+        sentence_embedding=_embedding_bytes(result.sentence_embedding),
     )
 
 

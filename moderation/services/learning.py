@@ -15,8 +15,9 @@ from django.utils import timezone
 from moderation.conf import moderation_settings
 from moderation.models import ModelVersion, Policy, Post, ReviewDecision
 from moderation.selectors.learning import (clip_version_current, embedding_from_bytes, labelled_rows,
-                                           model_version_active)
+                                           model_version_active, text_role_version_current)
 from moderation.errors import ServiceError
+from moderation.selectors.reviews import models_roles_latest
 from moderation.services.policies import policy_active
 
 Progress = Callable[[int, int, float], None]
@@ -60,11 +61,16 @@ def _auroc_trusted(figures: dict[str, Any]) -> bool:
 
 
 def dataset_build(*, categories: list[str]) -> Any | None:
-    """The labelled set: reviewers' standing decisions × the embeddings they reviewed (None: empty)."""
-    from vlm_engine.learning import LabelledEmbeddings, embeddings_pair
+    """The labelled set: reviewers' standing decisions × the embeddings they reviewed (None: empty).
+
+    Its sentence embeddings are those of the text role the workers run now; a post analysed
+    without one (before they were stored, or by another text role) has a zero row there, and
+    without any (the text role is off) the set has none: the classifiers then use CLIP's alone.
+    """
+    from vlm_engine.learning import LabelledEmbeddings, embeddings_pair, sentences_stack
 
     clip = clip_version_current()
-    rows = labelled_rows(clip=clip) if clip else []
+    rows = labelled_rows(clip=clip, text_role=text_role_version_current()) if clip else []
     if not rows:
         return None
     labels = np.zeros((len(rows), len(categories)), dtype=np.float32)
@@ -74,7 +80,9 @@ def dataset_build(*, categories: list[str]) -> Any | None:
             labels[r, index[row.category]] = 1.0
     image, text = embeddings_pair([embedding_from_bytes(r.image) for r in rows],
                                   [embedding_from_bytes(r.text) for r in rows])
-    return LabelledEmbeddings(image=image, text=text, labels=labels, keys=tuple(r.post_id for r in rows))
+    sentence = sentences_stack([embedding_from_bytes(r.sentence) for r in rows])
+    return LabelledEmbeddings(image=image, text=text, labels=labels, keys=tuple(r.post_id for r in rows),
+                              sentence=sentence)
 
 
 def _thresholds(policy: Policy) -> dict[str, tuple[float, float]]:
@@ -107,7 +115,7 @@ def model_train(*, created_by: Any = None, seed: int = 0, progress: Progress | N
     head = head_train(data.take(train_idx), data.take(val_idx), categories=categories, config=config,
                       progress=progress)
     test = data.take(test_idx)
-    metrics = _evaluate(head.predict(test.image, test.text), test, categories, policy)
+    metrics = _evaluate(head.predict(test.image, test.text, test.sentence), test, categories, policy)
     active = model_version_active()
     baseline = _baseline_metrics(active, test, categories, policy)
     return _candidate_store(head=head, metrics=metrics, baseline=baseline, parent=active, created_by=created_by,
@@ -135,7 +143,8 @@ def _baseline_metrics(active: ModelVersion | None, test: Any, categories: list[s
     if active is not None:
         head = model_head_load(version=active)
         if list(head.categories) == categories:
-            return _evaluate(head.predict(test.image, test.text), test, categories, policy) | {"source": f"v{active.version}"}
+            probs = head.predict(test.image, test.text, test.sentence)
+            return _evaluate(probs, test, categories, policy) | {"source": f"v{active.version}"}
     scores = dict(ReviewDecision.objects.filter(post_id__in=list(test.keys), analysis__isnull=False)
                   .values_list("post_id", "analysis__scores"))
     probs = np.array([[scores.get(_uuid(k), {}).get(c, 0.0) for c in categories] for k in test.keys], np.float32)
@@ -266,7 +275,7 @@ class Precedents:
     client_keys: dict[Any, frozenset[str]]
 
     def nearest_examples(self, *, post_id: str, client_id: Any, image: np.ndarray | None,
-                         text: np.ndarray | None) -> list[dict[str, Any]]:
+                         text: np.ndarray | None, sentence: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The post's heaviest anchors among its own client's labelled posts (never another client's,
         never itself): post id, label, similarity and vote weight."""
         from vlm_engine.learning import embeddings_pair
@@ -277,7 +286,9 @@ class Precedents:
         queries = embeddings_pair([image], [text])
         count = moderation_settings.NEAREST_EXAMPLES
         try:  # one more than shown, in case the post itself is among them (re-analysed after review)
-            found = [p for p in self.index.nearest(*queries, count=count + 1, allowed=allowed)[0] if p.key != post_id]
+            found = [p for p in self.index.nearest(*queries, count=count + 1, allowed=allowed,
+                                                   sentence=None if sentence is None else sentence[None])[0]
+                     if p.key != post_id]
         except ValueError:  # embeddings of another size than the anchors' (the CLIP changed meanwhile)
             return []
         return [{"post_id": p.key, "label": p.label, "similarity": p.similarity, "weight": p.weight}
@@ -313,21 +324,34 @@ def precedents_current(*, categories: list[str]) -> Precedents | None:
     return _PRECEDENTS[key]
 
 
+# The sentence view's share of the precedents' similarity: half beside CLIP's image and text views;
+# all of it while the embedder runs on random weights (its views are then noise: bench.quality).
+SENTENCE_WEIGHT = 0.5
+SENTENCE_WEIGHT_RANDOM_EMBEDDER = 1.0
+
+
+def _sentence_weight() -> float:
+    random_embedder = "embedder" in models_roles_latest()["no_checkpoint"]
+    return SENTENCE_WEIGHT_RANDOM_EMBEDDER if random_embedder else SENTENCE_WEIGHT
+
+
 def precedents_forget() -> None:
     """Drop the cached precedents (tests, whose rolled-back decisions may reuse ids)."""
     _PRECEDENTS.clear()
 
 
 def _precedents_build(data: Any, categories: list[str]) -> Precedents:
-    from vlm_engine.learning import AsifClassifier, KnnClassifier
+    """The votes over ``data``: each leaves PRECEDENT_ZERO_SHOT_SHARE of a post's score to its
+    zero-shot score, and weighs the sentence view by ``_sentence_weight``."""
+    from vlm_engine.learning import PRECEDENT_ZERO_SHOT_SHARE, AsifClassifier, KnnClassifier
 
     s = moderation_settings
-    index = AsifClassifier(data, categories=categories, k=s.KNN_K, exponent=s.ASIF_EXPONENT,
-                           min_labels=s.KNN_MIN_LABELS)
+    shared = {"k": s.KNN_K, "min_labels": s.KNN_MIN_LABELS, "sentence_weight": _sentence_weight(),
+              "zero_shot_share": PRECEDENT_ZERO_SHOT_SHARE}
+    index = AsifClassifier(data, categories=categories, exponent=s.ASIF_EXPONENT, **shared)
     scorer: Any | None = None
     if len(data.keys) >= s.KNN_MIN_LABELS:
-        scorer = index if s.PRECEDENTS == "asif" else KnnClassifier(
-            data, categories=categories, k=s.KNN_K, min_labels=s.KNN_MIN_LABELS)
+        scorer = index if s.PRECEDENTS == "asif" else KnnClassifier(data, categories=categories, **shared)
     clients: dict[Any, set[str]] = {}
     for post_id, client_id in Post.objects.filter(pk__in=data.keys).values_list("pk", "client_id"):
         clients.setdefault(client_id, set()).add(str(post_id))

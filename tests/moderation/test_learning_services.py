@@ -5,6 +5,7 @@ import io
 import json
 import uuid
 
+import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
@@ -68,7 +69,9 @@ def test_export_dataset_writes_standing_labels_and_images(tmp_path, settings):  
     post = PostFactory(text="caption text")
     post.image.save("x.jpg", ContentFile(image_bytes("JPEG")), save=True)
     analysis = Analysis.objects.create(post=post, claim_token=uuid.uuid4(), policy_id=1, model_version="m",
-                                       decision="review", scores={"hate": 0.7})
+                                       decision="review", scores={"hate": 0.7},
+                                       image_embedding=np.array([0.6, 0.8], "<f4").tobytes(),
+                                       sentence_embedding=np.array([0.5, 0.25, -1.0], "<f4").tobytes())
     first = ReviewDecision.objects.create(post=post, analysis=analysis, reviewer=reviewer, reviewer_username="rev",
                                           verdict="not_violating")
     ReviewDecision.objects.create(post=post, analysis=analysis, reviewer=reviewer, reviewer_username="rev",
@@ -84,6 +87,9 @@ def test_export_dataset_writes_standing_labels_and_images(tmp_path, settings):  
     assert [(r["post_id"], r["verdict"], r["category"], r["text"]) for r in lines] == [
         (str(post.pk), "violating", "hate", "caption text")]
     assert (tmp_path / "out" / lines[0]["image"]).read_bytes() == post.image.open("rb").read()
+    assert lines[0]["model_version"] == "m"
+    assert lines[0]["embeddings"] == {"image": [0.6000000238418579, 0.800000011920929], "text": None,
+                                      "sentence": [0.5, 0.25, -1.0]}
 
 
 @pytest.mark.parametrize(
@@ -102,3 +108,41 @@ def test_auto_promote_needs_the_margin(candidate, baseline, margin, promoted):  
         return {"macro": {"auroc": value}}
 
     assert _beats(metrics(candidate), metrics(baseline), margin) is promoted
+
+
+def _labelled(model_version: str, *, sentence: list[float] | None, verdict: str = "not_violating") -> str:
+    post = PostFactory(text="caption")
+    reviewer = UserFactory()
+    analysis = Analysis.objects.create(
+        post=post, claim_token=uuid.uuid4(), policy_id=1, model_version=model_version, decision="review",
+        scores={"hate": 0.5}, image_embedding=np.array([1.0, 0.0], "<f4").tobytes(),
+        sentence_embedding=None if sentence is None else np.array(sentence, "<f4").tobytes())
+    ReviewDecision.objects.create(post=post, analysis=analysis, reviewer=reviewer, reviewer_username="r",
+                                  verdict=verdict, category="hate" if verdict == "violating" else "")
+    return str(post.pk)
+
+
+def test_the_dataset_keeps_sentence_embeddings_of_the_current_text_role_only():  # type: ignore[no-untyped-def]
+    from moderation.services.learning import dataset_build
+
+    before = _labelled("clip:c@1", sentence=None)  # analysed before sentence embeddings were kept
+    other = _labelled("clip:c@1+text:old@2", sentence=[0.0, 0.0, 1.0], verdict="violating")
+    current = _labelled("clip:c@1+text:minilm@3", sentence=[0.6, 0.8, 0.0])
+
+    data = dataset_build(categories=["hate"])
+
+    rows = dict(zip(data.keys, data.sentence.tolist()))
+    assert rows == {before: [0.0, 0.0, 0.0], other: [0.0, 0.0, 0.0],
+                    current: [0.6000000238418579, 0.800000011920929, 0.0]}
+    assert dict(zip(data.keys, data.labels[:, 0].tolist())) == {before: 0.0, other: 1.0, current: 0.0}
+
+
+def test_without_a_text_role_the_dataset_has_no_sentence_embeddings():  # type: ignore[no-untyped-def]
+    from moderation.services.learning import dataset_build
+
+    _labelled("clip:c@1+text:minilm@3", sentence=[0.6, 0.8, 0.0])
+    _labelled("clip:c@1", sentence=None)  # the newest: the workers now run without a text role
+
+    data = dataset_build(categories=["hate"])
+
+    assert data.sentence is None and len(data.keys) == 2

@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.vlm_engine.sample_images import image_bytes
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from vlm_engine.learning import (
+    AsifClassifier,
     KnnClassifier,
     LabelledEmbeddings,
     TrainedHead,
@@ -25,6 +27,7 @@ from vlm_engine.learning import (
     embeddings_pair,
     head_train,
     metrics_evaluate,
+    sentences_stack,
     split_by_key,
 )
 from vlm_engine.learning.calibration import temperatures_fit
@@ -279,7 +282,7 @@ class _NoOpinionOnFirst:
     categories = ("spam",)
     version = "stub-1"
 
-    def predict(self, image: np.ndarray, text: np.ndarray) -> np.ndarray:
+    def predict(self, image: np.ndarray, text: np.ndarray, sentence: np.ndarray | None = None) -> np.ndarray:
         probs = np.full((len(image), 1), 0.25)
         probs[0, 0] = np.nan
         return probs
@@ -334,3 +337,63 @@ def test_engine_falls_back_to_zero_shot_where_the_classifier_has_no_opinion(
 
 def _embeddings(analyses: list[Analysis], side: str) -> list[np.ndarray | None]:
     return [None if getattr(a, side) is None else np.array(getattr(a, side), np.float32) for a in analyses]
+
+
+def _sentence_set() -> tuple[LabelledEmbeddings, np.ndarray]:
+    """Four anchors whose CLIP views are all alike; only the sentence view tells them apart."""
+    clip = np.tile(np.array([[1.0, 0.0]], np.float32), (4, 1))
+    sentence = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1]], np.float32)
+    labels = np.array([[1.0], [1.0], [0.0], [0.0]], np.float32)
+    return LabelledEmbeddings(image=clip, text=clip, labels=labels, keys=("a", "b", "c", "d"), sentence=sentence), clip
+
+
+@pytest.mark.parametrize("make", [
+    lambda data: KnnClassifier(data, categories=["hate"], k=4, min_labels=1, sentence_weight=0.5),
+    lambda data: AsifClassifier(data, categories=["hate"], k=4, min_labels=1, sentence_weight=0.5),
+])
+def test_the_sentence_view_decides_where_the_clip_views_cannot(make: Any) -> None:
+    data, clip = _sentence_set()
+    vote = make(data)
+    queries = np.array([[1, 0.05, 0], [0.05, 1, 0], [0, 0, 0]], np.float32)  # the last: no sentence embedding
+
+    with_sentence = vote.predict(clip[:3], clip[:3], queries)[:, 0]
+    without = vote.predict(clip[:1], clip[:1])[:, 0]
+
+    assert with_sentence[0] > 0.6 and with_sentence[1] < 0.4
+    assert with_sentence[2] == pytest.approx(0.5) and without[0] == pytest.approx(0.5)  # CLIP alone: a tie
+    clip_only = make(LabelledEmbeddings(image=clip, text=clip, labels=data.labels, keys=data.keys))
+    assert clip_only.predict(clip[:1], clip[:1], queries[:1]).tolist() == vote.predict(clip[:1], clip[:1]).tolist()
+
+
+def test_sentences_stack_zero_fills_missing_and_foreign_sized_rows() -> None:
+    rows = [np.array([1.0, 2.0], np.float32), None, np.array([3.0], np.float32)]
+
+    assert sentences_stack(rows).tolist() == [[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
+    assert sentences_stack([None, None]) is None
+    data, _ = _sentence_set()
+    assert data.take([2, 0]).sentence.tolist() == data.sentence[[2, 0]].tolist()
+    assert dataset_digest(data) != dataset_digest(replace(data, sentence=None))
+
+
+def test_a_head_trained_with_sentences_uses_them_and_saves_their_projection(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n, dim = 120, 8
+    clip = np.tile(np.eye(dim, dtype=np.float32)[:1], (n, 1))  # the CLIP views say nothing
+    labels = rng.integers(0, 2, (n, 1)).astype(np.float32)
+    sentence = (np.where(labels == 1, 1.0, -1.0) * np.ones((n, 4)) + rng.normal(0, 0.3, (n, 4))).astype(np.float32)
+    data = LabelledEmbeddings(image=clip, text=clip, labels=labels, keys=tuple(f"k{i}" for i in range(n)),
+                              sentence=sentence)
+    train, validation = data.take(range(80)), data.take(range(80, 100))
+    head = head_train(train, validation, categories=["hate"], config=TrainingConfig(hidden=16, epochs=30))
+    test = data.take(range(100, n))
+
+    value = auroc(head.predict(test.image, test.text, test.sentence)[:, 0], test.labels[:, 0])
+    head.save(tmp_path / "head.safetensors")
+    loaded = TrainedHead.load(tmp_path / "head.safetensors")
+
+    assert value is not None and value > 0.95
+    assert loaded.model.sentence_dim == 4
+    assert loaded.predict(test.image, test.text, test.sentence).tolist() == \
+        head.predict(test.image, test.text, test.sentence).tolist()
+    no_sentence = head.predict(test.image, test.text)  # zeros in their place: one answer for all
+    assert np.allclose(no_sentence, no_sentence[0])

@@ -15,7 +15,7 @@ from vlm_engine.cascade import classifier_text
 from vlm_engine.clip import ClipRole
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
-from vlm_engine.reading import OcrReaderRole, Reading
+from vlm_engine.reading import OcrReaderRole, Reading, ocr_device
 from vlm_engine.types import Category, Policy, PostInput
 
 pytestmark = pytest.mark.slow
@@ -126,3 +126,34 @@ def test_the_engine_module_does_not_import_rapidocr_until_a_reader_loads() -> No
 def _policy() -> Policy:
     return Policy(version="ocr-1", benign_prompts=("a normal everyday photo",),
                   categories=(Category(slug="hate", name="Hate", prompts=("hate",)),))
+
+
+@pytest.mark.parametrize(("device", "providers", "runs_on"), [
+    ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], "cpu"),
+    ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:0"),
+    ("cuda:1", ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:1"),
+    ("cuda", ["AzureExecutionProvider", "CPUExecutionProvider"], "cpu"),  # the pip onnxruntime
+])
+def test_the_reader_runs_on_the_worker_s_gpu_only_where_onnx_runtime_can(
+    device: str, providers: list[str], runs_on: str
+) -> None:
+    where, note = ocr_device(device, providers)
+
+    assert where == runs_on
+    if device.startswith("cuda") and runs_on == "cpu":
+        assert "install onnxruntime-gpu" in note and "AzureExecutionProvider, CPUExecutionProvider" in note
+
+
+def test_a_cuda_worker_without_the_cuda_provider_reads_on_the_cpu_and_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    # The runtime as PyPI's onnxruntime wheel builds it, whatever this host has installed.
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with caplog.at_level("WARNING", logger="vlm_engine.reading"):
+        role = OcrReaderRole.load("rapidocr", device="cuda")
+
+    assert role.device == "cpu"
+    assert caplog.messages == [role.device_note]
+    assert role.device_note.startswith("OCR reader on the CPU although the worker's device is cuda")

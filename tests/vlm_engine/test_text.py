@@ -112,3 +112,36 @@ def test_a_random_embedder_leaves_posts_with_text_to_the_real_text_role(tiny_dir
     expected = [{"hate": 0.0, "spam": result.scores["spam"]}]
     scorer.blend(expected, scorer.embed([post.text]), scorer.table(POLICY))
     assert result.scores == pytest.approx(expected[0], abs=1e-6)
+
+
+def test_the_sentence_embedding_is_stored_and_steers_the_precedents(tiny_dir: Path, minilm: TextRole) -> None:
+    from vlm_engine.learning import AsifClassifier, LabelledEmbeddings
+
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", reader="",
+                                      text=PACKAGED_MINILM, text_role_weight=0.0)
+    clip = ClipRole.load(str(tiny_dir / "clip"), device="cpu", dtype="float32")
+    engine = Engine(config, clip, text=minilm)
+    texts = ["send the foreigners back", "deport all of them", "my cat sleeps all day", "coffee before work"]
+    anchors = engine.analyze([PostInput(key=f"a{i}", image=None, text=t) for i, t in enumerate(texts)], POLICY)
+    stored = np.array([a.sentence_embedding for a in anchors], np.float32)
+    assert np.allclose(stored, minilm.embed(texts), atol=1e-5)  # the text role's, of the post's text
+    examples = LabelledEmbeddings(
+        image=np.array([a.image_embedding or a.text_embedding for a in anchors], np.float32),
+        text=np.array([a.text_embedding for a in anchors], np.float32),
+        labels=np.array([[1.0], [1.0], [0.0], [0.0]], np.float32), keys=tuple(a.key for a in anchors),
+        sentence=np.array([a.sentence_embedding for a in anchors], np.float32))
+    vote = AsifClassifier(examples, categories=["hate"], k=1, min_labels=1, sentence_weight=1.0)
+
+    results = engine.analyze([PostInput(key="q1", image=None, text="kick every immigrant out"),
+                              PostInput(key="q2", image=None, text="my dog naps on the sofa")], POLICY, classifier=vote)
+
+    assert [r.scores["hate"] for r in results] == [1.0, 0.0]
+
+
+def test_without_a_text_role_no_sentence_embedding_is_stored(tiny_dir: Path) -> None:
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", reader="", text="")
+    clip = ClipRole.load(str(tiny_dir / "clip"), device="cpu", dtype="float32")
+
+    result = Engine(config, clip).analyze([PostInput(key="a", image=None, text="hello")], POLICY)[0]
+
+    assert result.sentence_embedding is None and result.text_embedding is not None

@@ -210,3 +210,28 @@ def test_the_last_batch_of_a_wakeup_leaves_nothing_claimed(engine, monkeypatch):
 
     assert Post.objects.filter(state=PostState.ANALYZING).count() == 0
     assert sorted(p.attempts for p in Post.objects.all()) == [1, 1, 2]
+
+
+def test_drain_reads_the_next_batch_s_text_ahead_in_the_decode_thread(  # type: ignore[no-untyped-def]
+        tiny_dir, monkeypatch):
+    from bench.memes import meme_set
+    from vlm_engine.config import EngineConfig
+
+    memes = meme_set(2)
+    posts = [post_with_image(m.image) for m in memes]
+    engine = Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="",
+                                                         reader="rapidocr", text=""))
+    reading_threads = []
+    read = engine.reader.read
+
+    def spy_read(images):  # type: ignore[no-untyped-def]
+        reading_threads.append(threading.current_thread().name)
+        return read(images)
+
+    monkeypatch.setattr(engine.reader, "read", spy_read)
+    assert batches_drain(engine=lambda: engine, batch_size=2, worker="w") == 4
+
+    assert len(reading_threads) == 2 and all(name.startswith("decode-ahead") for name in reading_threads)
+    analyses = {a.post_id: a for a in Analysis.objects.all()}
+    assert [analyses[p.pk].explanation["ocr_text"].split() for p in posts] == [list(m.words) for m in memes]
+    assert all(analyses[p.pk].timings_ms["read"] > 0 for p in posts)

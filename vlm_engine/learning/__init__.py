@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from vlm_engine.learning.asif import AsifClassifier, Precedent
+from vlm_engine.learning.asif import PRECEDENT_ZERO_SHOT_SHARE, AsifClassifier, Precedent
 from vlm_engine.learning.config import TrainingConfig
-from vlm_engine.learning.dataset import LabelledEmbeddings, dataset_digest, embeddings_pair, split_by_key
+from vlm_engine.learning.dataset import (LabelledEmbeddings, dataset_digest, embeddings_pair, sentences_stack,
+                                         split_by_key)
 from vlm_engine.learning.knn import KnnClassifier
 from vlm_engine.learning.metrics import metrics_evaluate
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 _WITH_TORCH = {"TrainedHead": "vlm_engine.learning.fusion", "head_train": "vlm_engine.learning.training"}
 
 __all__ = [
+    "PRECEDENT_ZERO_SHOT_SHARE",
     "AsifClassifier",
     "KnnClassifier",
     "LabelledEmbeddings",
@@ -33,6 +35,7 @@ __all__ = [
     "embeddings_pair",
     "head_train",
     "metrics_evaluate",
+    "sentences_stack",
     "split_by_key",
 ]
 

@@ -21,6 +21,11 @@ class LabelledEmbeddings:
     `text` (see `embeddings_pair`). `labels` is (n, C) float32, 1 = violating in that
     category. `keys` are the post ids, for traceability and the split.
 
+    `sentence` is (n, s) float32: the text role's (MiniLM) embedding of each post's text and
+    the text read from its image, a third view beside the two CLIP ones; None when no post has
+    one (the text role is off). A post without one (no text, or analysed before they were
+    stored) has a zero row: it is then neither near nor far on that view (`sentences_stack`).
+
     Raises:
         ValueError: the arrays disagree on n or d, or are not two-dimensional.
     """
@@ -29,6 +34,7 @@ class LabelledEmbeddings:
     text: np.ndarray
     labels: np.ndarray
     keys: tuple[str, ...]
+    sentence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 2 or self.text.ndim != 2 or self.labels.ndim != 2:
@@ -38,6 +44,8 @@ class LabelledEmbeddings:
         rows = {len(self.image), len(self.labels), len(self.keys)}
         if len(rows) != 1:
             raise ValueError(f"image, labels and keys disagree on the number of posts: {sorted(rows)}")
+        if self.sentence is not None and (self.sentence.ndim != 2 or len(self.sentence) != len(self.image)):
+            raise ValueError(f"sentence embeddings {self.sentence.shape} do not give one row per post")
 
     @property
     def dim(self) -> int:
@@ -52,6 +60,7 @@ class LabelledEmbeddings:
             text=self.text[index],
             labels=self.labels[index],
             keys=tuple(self.keys[row] for row in index),
+            sentence=None if self.sentence is None else self.sentence[index],
         )
 
 
@@ -77,6 +86,40 @@ def _pair_row(image: np.ndarray | None, text: np.ndarray | None) -> tuple[np.nda
             raise ValueError("a post needs an image or a text embedding")
         return text, text
     return image, (image if text is None else text)
+
+
+def sentences_stack(embeddings: Sequence[np.ndarray | None], *, dim: int | None = None) -> np.ndarray | None:
+    """Stack per-post sentence embeddings into (n, s) float32, a missing one (or one of another
+    size than `dim`, default: the first present one's) as a zero row; None when none is present."""
+    present = [row for row in embeddings if row is not None]
+    if not present:
+        return None
+    size = dim if dim is not None else len(present[0])
+    rows = [row if row is not None and len(row) == size else np.zeros(size, np.float32) for row in embeddings]
+    return np.stack(rows).astype(np.float32, copy=False)
+
+
+def sentence_similarities(
+    anchors: np.ndarray | None, queries: np.ndarray | None, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(count, m) cosine similarities of the queries' sentence embeddings to the anchors', and per
+    query whether it has one to compare (a zero row, or a size other than the anchors', has not).
+
+    Without anchors' or queries' sentence embeddings every query has none: the similarities are zeros.
+    """
+    if anchors is None or queries is None or queries.ndim != 2 or queries.shape[1] != anchors.shape[1]:
+        return np.zeros((count, 0 if anchors is None else len(anchors))), np.zeros(count, dtype=bool)
+    unit_anchors, unit_queries = unit_rows(anchors), unit_rows(queries)
+    present: np.ndarray = np.linalg.norm(queries.astype(np.float64), axis=1) > 0
+    similarities: np.ndarray = unit_queries @ unit_anchors.T
+    return similarities, present
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, in float64 (a zero row stays zero)."""
+    matrix = rows.astype(np.float64)
+    unit: np.ndarray = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
 def joint_embeddings(image: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -113,7 +156,8 @@ def dataset_digest(data: LabelledEmbeddings) -> str:
     for key in data.keys:
         encoded = key.encode()
         digest.update(len(encoded).to_bytes(4, "little") + encoded)  # length-prefixed: ("ab","c") != ("a","bc")
-    for array in (data.labels, data.image, data.text):
+    arrays = (data.labels, data.image, data.text) + (() if data.sentence is None else (data.sentence,))
+    for array in arrays:
         digest.update(repr(array.shape).encode())
         digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
     return digest.hexdigest()[:16]

@@ -25,21 +25,33 @@ _TEMPERATURES = "temperatures"
 
 
 class FusionHead(nn.Module):
-    """Image and text projected (Linear, dropout, L2 norm), multiplied element-wise, then an MLP to logits."""
+    """Image and text projected (Linear, dropout, L2 norm), multiplied element-wise, then an MLP to logits.
 
-    def __init__(self, dim: int, *, hidden: int, categories: int, dropout: float) -> None:
+    With `sentence_dim` > 0 the sentence embedding is projected the same way and joins the
+    MLP's input beside the image ⊙ text product (concatenated), so the text role's reading of
+    the words counts whatever the image shows.
+    """
+
+    def __init__(self, dim: int, *, hidden: int, categories: int, dropout: float, sentence_dim: int = 0) -> None:
         super().__init__()
+        self.sentence_dim = sentence_dim
         self.image_proj = nn.Linear(dim, hidden)
         self.text_proj = nn.Linear(dim, hidden)
+        self.sentence_proj = nn.Linear(sentence_dim, hidden) if sentence_dim else None
         self.dropout = nn.Dropout(dropout)
+        width = 2 * hidden if sentence_dim else hidden
         self.mlp = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, categories)
+            nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, categories)
         )
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, sentence: torch.Tensor | None = None) -> torch.Tensor:
         image_side = F.normalize(self.dropout(self.image_proj(image)), dim=-1)
         text_side = F.normalize(self.dropout(self.text_proj(text)), dim=-1)
-        logits: torch.Tensor = self.mlp(image_side * text_side)
+        fused = image_side * text_side
+        if self.sentence_proj is not None:
+            rows = sentence if sentence is not None else image.new_zeros((len(image), self.sentence_dim))
+            fused = torch.cat([fused, F.normalize(self.dropout(self.sentence_proj(rows)), dim=-1)], dim=-1)
+        logits: torch.Tensor = self.mlp(fused)
         return logits
 
 
@@ -59,15 +71,25 @@ class TrainedHead:
         self.temperatures = tuple(float(value) for value in temperatures)
         self.version = self.digest
 
-    def predict(self, image: np.ndarray, text: np.ndarray) -> np.ndarray:
-        """(n, C) float64 calibrated probabilities for (n, d) image and text embeddings."""
-        return probabilities_calibrated(self.logits(image, text), np.array(self.temperatures))
+    def predict(self, image: np.ndarray, text: np.ndarray, sentence: np.ndarray | None = None) -> np.ndarray:
+        """(n, C) float64 calibrated probabilities for (n, d) image and text embeddings.
 
-    def logits(self, image: np.ndarray, text: np.ndarray) -> np.ndarray:
+        `sentence` (n, s) counts when the head was trained with sentence embeddings; missing
+        (None, or of another size), it is zeros: the head then judges by the CLIP views.
+        """
+        return probabilities_calibrated(self.logits(image, text, sentence), np.array(self.temperatures))
+
+    def logits(self, image: np.ndarray, text: np.ndarray, sentence: np.ndarray | None = None) -> np.ndarray:
         """(n, C) float32 uncalibrated logits."""
         with torch.inference_mode():
-            logits: np.ndarray = self.model(_tensor(image), _tensor(text)).numpy()
+            logits: np.ndarray = self.model(_tensor(image), _tensor(text), self._sentence(sentence)).numpy()
         return logits
+
+    def _sentence(self, sentence: np.ndarray | None) -> torch.Tensor | None:
+        width = self.model.sentence_dim
+        if not width or sentence is None or sentence.ndim != 2 or sentence.shape[1] != width:
+            return None
+        return _tensor(sentence)
 
     def save(self, path: str | Path) -> None:
         """Write ONE safetensors file: the weights, the temperatures, and categories/config as metadata."""
@@ -90,7 +112,9 @@ class TrainedHead:
         config = TrainingConfig(**json.loads(metadata["config"]))
         temperatures = tensors.pop(_TEMPERATURES).tolist()
         dim = tensors["image_proj.weight"].shape[1]
-        model = FusionHead(dim, hidden=config.hidden, categories=len(categories), dropout=config.dropout)
+        sentence_dim = tensors["sentence_proj.weight"].shape[1] if "sentence_proj.weight" in tensors else 0
+        model = FusionHead(dim, hidden=config.hidden, categories=len(categories), dropout=config.dropout,
+                           sentence_dim=sentence_dim)
         model.load_state_dict(tensors)
         return cls(model, categories=categories, config=config, temperatures=temperatures)
 

@@ -27,7 +27,8 @@ def head_train(
 ) -> TrainedHead:
     """Train a fusion head on `train`, stop early and calibrate on `validation`.
 
-    The CLIP encoders stay frozen: only the stored embeddings are read. Runs are
+    The CLIP encoders stay frozen: only the stored embeddings are read; with `train.sentence`
+    the head also takes the sentence embeddings (a split without them gets zeros). Runs are
     deterministic for a fixed `config.seed` (the global RNG state is left as it was).
 
     Args:
@@ -43,11 +44,13 @@ def head_train(
     """
     _shapes_check(train, validation, categories)
     with _seeded(config.seed):
-        model = FusionHead(train.dim, hidden=config.hidden, categories=len(categories), dropout=config.dropout)
+        sentence_dim = 0 if train.sentence is None else int(train.sentence.shape[1])
+        model = FusionHead(train.dim, hidden=config.hidden, categories=len(categories), dropout=config.dropout,
+                           sentence_dim=sentence_dim)
         _fit(model, train, validation, config, progress)
         model.eval()
         with torch.inference_mode():
-            logits = model(_tensor(validation.image), _tensor(validation.text)).numpy()
+            logits = model(*_inputs(validation, sentence_dim)).numpy()
     temperatures = temperatures_fit(logits, validation.labels)
     return TrainedHead(model, categories=categories, config=config, temperatures=temperatures.tolist())
 
@@ -86,12 +89,14 @@ def _fit(
     # fused: one kernel for all parameters, about half the time of a step on a CPU.
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     inputs = torch.stack([_tensor(train.image), _tensor(train.text)])  # (2, n, d): one gather per epoch
+    sentence = _inputs(train, model.sentence_dim)[2]
     labels = _tensor(train.labels)
     order_generator = torch.Generator().manual_seed(config.seed)
     best_loss, best_state, stale = float("inf"), _state_copy(model), 0
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(len(labels), generator=order_generator)
-        train_loss = _epoch(model, optimizer, inputs[:, order], labels[order], config.batch_size)
+        sentence_order = None if sentence is None else sentence[order]
+        train_loss = _epoch(model, optimizer, inputs[:, order], sentence_order, labels[order], config.batch_size)
         if progress is not None:
             progress(epoch, config.epochs, train_loss)
         loss = _validation_loss(model, validation)
@@ -108,14 +113,19 @@ def _fit(
 
 
 def _epoch(
-    model: FusionHead, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int
+    model: FusionHead,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    sentence: torch.Tensor | None,
+    labels: torch.Tensor,
+    batch_size: int,
 ) -> float:
     """One pass over the shuffled training tensors; the mean training loss."""
     model.train()
     total = torch.zeros(())
     for start in range(0, len(labels), batch_size):
         stop = start + batch_size
-        logits = model(inputs[0, start:stop], inputs[1, start:stop])
+        logits = model(inputs[0, start:stop], inputs[1, start:stop], None if sentence is None else sentence[start:stop])
         loss = F.binary_cross_entropy_with_logits(logits, labels[start:stop])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
@@ -129,8 +139,20 @@ def _validation_loss(model: FusionHead, validation: LabelledEmbeddings) -> float
         return None
     model.eval()
     with torch.inference_mode():
-        logits = model(_tensor(validation.image), _tensor(validation.text))
+        logits = model(*_inputs(validation, model.sentence_dim))
         return float(F.binary_cross_entropy_with_logits(logits, _tensor(validation.labels)))
+
+
+def _inputs(data: LabelledEmbeddings, sentence_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Image, text and (for a head that takes them) sentence tensors; a split without sentence
+    embeddings, or with another size, gives zeros."""
+    sentence = None
+    if sentence_dim:
+        rows = data.sentence
+        if rows is None or rows.shape[1] != sentence_dim:
+            rows = np.zeros((len(data.keys), sentence_dim), dtype=np.float32)
+        sentence = _tensor(rows)
+    return _tensor(data.image), _tensor(data.text), sentence
 
 
 def _state_copy(model: FusionHead) -> dict[str, torch.Tensor]:

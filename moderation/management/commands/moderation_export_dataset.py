@@ -7,11 +7,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from moderation.selectors.learning import standing_decisions
+from moderation.selectors.learning import embedding_from_bytes, standing_decisions
 
 
 class Command(BaseCommand):
-    help = "Write DIR/labels.jsonl (one reviewed post per line) and DIR/images/<post id>.jpg."
+    help = ("Write DIR/labels.jsonl (one reviewed post per line, with the embeddings the reviewer's analysis "
+            "stored) and DIR/images/<post id>.jpg.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("directory")
@@ -37,4 +38,16 @@ class Command(BaseCommand):
         return {"post_id": str(post.pk), "text": post.text, "image": image, "verdict": decision.verdict,
                 "category": decision.category or None, "reason": decision.reason,
                 "reviewer": decision.reviewer_username, "decided_at": decision.created_at.isoformat(),
-                "analysis_scores": decision.analysis.scores if decision.analysis else None}
+                "analysis_scores": decision.analysis.scores if decision.analysis else None,
+                "model_version": decision.analysis.model_version if decision.analysis else None,
+                "embeddings": _embeddings(decision.analysis)}
+
+
+def _embeddings(analysis: Any) -> dict[str, list[float] | None]:
+    """The analysis' CLIP image and text and the text role's sentence embeddings (None: not stored)."""
+    blobs = {"image": None, "text": None, "sentence": None}
+    if analysis is not None:
+        blobs = {"image": analysis.image_embedding, "text": analysis.text_embedding,
+                 "sentence": analysis.sentence_embedding}
+    return {name: None if (row := embedding_from_bytes(blob)) is None else [float(v) for v in row]
+            for name, blob in blobs.items()}
