@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -21,6 +21,7 @@ from moderation.services.lifecycle import SWEEPER, Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
 from moderation.services.model_output import LABEL_LIMIT, ModelOutputInvalid, model_scores_clean, model_text_clean
 from moderation.services.policies import policy_for_engine
+from moderation.services.search_pgvector import search_index_record
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
@@ -190,6 +191,7 @@ def _analyses_conclude(*, posts: list[Post], analyses: list[Analysis], token: uu
                        worker: str) -> list[Analysis]:
     Analysis.objects.bulk_create(analyses)
     _posts_conclude(posts=posts, analyses=analyses, token=token, worker=worker, policy_version=policy.version)
+    search_index_record(analyses=analyses, client_ids=[p.client_id for p in posts], using=router.db_for_write(Post))
     return analyses
 
 
