@@ -253,6 +253,17 @@ def inserts(args: argparse.Namespace, clients: list[Any], post_ids: list[uuid.UU
     return {"analysis_row_ms": summary(analysis_ms), "index_row_ms": summary(index_ms)}
 
 
+def command_arguments(argv: list[str]) -> list[str]:
+    """The arguments that shape the figures (where the file goes does not)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--results-dir"):
+            skip = arg == "--results-dir"
+            continue
+        kept.append(arg)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=1_000_000)
@@ -287,7 +298,7 @@ def main() -> None:
         measured_inserts = inserts(args, clients, post_ids, clip)
         query_plan = plan(clients[0].pk, clip, vectors[0])
         payload = {
-            "command": "nice .venv/bin/python -m bench.search " + " ".join(sys.argv[1:]),
+            "command": " ".join(["nice .venv/bin/python -m bench.search", *command_arguments(sys.argv[1:])]),
             "config": {k: v for k, v in vars(args).items() if k not in {"results_dir", "out"}},
             "pgvector": ".".join(map(str, pgvector_version(using="default") or ())),
             "generate_s": round(generate_s, 3), "load_s": round(load_s, 3), "index_build_s": round(build_s, 3),

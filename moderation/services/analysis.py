@@ -19,7 +19,8 @@ from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, Po
 from moderation.services.explanations import explanation_build
 from moderation.services.lifecycle import SWEEPER, Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
-from moderation.services.model_output import LABEL_LIMIT, ModelOutputInvalid, model_scores_clean, model_text_clean
+from moderation.services.model_output import (LABEL_LIMIT, ModelOutputInvalid, model_embedding_clean,
+                                              model_scores_clean, model_text_clean)
 from moderation.services.policies import policy_for_engine
 from moderation.services.search_pgvector import search_index_record
 from vlm_engine.types import Analysis as EngineAnalysis
@@ -113,10 +114,6 @@ def _sampled_for_review(post_id: uuid.UUID) -> bool:
 
 def _array(values: Sequence[float] | None) -> np.ndarray | None:
     return None if values is None else np.asarray(values, dtype=np.float32)
-
-
-def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
-    return None if values is None else np.asarray(values, dtype="<f4").tobytes()
 
 
 def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
@@ -226,8 +223,8 @@ def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_poli
         explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision,
                                       result=result, image_size=size),
         timings_ms=_timings(result.timings_ms, batch_posts=batch_posts),
-        image_embedding=_embedding_bytes(result.image_embedding),
-        text_embedding=_embedding_bytes(result.text_embedding),
+        image_embedding=model_embedding_clean(result.image_embedding, role="image"),
+        text_embedding=model_embedding_clean(result.text_embedding, role="text"),
     )
 
 
