@@ -7,63 +7,15 @@ import django.contrib.postgres.indexes
 import django.db.models.deletion
 import django.db.models.functions.comparison
 import pgvector.django.indexes
-import numpy as np
 import pgvector.django.vector
 from django.conf import settings
-from django.db import DatabaseError, migrations, models, transaction
+from django.db import migrations, models
 
-from moderation.selectors.posts import clip_version
-
-COPY_BATCH = 2000
+from moderation.services.search_pgvector import search_index_install
 
 
-def search_index_install(apps, schema_editor):
-    connection = schema_editor.connection
-    if connection.vendor != "postgresql" or not _vector_extension_ensure(connection):
-        return
-    model = apps.get_model("moderation", "SearchEmbedding")
-    schema_editor.create_model(model)
-    table = model._meta.db_table
-    # Inline, not TOASTed: a 512-float vector is just over the 2 kB TOAST threshold, and reading each
-    # one back out of line doubles the cost of ranking or re-scoring a client's rows.
-    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN")
-    # The database deletes a post's row with the post (or its analysis): Django never has to know this table exists.
-    for column, target in (("post_id", "moderation_post"), ("analysis_id", "moderation_analysis")):
-        schema_editor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
-                              f"REFERENCES {target} (id) ON DELETE CASCADE")
-    _current_embeddings_copy(apps, model, using=connection.alias)
-
-
-def _vector_extension_ensure(connection):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    if row[0] is None:
-        try:
-            # A savepoint: a refusal (pgvector is not a trusted extension) leaves the migration's transaction usable.
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except DatabaseError:
-            return False
-    return True
-
-
-def _current_embeddings_copy(apps, model, *, using):
-    posts = (apps.get_model("moderation", "Post").objects.using(using)
-             .filter(current_analysis__image_embedding__isnull=False, content_deleted_at__isnull=True)
-             .values_list("id", "client_id", "current_analysis_id", "current_analysis__model_version",
-                          "current_analysis__image_embedding"))
-    rows = []
-    for post_id, client_id, analysis_id, model_version, embedding in posts.iterator(chunk_size=COPY_BATCH):
-        vector = np.frombuffer(bytes(embedding), dtype="<f4")
-        rows.append(model(post_id=post_id, client_id=client_id, analysis_id=analysis_id, embedding=vector,
-                          clip_version=clip_version(model_version), dimensions=len(vector)))
-        if len(rows) == COPY_BATCH:
-            model.objects.using(using).bulk_create(rows)
-            rows = []
-    model.objects.using(using).bulk_create(rows)
+def search_index_create(apps, schema_editor):
+    search_index_install(apps=apps, schema_editor=schema_editor)
 
 
 def search_index_uninstall(apps, schema_editor):
@@ -99,5 +51,5 @@ class Migration(migrations.Migration):
             ],
         ),
         # After the state operation, so that its ``apps`` has the model.
-        migrations.RunPython(search_index_install, search_index_uninstall),
+        migrations.RunPython(search_index_create, search_index_uninstall),
     ]

@@ -22,7 +22,10 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from django.db import connections, transaction
+from django.apps.registry import Apps
+from django.db import DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
@@ -33,6 +36,8 @@ from moderation.selectors.posts import clip_version
 VECTOR_MAX_DIMENSIONS = 16_000
 # ``hnsw.ef_search`` is capped at 1000 by pgvector.
 EF_SEARCH_MAX = 1000
+# Rows per INSERT when the index is filled from existing analyses.
+COPY_BATCH = 2000
 
 
 def pgvector_version(*, using: str) -> tuple[int, ...] | None:
@@ -77,11 +82,17 @@ def search_index_record(*, analyses: Sequence[Analysis], client_ids: Sequence[An
         update_fields=["analysis", "client", "clip_version", "dimensions", "embedding"])
 
 
-def _row(analysis: Analysis, *, client_id: Any) -> SearchEmbedding | None:
-    if analysis.image_embedding is None:
+def _indexable(embedding: bytes | memoryview | None) -> np.ndarray | None:
+    # Finite values only: pgvector refuses NaN (analyses stored before embeddings were checked may hold one).
+    vector = None if embedding is None else np.frombuffer(bytes(embedding), dtype="<f4")
+    if vector is None or not 0 < len(vector) <= VECTOR_MAX_DIMENSIONS or not np.isfinite(vector).all():
         return None
-    vector = np.frombuffer(bytes(analysis.image_embedding), dtype="<f4")
-    if not 0 < len(vector) <= VECTOR_MAX_DIMENSIONS:
+    return vector
+
+
+def _row(analysis: Analysis, *, client_id: Any) -> SearchEmbedding | None:
+    vector = _indexable(analysis.image_embedding)
+    if vector is None:
         return None
     return SearchEmbedding(post_id=analysis.post_id, analysis_id=analysis.pk, client_id=client_id,
                            clip_version=clip_version(analysis.model_version), dimensions=len(vector),
@@ -116,3 +127,61 @@ def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, li
         if (pgvector_version(using=using) or ()) >= (0, 8):
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         return [(post_id, bytes(embedding)) for post_id, embedding in rows]
+
+
+def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> bool:
+    """Create the index where pgvector is (creating the extension if this role may) and fill it from
+    the current analyses; returns whether it was created. Nothing happens on other databases or
+    where the table already exists.
+
+    The database side of migration 0023 (``apps`` its historical models) and of
+    ``manage.py moderation_search_index``, for a database that got the extension after migrating.
+    """
+    connection = schema_editor.connection
+    model = apps.get_model("moderation", "SearchEmbedding")
+    table = model._meta.db_table
+    if (connection.vendor != "postgresql" or table in connection.introspection.table_names()
+            or not _vector_extension_ensure(connection)):
+        return False
+    schema_editor.create_model(model)
+    # Inline, not TOASTed: a 512-float vector is just over the 2 kB TOAST threshold, and reading each
+    # one back out of line doubles the cost of ranking a client's rows.
+    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN")
+    # The database deletes a post's row with the post (or its analysis): Django never has to know this table exists.
+    for column, target in (("post_id", "moderation_post"), ("analysis_id", "moderation_analysis")):
+        schema_editor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
+                              f"REFERENCES {target} (id) ON DELETE CASCADE")
+    _current_embeddings_copy(apps, model, using=connection.alias)
+    return True
+
+
+def _vector_extension_ensure(connection: BaseDatabaseWrapper) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    if row[0] is None:
+        try:
+            # A savepoint: a refusal (pgvector is not a trusted extension) leaves the caller's transaction usable.
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except DatabaseError:
+            return False
+    return True
+
+
+def _current_embeddings_copy(apps: Apps, model: Any, *, using: str) -> None:
+    posts = (apps.get_model("moderation", "Post").objects.using(using)
+             .filter(current_analysis__image_embedding__isnull=False, content_deleted_at__isnull=True)
+             .values_list("id", "client_id", "current_analysis_id", "current_analysis__model_version",
+                          "current_analysis__image_embedding"))
+    rows = []
+    for post_id, client_id, analysis_id, model_version, embedding in posts.iterator(chunk_size=COPY_BATCH):
+        if (vector := _indexable(embedding)) is not None:
+            rows.append(model(post_id=post_id, client_id=client_id, analysis_id=analysis_id, embedding=vector,
+                              clip_version=clip_version(model_version), dimensions=len(vector)))
+        if len(rows) == COPY_BATCH:
+            model.objects.using(using).bulk_create(rows)
+            rows = []
+    model.objects.using(using).bulk_create(rows)

@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -209,6 +210,10 @@ def test_migration_is_a_no_op_without_pgvector() -> None:
     assert ("moderation", "0023_search_embeddings") in applied
     assert SearchEmbedding._meta.db_table not in connection.introspection.table_names()
     assert (search_index_ready(using="default"), pgvector_supports(dimensions=DIM, using="default")) == (False, False)
+    out = StringIO()
+    call_command("moderation_search_index", stdout=out)
+    assert out.getvalue() == "pgvector is not available on this database: search stays exact.\n"
+    assert SearchEmbedding._meta.db_table not in connection.introspection.table_names()
 
 
 @pytest.mark.django_db
@@ -439,6 +444,14 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
             rows = SearchEmbedding.objects.using(alias).order_by("clip_version").values_list(
                 "post_id", "client_id", "clip_version", "dimensions", "embedding")
             copied = [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows]
+            # A database whose extension came after 0023: the command builds what the migration would have.
+            with connections[alias].cursor() as cursor:
+                cursor.execute(f"DROP TABLE {SearchEmbedding._meta.db_table}")
+            out = StringIO()
+            call_command("moderation_search_index", "--database", alias, stdout=out)
+            rebuilt = [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows]
+            again = StringIO()
+            call_command("moderation_search_index", "--database", alias, stdout=again)
     finally:
         connections[alias].close()
         del connections[alias]
@@ -446,4 +459,6 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
 
     assert copied == [(posts[2].pk, client.pk, "clip:b@1", DIM, vectors[2].tobytes()),
                       (posts[0].pk, client.pk, CLIP, DIM, vectors[0].tobytes())]
-    assert dropped
+    assert dropped and rebuilt == copied
+    assert out.getvalue() == "Created the search index and filled it from the current analyses.\n"
+    assert again.getvalue() == "The search index exists already.\n"
