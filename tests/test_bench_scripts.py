@@ -110,10 +110,13 @@ def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Pat
                                    "--queries 10 --inserts 5")
     assert (document["config"]["posts"], document["config"]["dim"], document["search"]["k"]) == (2000, 512, 10)
     search = document["search"]
-    assert all(search[path]["latency_ms"]["n"] == 10 for path in ("exact", "service", "hnsw_candidates"))
-    assert search["service"]["recall_at_k"] == 1.0  # candidates re-scored exactly, on a client of 500 posts
-    assert 0 < search["hnsw_candidates"]["recall_at_k"] <= 1
+    paths = ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced")
+    assert all(search[path]["latency_ms"]["n"] == 10 for path in ("exact", *paths))
+    # Candidates re-scored exactly (and the exact search when too few come back), on clients of 500 posts.
+    assert search["service"]["recall_at_k"] == search["service_hnsw_forced"]["recall_at_k"] == 1.0
+    assert all(0 < search[path]["recall_at_k"] <= 1 for path in paths)
     assert document["insert"]["index_row_ms"]["n"] == 5 and _positive(document["insert"]["index_row_ms"]["p50"])
     assert _positive(document["index_build_s"]) and _positive(document["load_s"])
     assert all(_positive(value) for value in document["sizes"].values())
-    assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8) and "moderation_searchembedding" in document["candidate_query_plan"]
+    assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8)
+    assert "Index Scan using moderation_search_hnsw_512" in document["candidate_query_plans"]["hnsw_forced"]
