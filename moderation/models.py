@@ -4,9 +4,12 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Cast
 from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
 
 
 class PostState(models.TextChoices):
@@ -628,3 +631,41 @@ class BankEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pdq_hash[:16]}… in {self.bank.name}"
+
+
+# Embedding sizes that get an HNSW index: CLIP ViT-B (512), ViT-L (768), ViT-H (1024).
+SEARCH_INDEX_DIMENSIONS = (512, 768, 1024)
+
+
+def search_index_hnsw(dimensions: int) -> HnswIndex:
+    """The HNSW (cosine) index over the rows of one embedding size: an expression index on the
+    column cast to ``vector(dimensions)``, partial on ``dimensions``, as pgvector indexes a
+    column that holds vectors of several sizes."""
+    return HnswIndex(OpClass(Cast("embedding", VectorField(dimensions=dimensions)), name="vector_cosine_ops"),
+                     condition=Q(dimensions=dimensions), name=f"moderation_search_hnsw_{dimensions}",
+                     m=16, ef_construction=64)
+
+
+class SearchEmbedding(models.Model):
+    """The image embedding of a post's current analysis, in a pgvector column for HNSW search.
+
+    Exists only on PostgreSQL with pgvector (migration 0023 creates the table where the extension
+    does); elsewhere search reads ``Analysis.image_embedding``. Written with the analysis, deleted
+    with the post by the database (``ON DELETE CASCADE``, added by the migration). The relations
+    have no Django-side constraint or cascade on purpose: Django would otherwise query this table
+    on databases that do not have it whenever a post or user is deleted.
+    """
+
+    post = models.OneToOneField(Post, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                related_name="+")
+    analysis = models.ForeignKey(Analysis, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                 related_name="+")
+    client = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False,
+                               db_index=False, related_name="+")
+    clip_version = models.CharField(max_length=255)  # only embeddings of one CLIP are comparable
+    dimensions = models.PositiveSmallIntegerField()
+    embedding = VectorField()  # no fixed size: one table for every CLIP; each size has its own index
+
+    class Meta:
+        indexes = [models.Index(fields=["client", "clip_version", "dimensions"], name="moderation_search_client"),
+                   *(search_index_hnsw(d) for d in SEARCH_INDEX_DIMENSIONS)]

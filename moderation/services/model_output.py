@@ -6,6 +6,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 # Kept although they are control characters: they are how text says where a line ends.
 _KEPT_CONTROLS = {"\n", "\t"}
 # Cc: C0/C1 controls (NUL included); Cf: invisible format characters such as bidi overrides,
@@ -46,6 +48,17 @@ def model_scores_clean(scores: Mapping[str, Any]) -> dict[str, float]:
             raise ModelOutputInvalid(f"the model returned a non-finite score for {slug!r}: {number}")
         clean[model_text_clean(slug, limit=LABEL_LIMIT) or "?"] = round(min(max(number, 0.0), 1.0), 6)
     return clean
+
+
+def model_embedding_clean(values: Sequence[float] | None, *, role: str) -> bytes | None:
+    """An embedding as little-endian float32 bytes; a non-finite value makes the result invalid
+    (it would rank nothing meaningfully, and pgvector refuses to store it)."""
+    if values is None:
+        return None
+    vector = np.asarray(values, dtype="<f4")
+    if not np.isfinite(vector).all():
+        raise ModelOutputInvalid(f"the model returned a non-finite {role} embedding")
+    return vector.tobytes()
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import router, transaction
 from django.utils import timezone
 
 from moderation.conf import moderation_settings
 from moderation.models import Analysis, EngineRequest, IdempotencyRecord, Post, StatementExport, WebhookDelivery
 from moderation.services.lifecycle import RETENTION, Move, post_transition
+from moderation.services.search_pgvector import search_index_remove
 
 PURGE_BATCH = 500
 # Explanation fields written from the image or the text: what was read, described, answered or argued.
@@ -23,9 +24,10 @@ def post_content_purge(*, days: int | None = None, mode: str | None = None) -> i
     """Delete images and text of posts older than ``days``; returns how many posts were purged.
 
     Also gone: what the models read or wrote about the content (OCR text, caption, answers,
-    rationale, summary), the parameters and results of ad-hoc requests about the posts, and
-    the stored ``Idempotency-Key`` responses that repeated the posts. Verdicts (scores),
-    decisions, events and embeddings stay. ``anonymize`` also drops the client's
+    rationale, summary), the parameters and results of ad-hoc requests about the posts, the
+    stored ``Idempotency-Key`` responses that repeated the posts, and the posts' rows of the
+    pgvector search index (purged posts are not searchable). Verdicts (scores), decisions,
+    events and the analyses' embeddings (retraining reads them) stay. ``anonymize`` also drops the client's
     ``external_id`` and ``metadata``, which may identify the author, from the post and from
     its webhook payloads.
     """
@@ -59,6 +61,7 @@ def _purge(posts: list[Post], *, anonymize: bool) -> None:
                                     detail={"content_deleted": True, "anonymized": anonymize}) for p in held],
                         actor=RETENTION, updates=cleared)
         _derived_content_purge(post_ids=[p.pk for p in held], anonymize=anonymize)
+        search_index_remove(post_ids=[p.pk for p in held], using=router.db_for_write(Post))
 
 
 def _derived_content_purge(*, post_ids: list[Any], anonymize: bool) -> None:

@@ -16,7 +16,7 @@ from moderation.models import EngineRequest, Post
 from moderation.selectors.posts import clip_version
 from moderation.errors import ServiceError
 from moderation.services.requests import requests_wakeup
-from moderation.services.search_pgvector import pgvector_supports, search_index_candidates, search_index_sync
+from moderation.services.search_pgvector import pgvector_supports, search_index_candidates
 
 POLL_INTERVAL_S = 0.05
 # Scores closer than this may be ordered differently by pgvector and NumPy (float32 sums).
@@ -79,16 +79,19 @@ def search_nearest(*, client_id: Any, clip: str, vector: np.ndarray, k: int, usi
     posts = searchable_posts(client_id=client_id, clip=clip, using=using)
     if not pgvector_supports(dimensions=len(vector), using=using):
         return nearest_exact(rows=_embeddings(posts), vector=vector, k=k)
-    search_index_sync(posts=posts, client_id=client_id, clip=clip, dimensions=len(vector), using=using)
     return nearest_pgvector(posts=posts, client_id=client_id, clip=clip, vector=vector, k=k, using=using)
 
 
 def searchable_posts(*, client_id: Any, clip: str, using: str) -> QuerySet[Post]:
-    """The client's posts whose current analysis has an image embedding made by ``clip``."""
+    """The client's posts whose current analysis has an image embedding made by ``clip``, content not purged.
+
+    Exactly the posts ``SearchEmbedding`` holds for the client and ``clip`` where the pgvector index exists.
+    """
     # The CLIP part leads the model version ("clip:…@rev+owlv2:…"): match it whole, not as a prefix of a longer one.
     same_clip = Q(current_analysis__model_version=clip) | Q(current_analysis__model_version__startswith=f"{clip}+")
     return (Post.objects.using(using)
-            .filter(same_clip, client_id=client_id, current_analysis__image_embedding__isnull=False))
+            .filter(same_clip, client_id=client_id, current_analysis__image_embedding__isnull=False,
+                    content_deleted_at__isnull=True))
 
 
 def _embeddings(posts: QuerySet[Post]) -> list[tuple[Any, bytes]]:

@@ -1,152 +1,189 @@
-"""pgvector index of image embeddings: an HNSW (cosine) candidate search on PostgreSQL.
+"""pgvector index of image embeddings: written with each analysis, searched by HNSW (cosine).
 
-The index is a derived copy of ``Analysis.image_embedding``, one table per embedding
-dimension (``moderation_embedding_<dim>``, ``embedding vector(<dim>)``), because an HNSW
-index needs a fixed dimension and CLIP models differ in theirs. It is created lazily, needs
-no migration (SQLite and PostgreSQL without pgvector never see it), and is brought up to
-date from the analyses by ``search_index_sync`` before every query. It has no foreign keys
-on purpose: Django's test flush truncates the app's tables without CASCADE, and a
-constraint from an unmanaged table would make that fail; rows of posts that are gone or
-re-analysed are dropped by the next sync of their client instead.
+``SearchEmbedding`` holds the image embedding of every searchable post's current analysis in
+a ``vector`` column. Its table exists only where migration 0023 found pgvector; elsewhere
+``search_index_ready`` is false, nothing here touches the database and search stays exact.
+
+Embedding sizes: CLIP models differ (512 for ViT-B, 768 for ViT-L, 1024 for ViT-H), and an
+HNSW index needs one fixed size. The column is a ``vector`` without a size, each row records
+its ``dimensions``, and each common size has its own partial expression index,
+``(embedding::vector(d)) vector_cosine_ops WHERE dimensions = d`` (pgvector's documented way
+to index several sizes in one column). One table rather than one per size: a post has one
+row whatever its CLIP, so re-analysis with another model, deletion (``ON DELETE CASCADE``
+from the post) and purging touch one row, in the writer's transaction, and a new size needs
+only an index, not a table. Sizes without an index are still stored and searched, by a scan.
+
+Rows are written by ``analysis_record_batch``/``analysis_record_known`` (``search_index_record``),
+removed with the post by the database and by retention (``search_index_remove``), never
+copied at query time.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+from django.apps.registry import Apps
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
-from django.db.models import F, QuerySet
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, VectorField
 
-from moderation.models import Analysis, Post
+from moderation.models import Analysis, SearchEmbedding
+from moderation.selectors.posts import clip_version
 
-# HNSW indexes on ``vector`` accept at most 2000 dimensions.
-HNSW_MAX_DIMENSIONS = 2000
+# The ``vector`` type holds at most 16,000 dimensions; larger embeddings stay on the exact path.
+VECTOR_MAX_DIMENSIONS = 16_000
 # ``hnsw.ef_search`` is capped at 1000 by pgvector.
 EF_SEARCH_MAX = 1000
-
-# Per database (alias and where it points): the pgvector version, or None when unusable.
-_VECTOR_VERSIONS: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+EF_SEARCH_MIN = 100
+# Rows per INSERT when the index is filled from existing analyses.
+COPY_BATCH = 2000
 
 
 def pgvector_version(*, using: str) -> tuple[int, ...] | None:
-    """The pgvector version of database ``using``, creating the extension if it is only available.
+    """The pgvector version of database ``using`` when it holds the search index, else None.
 
-    None when the database is not PostgreSQL, has no pgvector, or this role may not create it.
-    Cached per alias and server, so a search asks the catalogue once per process.
+    One catalogue query, not cached: the answer changes when migration 0023 runs or is reversed.
     """
     connection = connections[using]
     if connection.vendor != "postgresql":
         return None
-    conf = connection.settings_dict
-    key = (using, str(conf.get("HOST")), str(conf.get("PORT")), str(conf.get("NAME")))
-    if key not in _VECTOR_VERSIONS:
-        _VECTOR_VERSIONS[key] = _vector_extension_ready(connection)
-    return _VECTOR_VERSIONS[key]
-
-
-def _vector_extension_ready(connection: BaseDatabaseWrapper) -> tuple[int, ...] | None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT installed_version, default_version FROM pg_available_extensions WHERE name = 'vector'")
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector' AND to_regclass(%s) IS NOT NULL",
+                       (SearchEmbedding._meta.db_table,))
         row = cursor.fetchone()
-    if row is None:
-        return None
-    if row[0] is None:
-        try:
-            # A savepoint, so a refusal (pgvector is not a trusted extension) leaves the caller's transaction usable.
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except DatabaseError:
-            return None
-    return tuple(int(part) for part in (row[0] or row[1]).split(".") if part.isdigit())
+    return None if row is None else tuple(int(part) for part in row[0].split(".") if part.isdigit())
+
+
+def search_index_ready(*, using: str) -> bool:
+    """Whether ``using`` has the pgvector search index (PostgreSQL, pgvector, migration 0023 applied)."""
+    return pgvector_version(using=using) is not None
 
 
 def pgvector_supports(*, dimensions: int, using: str) -> bool:
     """Whether ``using`` can answer a search over embeddings of ``dimensions`` with pgvector."""
-    return 0 < dimensions <= HNSW_MAX_DIMENSIONS and pgvector_version(using=using) is not None
+    return 0 < dimensions <= VECTOR_MAX_DIMENSIONS and search_index_ready(using=using)
 
 
-def search_index_table(dimensions: int) -> str:
-    return f"moderation_embedding_{int(dimensions)}"
+def search_index_record(*, analyses: Sequence[Analysis], client_ids: Sequence[Any], using: str) -> None:
+    """Point the index at each post's new current analysis, in the caller's transaction.
 
-
-def search_index_sync(*, posts: QuerySet[Post], client_id: Any, clip: str, dimensions: int, using: str) -> int:
-    """Make the index hold exactly the current embeddings of ``posts`` (one client, one CLIP).
-
-    ``posts`` are the client's searchable posts (current analysis by ``clip``, with an image
-    embedding). Rows of posts that left that set are deleted, missing or outdated ones
-    upserted. Returns the number of rows written.
+    ``client_ids[i]`` owns ``analyses[i]``. A post whose new analysis has no image embedding
+    (a text-only post, a hash-bank verdict) leaves the index.
     """
-    connection = connections[using]
-    table = search_index_table(dimensions)
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        _index_table_ensure(cursor, connection=connection, dimensions=dimensions)
-        current_sql, params = _sql(posts.values_list("id", "current_analysis_id"), using=using)
-        cursor.execute(f"DELETE FROM {table} WHERE client_id = %s AND clip_version = %s "
-                       f"AND (post_id, analysis_id) NOT IN ({current_sql})", (client_id, clip, *params))
-        missing = posts.values(pid=F("id"), aid=F("current_analysis_id"), emb=F("current_analysis__image_embedding"))
-        missing_sql, params = _sql(missing, using=using)
-        cursor.execute(f"SELECT s.pid, s.aid, s.emb FROM ({missing_sql}) s WHERE NOT EXISTS "
-                       f"(SELECT 1 FROM {table} e WHERE e.post_id = s.pid AND e.analysis_id = s.aid) ORDER BY s.pid",
-                       params)
-        rows = [(pid, aid, client_id, clip, _vector_literal(bytes(emb)))
-                for pid, aid, emb in cursor.fetchall() if len(emb) == 4 * dimensions]
-        cursor.executemany(f"INSERT INTO {table} (post_id, analysis_id, client_id, clip_version, embedding) "
-                           "VALUES (%s, %s, %s, %s, %s::vector) ON CONFLICT (post_id) DO UPDATE SET "
-                           "analysis_id = EXCLUDED.analysis_id, client_id = EXCLUDED.client_id, "
-                           "clip_version = EXCLUDED.clip_version, embedding = EXCLUDED.embedding", rows)
-    return len(rows)
-
-
-def _sql(queryset: QuerySet[Any], *, using: str) -> tuple[str, tuple[Any, ...]]:
-    # Compiled for ``using``: ``query.sql_with_params()`` would compile for the default database.
-    sql, params = queryset.query.get_compiler(using=using).as_sql()
-    return sql, tuple(params)
-
-
-def _index_table_ensure(cursor: CursorWrapper, *, connection: BaseDatabaseWrapper, dimensions: int) -> None:
-    table = search_index_table(dimensions)
-    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-    if cursor.fetchone()[0]:
+    if not analyses or not search_index_ready(using=using):
         return
-    # Two first searches at once would race on CREATE TABLE IF NOT EXISTS (a duplicate pg_type row).
-    cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
-    post_id = Post._meta.pk.db_type(connection)
-    client_id = Post._meta.get_field("client").db_type(connection)
-    analysis_id = Analysis._meta.pk.rel_db_type(connection)
-    cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} (post_id {post_id} PRIMARY KEY, "
-                   f"analysis_id {analysis_id} NOT NULL, client_id {client_id} NOT NULL, "
-                   f"clip_version text NOT NULL, embedding vector({int(dimensions)}) NOT NULL)")
-    cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_client ON {table} (client_id, clip_version)")
-    cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops)")
+    rows = [row for analysis, client_id in zip(analyses, client_ids)
+            if (row := _row(analysis, client_id=client_id)) is not None]
+    kept = {row.post_id for row in rows}
+    search_index_remove(post_ids=[a.post_id for a in analyses if a.post_id not in kept], using=using)
+    SearchEmbedding.objects.using(using).bulk_create(
+        rows, update_conflicts=True, unique_fields=["post"],
+        update_fields=["analysis", "client", "clip_version", "dimensions", "embedding"])
 
 
-def _vector_literal(embedding: bytes) -> str:
-    # float32 → Python float is exact and repr() round-trips, so pgvector stores the same float32 values.
-    return "[" + ",".join(repr(v) for v in np.frombuffer(embedding, dtype="<f4").tolist()) + "]"
+def _indexable(embedding: bytes | memoryview | None) -> np.ndarray | None:
+    # Finite values only: pgvector refuses NaN (analyses stored before embeddings were checked may hold one).
+    vector = None if embedding is None else np.frombuffer(bytes(embedding), dtype="<f4")
+    if vector is None or not 0 < len(vector) <= VECTOR_MAX_DIMENSIONS or not np.isfinite(vector).all():
+        return None
+    return vector
+
+
+def _row(analysis: Analysis, *, client_id: Any) -> SearchEmbedding | None:
+    vector = _indexable(analysis.image_embedding)
+    if vector is None:
+        return None
+    return SearchEmbedding(post_id=analysis.post_id, analysis_id=analysis.pk, client_id=client_id,
+                           clip_version=clip_version(analysis.model_version), dimensions=len(vector),
+                           embedding=vector)
+
+
+def search_index_remove(*, post_ids: Iterable[Any], using: str) -> int:
+    """Take posts out of the index (their content was purged); returns the rows deleted."""
+    post_ids = list(post_ids)
+    if not post_ids or not search_index_ready(using=using):
+        return 0
+    return SearchEmbedding.objects.using(using).filter(post_id__in=post_ids).delete()[0]
 
 
 def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, limit: int,
                             using: str) -> list[tuple[Any, bytes]]:
-    """Up to ``limit`` (post id, stored image embedding) of the client's nearest posts by HNSW.
+    """Up to ``limit`` (post id, embedding bytes) of the client's nearest posts by HNSW.
 
     Approximate: HNSW may miss a neighbour, so callers ask for more than they need and rescore.
-    ``hnsw.ef_search`` is raised to at least the limit (it bounds how many rows a scan returns)
-    and, from pgvector 0.8, ``hnsw.iterative_scan`` keeps a filtered scan going until it has
-    enough rows of this client.
+    The client filter runs inside the index scan: ``hnsw.iterative_scan`` (pgvector 0.8) keeps
+    scanning until ``limit`` rows of this client are found (or ``hnsw.max_scan_tuples``), and
+    ``hnsw.ef_search`` is raised to at least the limit. Order is relaxed: the caller rescores.
     """
-    connection = connections[using]
-    table = search_index_table(len(vector))
-    version = pgvector_version(using=using) or ()
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        ef_search = min(EF_SEARCH_MAX, max(100, 2 * limit))
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
-        if version >= (0, 8):
-            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
-        cursor.execute(f"SELECT e.post_id, a.image_embedding FROM (SELECT post_id, analysis_id FROM {table} "
-                       "WHERE client_id = %s AND clip_version = %s ORDER BY embedding <=> %s::vector LIMIT %s) e "
-                       f"JOIN {Analysis._meta.db_table} a ON a.id = e.analysis_id",
-                       (client_id, clip, _vector_literal(np.asarray(vector, dtype="<f4").tobytes()), limit))
-        return [(post_id, bytes(embedding)) for post_id, embedding in cursor.fetchall()]
+    dimensions = len(vector)
+    nearest = CosineDistance(Cast("embedding", VectorField(dimensions=dimensions)), np.asarray(vector, dtype="<f4"))
+    rows = (SearchEmbedding.objects.using(using)
+            .filter(client_id=client_id, clip_version=clip, dimensions=dimensions)
+            # The analysis' bytes, not the vector column: a bytea arrives hex-encoded, a vector as decimal text.
+            .order_by(nearest).values_list("post_id", "analysis__image_embedding")[:limit])
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+                       (str(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * limit))),))
+        if (pgvector_version(using=using) or ()) >= (0, 8):
+            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        return [(post_id, bytes(embedding)) for post_id, embedding in rows]
+
+
+def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> bool:
+    """Create the index where pgvector is (creating the extension if this role may) and fill it from
+    the current analyses; returns whether it was created. Nothing happens on other databases or
+    where the table already exists.
+
+    The database side of migration 0023 (``apps`` its historical models) and of
+    ``manage.py moderation_search_index``, for a database that got the extension after migrating.
+    """
+    connection = schema_editor.connection
+    model = apps.get_model("moderation", "SearchEmbedding")
+    table = model._meta.db_table
+    if (connection.vendor != "postgresql" or table in connection.introspection.table_names()
+            or not _vector_extension_ensure(connection)):
+        return False
+    schema_editor.create_model(model)
+    # Inline, not TOASTed: a 512-float vector is just over the 2 kB TOAST threshold, and reading each
+    # one back out of line doubles the cost of ranking a client's rows.
+    schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN")
+    # The database deletes a post's row with the post (or its analysis): Django never has to know this table exists.
+    for column, target in (("post_id", "moderation_post"), ("analysis_id", "moderation_analysis")):
+        schema_editor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
+                              f"REFERENCES {target} (id) ON DELETE CASCADE")
+    _current_embeddings_copy(apps, model, using=connection.alias)
+    return True
+
+
+def _vector_extension_ensure(connection: BaseDatabaseWrapper) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    if row[0] is None:
+        try:
+            # A savepoint: a refusal (pgvector is not a trusted extension) leaves the caller's transaction usable.
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except DatabaseError:
+            return False
+    return True
+
+
+def _current_embeddings_copy(apps: Apps, model: Any, *, using: str) -> None:
+    posts = (apps.get_model("moderation", "Post").objects.using(using)
+             .filter(current_analysis__image_embedding__isnull=False, content_deleted_at__isnull=True)
+             .values_list("id", "client_id", "current_analysis_id", "current_analysis__model_version",
+                          "current_analysis__image_embedding"))
+    rows = []
+    for post_id, client_id, analysis_id, model_version, embedding in posts.iterator(chunk_size=COPY_BATCH):
+        if (vector := _indexable(embedding)) is not None:
+            rows.append(model(post_id=post_id, client_id=client_id, analysis_id=analysis_id, embedding=vector,
+                              clip_version=clip_version(model_version), dimensions=len(vector)))
+        if len(rows) == COPY_BATCH:
+            model.objects.using(using).bulk_create(rows)
+            rows = []
+    model.objects.using(using).bulk_create(rows)

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from moderation.services.explanations import explanation_build
-from moderation.services.model_output import (BoxLimits, ModelOutputInvalid, model_boxes_clean, model_scores_clean,
-                                              model_text_clean)
+from moderation.services.model_output import (BoxLimits, ModelOutputInvalid, model_boxes_clean,
+                                              model_embedding_clean, model_scores_clean, model_text_clean)
 from vlm_engine.types import Analysis, Answer, Category, Grounding, Policy, Word
 
 LIMITS = BoxLimits(per_phrase=2, per_image=3, merge_iou=0.3)
@@ -38,6 +38,13 @@ def test_scores_are_clamped_and_non_finite_ones_refused():  # type: ignore[no-un
         model_scores_clean({"hate": float("inf")})
     with pytest.raises(ModelOutputInvalid, match="non-numeric score for 'hate'"):
         model_scores_clean({"hate": "high"})
+
+
+def test_embeddings_become_float32_bytes_and_non_finite_ones_are_refused():  # type: ignore[no-untyped-def]
+    assert model_embedding_clean((0.6, -0.8), role="image") == b"\x9a\x99\x19?\xcd\xccL\xbf"
+    assert model_embedding_clean(None, role="text") is None
+    with pytest.raises(ModelOutputInvalid, match="non-finite image embedding"):
+        model_embedding_clean((0.6, float("nan")), role="image")
 
 
 def test_boxes_are_clipped_merged_and_capped():  # type: ignore[no-untyped-def]
