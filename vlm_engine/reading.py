@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vlm_engine.registry import role_register
 from vlm_engine.types import Word
 
 RAPIDOCR = "rapidocr"
@@ -33,6 +34,7 @@ class Reading:
 NO_READING = Reading(text="", words=())
 
 
+@role_register("reader", names=(RAPIDOCR,), version_prefix="ocr")
 class OcrReaderRole:
     """RapidOCR with the detection, orientation and recognition models shipped inside its wheel.
 
@@ -50,13 +52,16 @@ class OcrReaderRole:
         self.min_score = min_score
 
     @classmethod
-    def load(cls, name: str, *, device: str = "cpu") -> OcrReaderRole:
+    def load(cls, name: str, *, device: str = "cpu", dtype: str = "float32",
+             local_files_only: bool = True) -> OcrReaderRole:
         """Load RapidOCR's packaged models (imported here, so processes that never read never import it).
 
         Args:
             name: "rapidocr" (the only OCR family so far).
             device: a torch-style device string; "cuda…" asks ONNX Runtime for its CUDA provider,
                 which RapidOCR falls back from (to the CPU) when the installed runtime lacks it.
+            dtype, local_files_only: the factory's common arguments; RapidOCR runs its packaged
+                fp32 ONNX models, never downloaded.
 
         Raises:
             ValueError: `name` is not an OCR reader.
