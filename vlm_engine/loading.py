@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, EngineConfig
+from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, ROLE_KINDS, EngineConfig
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -20,6 +20,8 @@ _CHECKPOINT_FILE_GROUPS = (
     ("tokenizer.json", "vocab.json"),
     _WEIGHT_FILES,
 )
+# Another name a setting may be given by: the embedder field is called "clip" for history's sake.
+FIELD_ALIASES = {"embedder": "clip"}
 _TINY_NOTICE = ("using the random-weight 'tiny' checkpoints: what they produce is withheld as 'unavailable', "
                 "and scores from the tiny embedder are noise.")
 
@@ -74,8 +76,7 @@ def config_roles_real(config: EngineConfig) -> dict[str, bool]:
     """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
     from vlm_engine.checkpoints import checkpoint_is_real
 
-    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator"}
-    real = {kinds[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
+    real = {ROLE_KINDS[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
     if config.reader == "rapidocr":
         real["reader"] = True  # its models ship inside the rapidocr wheel
     elif config.reader == "vlm" and "generator" in real:
@@ -181,7 +182,10 @@ def _overrides_parse(overrides: Mapping[str, str]) -> dict[str, Any]:
     """Convert string settings (environment variables) to the types EngineConfig declares."""
     types = {field.name: field.type for field in dataclasses.fields(EngineConfig)}
     parsed: dict[str, Any] = {}
-    for name, value in overrides.items():
+    for key, value in overrides.items():
+        name = FIELD_ALIASES.get(key, key)
+        if name != key and name in overrides:
+            raise ValueError(f"engine settings {key!r} and {name!r} name the same role; give one")
         if name not in types or name in ("profile", "tiny_dir", "device"):
             raise ValueError(f"unknown or non-overridable engine setting {name!r}")
         parsed[name] = _value_parse(name, value, str(types[name]))

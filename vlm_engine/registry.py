@@ -187,6 +187,27 @@ def checkpoint_family(kind: str, name_or_path: str, *, local_files_only: bool = 
     return family_find(kind, checkpoint_model_type(name_or_path, local_files_only=local_files_only))
 
 
+def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
+    """Why a local checkpoint cannot serve as a `kind`, read from its config.json; None when it can.
+
+    Only a local directory is judged (no transformers, no network: the web process's system checks
+    call this); a hub id or a missing path gives None, and loading reports it later.
+    """
+    _kind_check(kind)
+    _adapters_import()
+    config = Path(name_or_path) / "config.json"
+    if not name_or_path or name_or_path in _NAMES[kind] or not config.is_file():
+        return None
+    try:
+        model_type = str(json.loads(config.read_text()).get("model_type", ""))
+        family_find(kind, model_type)
+    except UnknownFamily as err:
+        return str(err)
+    except (OSError, ValueError, AttributeError) as err:
+        return f"{config} is not a readable model config: {err}"
+    return None
+
+
 def role_create(kind: str, name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
                 local_files_only: bool = False) -> Any:
     """Load `name_or_path` as a role of `kind` through the adapter its model_type is registered to.
