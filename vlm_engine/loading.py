@@ -12,12 +12,16 @@ from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, ROLE_KINDS, EngineConf
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# A checkpoint (CLIP, OWLv2 or a VLM) needs one file of each group. Transformers 5 saves the image processor
-# inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
+# Tokenizer files by family: a tokenizers JSON, a BPE (CLIP) or WordPiece (BERT: ALIGN, FLAVA, ChineseCLIP)
+# vocabulary, or a SentencePiece model (SigLIP, XLM-R).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model")
+# A checkpoint (an embedder, OWLv2 or a VLM) needs one file of each group. Transformers 5 saves the image
+# processor inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
 _CHECKPOINT_FILE_GROUPS = (
     ("config.json",),
     ("preprocessor_config.json", "processor_config.json"),
-    ("tokenizer.json", "vocab.json"),
+    _TOKENIZER_FILES,
     _WEIGHT_FILES,
 )
 # Another name a setting may be given by: the embedder field is called "clip" for history's sake.
@@ -120,8 +124,8 @@ def checkpoint_download(name: str) -> None:
 
     files = set(list_repo_files(name))
     weights = next((weight for weight in _WEIGHT_FILES if weight in files), _WEIGHT_FILES[0])
-    # Transformers 5 processors may keep their chat template in chat_template.jinja.
-    snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.jinja", weights])
+    # Transformers 5 processors may keep their chat template in chat_template.jinja; *.model: SentencePiece.
+    snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.jinja", "*.model", weights])
 
 
 def _checkpoints_obtain(names: list[str], timeout_s: float) -> str | None:

@@ -129,6 +129,16 @@ def test_resolve_rejects_bad_overrides(overrides: dict[str, str], message: str, 
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize("tokenizer", ["vocab.txt", "spiece.model", "sentencepiece.bpe.model"])
+def test_checkpoint_cached_takes_each_family_s_tokenizer_files(tokenizer: str, tmp_path: Path) -> None:
+    """BERT towers (ALIGN, FLAVA, ChineseCLIP) ship vocab.txt, SigLIP and XLM-R a SentencePiece model."""
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (tmp_path / name).write_text("{}")
+    assert loading.checkpoint_cached(str(tmp_path)) is False
+    (tmp_path / tokenizer).write_text("")
+    assert loading.checkpoint_cached(str(tmp_path)) is True
+
+
 def test_embedder_is_another_name_for_the_clip_setting(tiny_dir: Path) -> None:
     config, _ = loading.engine_config_resolve("tiny", tiny_dir=str(tiny_dir), overrides={"embedder": "/ckpt/siglip"})
     assert config.clip == "/ckpt/siglip"
