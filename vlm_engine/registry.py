@@ -27,8 +27,9 @@ passed as ``tiny=`` so that tests and offline demos can build it. The contract o
   ``GrounderRole.ground``, ``GeneratorRole.generate``); a verifier scores P(match) per
   (image, text) pair.
 
-A new module holding adapters appends its dotted name to ``ADAPTER_MODULES``, so that the
-registry imports it (lazily, on the first look-up). Adapter modules import torch and
+A new module holding adapters (``vlm_engine.verification`` for the verifier families, say)
+appends its dotted name to ``ADAPTER_MODULES``, so that the registry imports it (lazily, on the
+first look-up); a family added to an existing module needs nothing more than its decorator. Adapter modules import torch and
 transformers inside functions only: the web process reads the registry (its system checks do)
 without them. Families can also be registered under a plain name instead of a ``model_type``
 (``names=("rapidocr",)``): a checkpoint named exactly so is that family, without a config file.

@@ -232,9 +232,3 @@ def tiny_flava_write(directory: str | Path) -> Path:
 
     return _written(directory, "flava", build)
 
-
-# Family (model_type) -> writer; the subdirectory each writes is named after its family.
-TINY_EMBEDDER_WRITERS: dict[str, Callable[[str | Path], Path]] = {
-    "siglip": tiny_siglip_write, "siglip2": tiny_siglip2_write, "align": tiny_align_write,
-    "altclip": tiny_altclip_write, "chinese_clip": tiny_chinese_clip_write, "flava": tiny_flava_write,
-}
