@@ -311,22 +311,28 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--families", default=",".join(FAMILY_SHAPES),
                         help="embedder families with a row of their own, comma-separated ('' for none)")
+    parser.add_argument("--families-only", action="store_true",
+                        help="only the family rows, written to <results-dir>/engine-families.json")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
-    checkpoints = checkpoints_for(args.quick, args.models_dir)
+    command = " ".join([".venv/bin/python -m bench.engine", *(sys.argv[1:] if argv is None else argv)])
     posts = bench_posts(args.posts)
     policy = bench_policy(phrases=args.phrases, questions=args.questions)
     load_before = os.getloadavg()
+    wanted = [family for family in args.families.split(",") if family]
+    if args.families_only:
+        families_main(args, command, wanted, posts, policy)
+        return
+    checkpoints = checkpoints_for(args.quick, args.models_dir)
     engine = side_run("engine", lambda: engine_side(checkpoints, posts, policy, repeats=args.repeats))
     reference = side_run("reference", lambda: reference_side(checkpoints, posts, policy))
-    wanted = [family for family in args.families.split(",") if family]
     rows = families_rows(wanted, args.models_dir / "tiny-embedders", posts, policy,
                          warm_up_policy=warm_up_policy(policy), full_size=not args.quick, repeats=args.repeats)
     payload = {
-        "command": " ".join([".venv/bin/python -m bench.engine", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "inputs": {"posts": len(posts), "image_size": list(IMAGE_SIZE), "checkpoints": "tiny" if args.quick else
                    {role: path.name for role, path in checkpoints.items()},
@@ -346,6 +352,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if failed:
         raise BenchmarkFailed(f"{' and '.join(failed)} side failed; no ratio reported (see {path})")
     print(summary_line(payload, path))
+
+
+def families_main(args: argparse.Namespace, command: str, wanted: Sequence[str], posts: Sequence[PostInput],
+                  policy: Policy) -> None:
+    """--families-only: the embedder family rows alone, in engine-families.json."""
+    load_before = os.getloadavg()
+    rows = families_rows(wanted, args.models_dir / "tiny-embedders", posts, policy,
+                         warm_up_policy=warm_up_policy(policy), full_size=not args.quick, repeats=args.repeats)
+    payload = {"command": command, "load_average": {"before": load_before, "after": os.getloadavg()},
+               "inputs": {"posts": len(posts), "image_size": list(IMAGE_SIZE), "categories": len(policy.categories),
+                          "full_size": not args.quick},
+               "families": rows, "ratios": {family: row["ratio"] for family, row in rows.items() if "ratio" in row}}
+    path = results_write("engine-families", payload, args.results_dir)
+    failed = [family for family, row in rows.items() if "failed" in row]
+    if failed:
+        raise BenchmarkFailed(f"{', '.join(failed)} failed; no ratio for them (see {path})")
+    print(f"embedder families (engine/reference posts per s): "
+          f"{', '.join(f'{family} {value:.2f}x' for family, value in payload['ratios'].items())}; wrote {path}")
 
 
 def summary_line(payload: Mapping[str, Any], path: Path) -> str:

@@ -39,10 +39,12 @@ _EFFICIENTNET_B7 = {"width_coefficient": 2.0, "depth_coefficient": 3.1, "kernel_
                     "expand_ratios": [1, 6, 6, 6, 6, 6, 6], "hidden_dim": 640, "depthwise_padding": []}
 FAMILY_SHAPES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "siglip": ("google/siglip-base-patch16-224",
-               {"vision_config": {**_VIT_B16, "image_size": 224, "patch_size": 16}, "text_config": _VIT_B16},
+               {"vision_config": {**_VIT_B16, "image_size": 224, "patch_size": 16},
+                "text_config": {**_VIT_B16, "projection_size": 768}},
                {"size": {"height": 224, "width": 224}}),
     "siglip2": ("google/siglip2-base-patch16-naflex",
-                {"vision_config": {**_VIT_B16, "num_patches": 256, "patch_size": 16}, "text_config": _VIT_B16},
+                {"vision_config": {**_VIT_B16, "num_patches": 256, "patch_size": 16},
+                 "text_config": {**_VIT_B16, "projection_size": 768}},
                 {"max_num_patches": 256, "patch_size": 16}),
     "align": ("kakaobrain/align-base",
               {"vision_config": {**_EFFICIENTNET_B7, "image_size": 289}, "text_config": _VIT_B16,

@@ -50,6 +50,17 @@ def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
     assert families["flava"]["max_score_difference"] < 1e-4  # draft-decoded pixels still score alike
 
 
+def test_engine_families_only_writes_the_family_rows_alone(tmp_path: Path) -> None:
+    _run("bench.engine", "--quick", "--families-only", "--families", "align", "--results-dir", str(tmp_path),
+         "--models-dir", str(tmp_path / "models"))
+    assert not (tmp_path / "engine.json").exists()
+    document = json.loads((tmp_path / "engine-families.json").read_text())
+    assert list(document["families"]) == list(document["ratios"]) == ["align"]
+    row = document["families"]["align"]
+    assert row["checkpoint_shape"] == "kakaobrain/align-base" and document["inputs"]["full_size"] is False
+    assert _positive(row["ratio"]) and row["max_score_difference"] < 1e-4
+
+
 def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:
     _run("bench.gpu", "--dry-run", "--profiles", "small", "--results-dir", str(tmp_path),
          "--tiny-dir", str(tmp_path / "tiny"))

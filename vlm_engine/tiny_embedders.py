@@ -136,7 +136,8 @@ def tiny_siglip2_write(directory: str | Path) -> Path:
         processor = Siglip2Processor(  # type: ignore[no-untyped-call]  # unannotated in transformers
             image_processor=image_processor, tokenizer=tokenizer)
         text = {**_TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": 64,
-                "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+                "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id}
         vision = {**_TOWER, "patch_size": TINY_PATCH, "num_patches": 16}
         return _sigmoid_calibrated(Siglip2Model(Siglip2Config(text_config=text, vision_config=vision))), processor
 
