@@ -20,6 +20,10 @@ reference cascade is derived from its per-post stage timings: CLIP for every pos
 for the posts the engine's cascade chose.
 Warm-up calls (one post, another policy version and phrases, so the measured calls still
 embed their prompts and phrases) are excluded. --quick runs the tiny checkpoints instead.
+
+Then one row per other embedder family (--families; bench/families.py): the engine scoring the
+batch with that embedder alone against the transformers reference per post and category, on the
+published base checkpoint's shape with random weights (the tiny checkpoint with --quick).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from PIL import Image
 from bench import common
 from bench.architectures import MODELS_DIR, profile_write
 from bench.common import BenchmarkFailed, ratio, results_write, summary
+from bench.families import FAMILY_SHAPES, families_rows
 from vlm_engine.cascade import policy_phrases, policy_questions
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
@@ -304,19 +309,30 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny checkpoints: a smoke run in seconds")
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("--families", default=",".join(FAMILY_SHAPES),
+                        help="embedder families with a row of their own, comma-separated ('' for none)")
+    parser.add_argument("--families-only", action="store_true",
+                        help="only the family rows, written to <results-dir>/engine-families.json")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
-    checkpoints = checkpoints_for(args.quick, args.models_dir)
+    command = " ".join([".venv/bin/python -m bench.engine", *(sys.argv[1:] if argv is None else argv)])
     posts = bench_posts(args.posts)
     policy = bench_policy(phrases=args.phrases, questions=args.questions)
     load_before = os.getloadavg()
+    wanted = [family for family in args.families.split(",") if family]
+    if args.families_only:
+        families_main(args, command, wanted, posts, policy)
+        return
+    checkpoints = checkpoints_for(args.quick, args.models_dir)
     engine = side_run("engine", lambda: engine_side(checkpoints, posts, policy, repeats=args.repeats))
     reference = side_run("reference", lambda: reference_side(checkpoints, posts, policy))
+    rows = families_rows(wanted, args.models_dir / "tiny-embedders", posts, policy,
+                         warm_up_policy=warm_up_policy(policy), full_size=not args.quick, repeats=args.repeats)
     payload = {
-        "command": " ".join([".venv/bin/python -m bench.engine", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "inputs": {"posts": len(posts), "image_size": list(IMAGE_SIZE), "checkpoints": "tiny" if args.quick else
                    {role: path.name for role, path in checkpoints.items()},
@@ -325,14 +341,35 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "max_new_tokens": MAX_NEW_TOKENS},
         "engine": engine,
         "reference": reference,
+        "families": rows,
     }
     failed = [side for side, result in (("engine", engine), ("reference", reference)) if "failed" in result]
+    failed += [f"{family} family" for family, row in rows.items() if "failed" in row]
     if not failed:
-        payload["ratios"] = comparison(engine, reference)
+        payload["ratios"] = {**comparison(engine, reference),
+                             "families": {family: row["ratio"] for family, row in rows.items()}}
     path = results_write("engine", payload, args.results_dir)
     if failed:
         raise BenchmarkFailed(f"{' and '.join(failed)} side failed; no ratio reported (see {path})")
     print(summary_line(payload, path))
+
+
+def families_main(args: argparse.Namespace, command: str, wanted: Sequence[str], posts: Sequence[PostInput],
+                  policy: Policy) -> None:
+    """--families-only: the embedder family rows alone, in engine-families.json."""
+    load_before = os.getloadavg()
+    rows = families_rows(wanted, args.models_dir / "tiny-embedders", posts, policy,
+                         warm_up_policy=warm_up_policy(policy), full_size=not args.quick, repeats=args.repeats)
+    payload = {"command": command, "load_average": {"before": load_before, "after": os.getloadavg()},
+               "inputs": {"posts": len(posts), "image_size": list(IMAGE_SIZE), "categories": len(policy.categories),
+                          "full_size": not args.quick},
+               "families": rows, "ratios": {family: row["ratio"] for family, row in rows.items() if "ratio" in row}}
+    path = results_write("engine-families", payload, args.results_dir)
+    failed = [family for family, row in rows.items() if "failed" in row]
+    if failed:
+        raise BenchmarkFailed(f"{', '.join(failed)} failed; no ratio for them (see {path})")
+    print(f"embedder families (engine/reference posts per s): "
+          f"{', '.join(f'{family} {value:.2f}x' for family, value in payload['ratios'].items())}; wrote {path}")
 
 
 def summary_line(payload: Mapping[str, Any], path: Path) -> str:
@@ -341,7 +378,9 @@ def summary_line(payload: Mapping[str, Any], path: Path) -> str:
             f"{engine['cascade']['posts_per_s']:.3f} cascade "
             f"({engine['cascade']['looked_closer_fraction']:.0%} looked closer); reference "
             f"{reference['posts_per_s']:.3f} posts/s -> {ratios['all_roles']:.2f}x all roles, "
-            f"{ratios['cascade']:.2f}x cascade; wrote {path}")
+            f"{ratios['cascade']:.2f}x cascade; embedder families "
+            f"{', '.join(f'{family} {value:.2f}x' for family, value in ratios['families'].items()) or 'none'}; "
+            f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,26 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
     if not isinstance(s.MODELS, dict):
         errors.append(Error("MODERATION['MODELS'] must be a dict of role -> checkpoint.",
                             id="moderation.E007"))
+    else:
+        errors += _model_family_errors(s.MODELS)
+    return errors
+
+
+def _model_family_errors(models: dict[str, Any]) -> list[Error]:
+    """A local checkpoint whose config.json names a model_type no adapter of its role is registered for."""
+    from vlm_engine.config import ROLE_KINDS
+    from vlm_engine.loading import FIELD_ALIASES
+    from vlm_engine.registry import checkpoint_family_problem
+
+    errors = []
+    for key, name in models.items():
+        kind = ROLE_KINDS.get(FIELD_ALIASES.get(key, key))
+        problem = checkpoint_family_problem(kind, name) if kind and isinstance(name, str) else None
+        if problem:
+            errors.append(Error(f"MODERATION['MODELS'][{key!r}]: {problem}.",
+                                hint="Point the role at a checkpoint of a registered family (README, 'Model "
+                                     "families'), or register an adapter for it (vlm_engine/registry.py).",
+                                id="moderation.E022"))
     return errors
 
 

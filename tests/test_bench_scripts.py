@@ -27,7 +27,8 @@ def _positive(value: Any) -> bool:
 
 
 def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
-    _run("bench.engine", "--quick", "--results-dir", str(tmp_path), "--models-dir", str(tmp_path / "models"))
+    _run("bench.engine", "--quick", "--results-dir", str(tmp_path), "--models-dir", str(tmp_path / "models"),
+         "--families", "siglip,flava")
     document = json.loads((tmp_path / "engine.json").read_text())
     assert document["command"].startswith(f".venv/bin/python -m bench.engine --quick --results-dir {tmp_path} ")
     assert document["inputs"]["posts"] == 2 and document["inputs"]["prompts_per_post"] == 4
@@ -39,6 +40,25 @@ def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
     assert _positive(reference["posts_per_s"])
     assert all(_positive(ratios[key]) for key in ("all_roles", "cascade", "reference_cascade_posts_per_s"))
     assert set(ratios["per_role_time_reference_over_engine"]) == {"clip", "ground", "generate"}
+    # One row per embedder family asked for: the pipeline's sigmoid for SigLIP, FLAVA's own head by hand.
+    families = document["families"]
+    assert list(families) == list(ratios["families"]) == ["siglip", "flava"]
+    assert [families[name]["probabilities"] for name in families] == ["sigmoid per label", "softmax across labels"]
+    for row in families.values():
+        assert _positive(row["engine_posts_per_s"]) and _positive(row["reference_posts_per_s"])
+        assert set(row["engine_timings_ms"]) == {"decode", "embed", "score"}
+    assert families["flava"]["max_score_difference"] < 1e-4  # draft-decoded pixels still score alike
+
+
+def test_engine_families_only_writes_the_family_rows_alone(tmp_path: Path) -> None:
+    _run("bench.engine", "--quick", "--families-only", "--families", "align", "--results-dir", str(tmp_path),
+         "--models-dir", str(tmp_path / "models"))
+    assert not (tmp_path / "engine.json").exists()
+    document = json.loads((tmp_path / "engine-families.json").read_text())
+    assert list(document["families"]) == list(document["ratios"]) == ["align"]
+    row = document["families"]["align"]
+    assert row["checkpoint_shape"] == "kakaobrain/align-base" and document["inputs"]["full_size"] is False
+    assert _positive(row["ratio"]) and row["max_score_difference"] < 1e-4
 
 
 def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
 # The config fields naming a checkpoint, one per role; "" disables the grounder or generator.
 ROLE_FIELDS = ("clip", "grounder", "generator")
+# The registry kind (vlm_engine.registry.KINDS) each checkpoint field is loaded as.
+ROLE_KINDS = {"clip": "embedder", "grounder": "grounder", "generator": "generator", "text": "text"}
 # Default checkpoints per real profile; "tiny" lives under the caller's tiny_dir.
 PROFILE_CHECKPOINTS = {
     "small": {
@@ -44,14 +46,14 @@ class EngineConfig:
     """
 
     profile: str = "tiny"
-    clip: str = ""  # model id or local path of the CLIP checkpoint
+    clip: str = ""  # model id or local path of the embedder: any registered embedder family (CLIP, SigLIP…)
     device: str = "cpu"
     dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
     batch_size: int = 16
     text_weight: float = 0.5  # weight of the post-text embedding in the joint embedding
     tiny_dir: str = ""  # where the tiny checkpoints live
-    grounder: str = ""  # model id or local path of the OWLv2 grounder; "" disables grounding
-    generator: str = ""  # model id or local path of the image-text-to-text model; "" disables generation
+    grounder: str = ""  # model id or local path of a registered grounder (OWLv2); "" disables grounding
+    generator: str = ""  # model id or local path of a registered generator (Idefics3/SmolVLM); "" disables it
     # A post with an image whose highest category score reaches this is grounded and captioned;
     # 0.0 looks closer at every post with an image (and lets the read text feed the scores).
     look_closer: float = 0.35

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from vlm_engine.cascade import NO_FINDINGS, Findings, LookCloser, classifier_text
-from vlm_engine.clip import ClipRole
+from vlm_engine.embedders import EmbedderRole
 from vlm_engine.config import EngineConfig
 from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import DecodedImage, ImageRejected, image_decode
 from vlm_engine.reading import NO_READING, RAPIDOCR, VLM_READER, OcrReaderRole, Reading
+from vlm_engine.registry import role_create
 from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
 from vlm_engine.text import TextRole, TextScorer
 from vlm_engine.timing import stage_timed
@@ -38,12 +39,12 @@ class _Scored:
 
 
 class Engine:
-    """Scores posts with CLIP, then looks closer with the grounder and generator where configured."""
+    """Scores posts with the embedder (CLIP or another family), then looks closer with the grounder and generator where configured."""
 
     def __init__(
         self,
         config: EngineConfig,
-        clip: ClipRole,
+        clip: EmbedderRole,
         *,
         grounder: GrounderRole | None = None,
         generator: GeneratorRole | None = None,
@@ -69,20 +70,23 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
-        """Load the checkpoints named by `config`: CLIP, and the grounder and generator unless disabled.
+        """Load the roles named by `config` through the registry (`vlm_engine.registry.role_create`):
+        the embedder, and the grounder, generator, reader and text roles unless disabled.
 
         Raises:
             OSError: a checkpoint cannot be found or read.
-            ValueError: the grounder checkpoint is not OWLv2.
+            UnknownFamily (a ValueError): a checkpoint's model_type has no adapter for its role.
         """
-        device, dtype = config.device, config.dtype
+        def create(kind: str, name: str, dtype: str = config.dtype) -> Any:
+            return role_create(kind, name, device=config.device, dtype=dtype) if name else None
+
         return cls(
             config,
-            ClipRole.load(config.clip, device=device, dtype=dtype),
-            grounder=GrounderRole.load(config.grounder, device=device, dtype=dtype) if config.grounder else None,
-            generator=GeneratorRole.load(config.generator, device=device, dtype=dtype) if config.generator else None,
-            reader=OcrReaderRole.load(RAPIDOCR, device=device) if config.reader == RAPIDOCR else None,
-            text=TextRole.load(config.text, device=device) if config.text else None,
+            create("embedder", config.clip),
+            grounder=create("grounder", config.grounder),
+            generator=create("generator", config.generator),
+            reader=create("reader", RAPIDOCR if config.reader == RAPIDOCR else ""),
+            text=create("text", config.text, "float32"),  # small, and its similarities are compared in tenths
         )
 
     def roles_real(self) -> dict[str, bool]:
@@ -90,7 +94,7 @@ class Engine:
 
         Only configured roles are listed, the embedder first.
         """
-        roles: dict[str, ClipRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | None] = {
+        roles: dict[str, EmbedderRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | None] = {
             "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
             "text": self.text}
         if self.reader is None and self.config.reader == VLM_READER:

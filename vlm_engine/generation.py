@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_load, checkpoint_version
+from vlm_engine.registry import CheckpointRole, role_register
+from vlm_engine.tiny_generator import tiny_generator_write
 
 if TYPE_CHECKING:
     import torch
@@ -44,37 +45,15 @@ def rationale_prompt(category_names: Sequence[str], post_text: str) -> str:
     )
 
 
-class GeneratorRole:
+# Idefics3 is SmolVLM's architecture; "smolvlm" is the model_type of SmolVLM2 checkpoints.
+@role_register("generator", "idefics3", "smolvlm", auto_class="AutoModelForImageTextToText", version_prefix="vlm",
+               tiny=tiny_generator_write)
+class GeneratorRole(CheckpointRole):
     """A loaded image-text-to-text checkpoint; each call is preprocess → generate (device) → decode (str)."""
 
-    def __init__(self, model: Any, processor: Any, *, version: str, device: str, real: bool = True) -> None:
-        self.model = model
-        self.processor = processor
-        self.version = version
-        self.real = real  # False: random weights, so the output is no finding
-        self.device = device
+    def _setup(self) -> None:
         # Decoder-only generation appends after the prompt, so prompts must end flush right.
         self.processor.tokenizer.padding_side = "left"
-
-    @classmethod
-    def load(cls, name_or_path: str, *, device: str, dtype: str, local_files_only: bool = False) -> GeneratorRole:
-        """Load an image-text-to-text checkpoint and its processor with `from_pretrained`.
-
-        Args:
-            name_or_path: a Hugging Face model id or a local checkpoint directory.
-            device: torch device string, e.g. "cpu" or "cuda:0".
-            dtype: "float32", "bfloat16" or "float16".
-            local_files_only: never touch the network (local path or HF cache only).
-
-        Raises:
-            OSError: the checkpoint cannot be found or read.
-        """
-        from transformers import AutoModelForImageTextToText
-
-        model, processor = checkpoint_load(AutoModelForImageTextToText, name_or_path, device=device, dtype=dtype,
-                                           local_files_only=local_files_only)
-        version = checkpoint_version("vlm", name_or_path)
-        return cls(model, processor, version=version, device=device, real=checkpoint_is_real(name_or_path))
 
     def generate(
         self, images: Sequence[Image.Image], prompts: Sequence[str], *, max_new_tokens: int = 32

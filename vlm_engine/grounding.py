@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-# One way to name and version a checkpoint, shared with the CLIP role.
-from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_load, checkpoint_version
+from vlm_engine.registry import CheckpointRole, role_register
+from vlm_engine.tiny_grounder import tiny_grounder_write
 from vlm_engine.types import Grounding
 
 if TYPE_CHECKING:
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 QUERY_CACHE_SIZE = 4096
 
 
-class GrounderRole:
+# OWL-ViT has the same heads but does not pad to a square, so its boxes would map back wrong: OWLv2 only.
+@role_register("grounder", "owlv2", auto_class="AutoModelForZeroShotObjectDetection", tiny=tiny_grounder_write)
+class GrounderRole(CheckpointRole):
     """A loaded OWLv2 checkpoint; each call is preprocess → forward (device) → postprocess (numpy).
 
     The transformers "zero-shot-object-detection" pipeline runs the whole model once per phrase
@@ -28,45 +30,14 @@ class GrounderRole:
     cached go through the text tower once, and the detection heads score every phrase at once.
     """
 
-    def __init__(self, model: Any, processor: Any, *, version: str, device: str, real: bool = True) -> None:
-        self.model = model
-        self.processor = processor
-        self.version = version
-        self.real = real  # False: random weights, so the output is no finding
-        self.device = device
-        self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
+    def _setup(self) -> None:
+        self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
         self._query_embeds: dict[str, torch.Tensor] = {}
 
     @property
     def image_size(self) -> int:
         """Side of the padded square the model sees, in pixels (960 for OWLv2 base)."""
         return int(self.processor.image_processor.size["height"])
-
-    @classmethod
-    def load(
-        cls, name_or_path: str, *, device: str, dtype: str, local_files_only: bool = False
-    ) -> GrounderRole:
-        """Load an OWLv2 checkpoint and its processor with `from_pretrained`.
-
-        Args:
-            name_or_path: a Hugging Face model id or a local checkpoint directory.
-            device: torch device string, e.g. "cpu" or "cuda:0".
-            dtype: "float32", "bfloat16" or "float16".
-            local_files_only: never touch the network (local path or HF cache only).
-
-        Raises:
-            OSError: the checkpoint cannot be found or read.
-            ValueError: the checkpoint is not an OWLv2 detector.
-        """
-        from transformers import AutoModelForZeroShotObjectDetection
-
-        model, processor = checkpoint_load(AutoModelForZeroShotObjectDetection, name_or_path, device=device,
-                                           dtype=dtype, local_files_only=local_files_only)
-        # OWL-ViT has the same heads but does not pad to a square, so its boxes would map back wrong.
-        if model.config.model_type != "owlv2":
-            raise ValueError(f"{name_or_path} is a {model.config.model_type} model, not OWLv2")
-        version = checkpoint_version("owlv2", name_or_path)
-        return cls(model, processor, version=version, device=device, real=checkpoint_is_real(name_or_path))
 
     def ground(
         self,

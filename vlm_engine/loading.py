@@ -8,18 +8,24 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, EngineConfig
+from vlm_engine.config import PACKAGED_TEXT, ROLE_FIELDS, ROLE_KINDS, EngineConfig
 
 HUB_HOST = "huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# A checkpoint (CLIP, OWLv2 or a VLM) needs one file of each group. Transformers 5 saves the image processor
-# inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
+# Tokenizer files by family: a tokenizers JSON, a BPE (CLIP) or WordPiece (BERT: ALIGN, FLAVA, ChineseCLIP)
+# vocabulary, or a SentencePiece model (SigLIP, XLM-R).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model")
+# A checkpoint (an embedder, OWLv2 or a VLM) needs one file of each group. Transformers 5 saves the image
+# processor inside processor_config.json; hub checkpoints saved earlier have preprocessor_config.json.
 _CHECKPOINT_FILE_GROUPS = (
     ("config.json",),
     ("preprocessor_config.json", "processor_config.json"),
-    ("tokenizer.json", "vocab.json"),
+    _TOKENIZER_FILES,
     _WEIGHT_FILES,
 )
+# Another name a setting may be given by: the embedder field is called "clip" for history's sake.
+FIELD_ALIASES = {"embedder": "clip"}
 _TINY_NOTICE = ("using the random-weight 'tiny' checkpoints: what they produce is withheld as 'unavailable', "
                 "and scores from the tiny embedder are noise.")
 
@@ -74,8 +80,7 @@ def config_roles_real(config: EngineConfig) -> dict[str, bool]:
     """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
     from vlm_engine.checkpoints import checkpoint_is_real
 
-    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator"}
-    real = {kinds[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
+    real = {ROLE_KINDS[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
     if config.reader == "rapidocr":
         real["reader"] = True  # its models ship inside the rapidocr wheel
     elif config.reader == "vlm" and "generator" in real:
@@ -119,8 +124,8 @@ def checkpoint_download(name: str) -> None:
 
     files = set(list_repo_files(name))
     weights = next((weight for weight in _WEIGHT_FILES if weight in files), _WEIGHT_FILES[0])
-    # Transformers 5 processors may keep their chat template in chat_template.jinja.
-    snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.jinja", weights])
+    # Transformers 5 processors may keep their chat template in chat_template.jinja; *.model: SentencePiece.
+    snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.jinja", "*.model", weights])
 
 
 def _checkpoints_obtain(names: list[str], timeout_s: float) -> str | None:
@@ -181,7 +186,10 @@ def _overrides_parse(overrides: Mapping[str, str]) -> dict[str, Any]:
     """Convert string settings (environment variables) to the types EngineConfig declares."""
     types = {field.name: field.type for field in dataclasses.fields(EngineConfig)}
     parsed: dict[str, Any] = {}
-    for name, value in overrides.items():
+    for key, value in overrides.items():
+        name = FIELD_ALIASES.get(key, key)
+        if name != key and name in overrides:
+            raise ValueError(f"engine settings {key!r} and {name!r} name the same role; give one")
         if name not in types or name in ("profile", "tiny_dir", "device"):
             raise ValueError(f"unknown or non-overridable engine setting {name!r}")
         parsed[name] = _value_parse(name, value, str(types[name]))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vlm_engine.registry import role_register
 from vlm_engine.types import Word
 
 RAPIDOCR = "rapidocr"
@@ -37,6 +38,7 @@ class Reading:
 NO_READING = Reading(text="", words=())
 
 
+@role_register("reader", names=(RAPIDOCR,), version_prefix="ocr")
 class OcrReaderRole:
     """RapidOCR with the detection, orientation and recognition models shipped inside its wheel.
 
@@ -58,7 +60,8 @@ class OcrReaderRole:
         self.device_note = device_note  # why, in one sentence for the operator
 
     @classmethod
-    def load(cls, name: str, *, device: str = "cpu") -> OcrReaderRole:
+    def load(cls, name: str, *, device: str = "cpu", dtype: str = "float32",
+             local_files_only: bool = True) -> OcrReaderRole:
         """Load RapidOCR's packaged models (imported here, so processes that never read never import it).
 
         Args:
@@ -66,6 +69,8 @@ class OcrReaderRole:
             device: a torch-style device string; "cuda[:N]" runs the models on that GPU through
                 ONNX Runtime's CUDA provider when the installed runtime has it (`onnxruntime-gpu`),
                 else on the CPU, with a warning (`ocr_device`).
+            dtype, local_files_only: the factory's common arguments; RapidOCR runs its packaged
+                fp32 ONNX models, never downloaded.
 
         Raises:
             ValueError: `name` is not an OCR reader.

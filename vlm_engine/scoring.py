@@ -1,4 +1,8 @@
-"""CLIP zero-shot scoring: batched embeddings, a joint image+text embedding, softmax over policy prompts."""
+"""Zero-shot scoring: batched embeddings, a joint image+text embedding, the embedder's label probabilities.
+
+The embedder says how a category's prompts become its score (`EmbedderRole.category_scores`):
+a softmax against the benign prompts for CLIP-like families, its best prompt's own sigmoid for SigLIP.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlm_engine.clip import ClipRole
+from vlm_engine.embedders import EmbedderRole
 from vlm_engine.learning.dataset import embeddings_pair, sentences_stack
 from vlm_engine.text import TextTable
 from vlm_engine.types import Policy
@@ -37,9 +41,9 @@ class PromptTable:
 
 
 class ZeroShotScorer:
-    """Category scores from CLIP: each category's prompts compete with the policy's benign prompts."""
+    """Category scores from the embedder: each category's prompts against the policy's benign prompts."""
 
-    def __init__(self, clip: ClipRole, *, batch_size: int, text_weight: float) -> None:
+    def __init__(self, clip: EmbedderRole, *, batch_size: int, text_weight: float) -> None:
         self.clip = clip
         self.batch_size = batch_size
         self.text_weight = text_weight
@@ -61,7 +65,7 @@ class ZeroShotScorer:
         per_category: dict[str, np.ndarray] = {}
         for slug, (columns, own) in table.columns.items():
             probs = self.clip.label_probs(joint, table.embeddings[columns])
-            per_category[slug] = probs[:, :own].sum(axis=-1)
+            per_category[slug] = self.clip.category_scores(probs, own)
         return [{slug: float(values[row]) for slug, values in per_category.items()} for row in range(len(joint))]
 
     def prompt_table(self, policy: Policy) -> PromptTable:

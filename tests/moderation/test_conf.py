@@ -77,6 +77,29 @@ def test_a_transparency_database_over_https_or_on_loopback_passes(url):  # type:
         assert check_ids() == []
 
 
+def test_a_local_checkpoint_of_an_unregistered_family_is_reported(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "blip").mkdir()
+    (tmp_path / "blip" / "config.json").write_text('{"model_type": "blip"}')
+    (tmp_path / "siglip").mkdir()
+    (tmp_path / "siglip" / "config.json").write_text('{"model_type": "siglip"}')
+    models = {"embedder": str(tmp_path / "blip"), "grounder": str(tmp_path / "siglip"), "generator": "",
+              "text": str(tmp_path / "siglip")}
+    with override_settings(MODERATION={"MODELS": models}):
+        errors = [e for e in run_checks() if e.id.startswith("moderation.")]
+    assert [(e.id, e.msg) for e in errors] == [
+        ("moderation.E022", "MODERATION['MODELS']['embedder']: no embedder family is registered for model_type "
+                            "'blip'; registered: clip, altclip, chinese_clip, siglip, siglip2, align, flava."),
+        ("moderation.E022", "MODERATION['MODELS']['grounder']: no grounder family is registered for model_type "
+                            "'siglip'; registered: owlv2."),
+    ]  # the text role takes any encoder; "" disables the generator
+
+
+def test_a_registered_family_passes_the_checks(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "config.json").write_text('{"model_type": "siglip2"}')
+    with override_settings(MODERATION={"MODELS": {"clip": str(tmp_path), "grounder": "google/owlv2-base-patch16"}}):
+        assert check_ids() == []
+
+
 def test_schema_class_must_be_spectacular():  # type: ignore[no-untyped-def]
     with override_settings(REST_FRAMEWORK={"DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema"}):
         assert check_ids() == ["moderation.E008"]

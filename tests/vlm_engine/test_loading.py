@@ -120,12 +120,28 @@ def test_resolve_downloads_each_missing_role_after_one_probe(tiny_dir: Path, mon
         ({"dtype": "int8"}, "unknown dtype 'int8'; expected one of float32, bfloat16, float16"),
         ({"look_closer": "high"}, "engine setting look_closer='high' is not a valid float"),
         ({"max_new_tokens": "0"}, "max_new_tokens must be at least 1, got 0"),
+        ({"clip": "/a", "embedder": "/b"}, "engine settings 'embedder' and 'clip' name the same role; give one"),
     ],
 )
 def test_resolve_rejects_bad_overrides(overrides: dict[str, str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         loading.engine_config_resolve("small", tiny_dir=str(tmp_path), overrides=overrides)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("tokenizer", ["vocab.txt", "spiece.model", "sentencepiece.bpe.model"])
+def test_checkpoint_cached_takes_each_family_s_tokenizer_files(tokenizer: str, tmp_path: Path) -> None:
+    """BERT towers (ALIGN, FLAVA, ChineseCLIP) ship vocab.txt, SigLIP and XLM-R a SentencePiece model."""
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (tmp_path / name).write_text("{}")
+    assert loading.checkpoint_cached(str(tmp_path)) is False
+    (tmp_path / tokenizer).write_text("")
+    assert loading.checkpoint_cached(str(tmp_path)) is True
+
+
+def test_embedder_is_another_name_for_the_clip_setting(tiny_dir: Path) -> None:
+    config, _ = loading.engine_config_resolve("tiny", tiny_dir=str(tiny_dir), overrides={"embedder": "/ckpt/siglip"})
+    assert config.clip == "/ckpt/siglip"
 
 
 @pytest.mark.parametrize(
