@@ -35,7 +35,7 @@ def engine_config_resolve(
     """Return a config whose checkpoints are on disk, and a notice for the operator if any.
 
     A real profile is usable only when every enabled role's checkpoint (CLIP, and the
-    grounder and generator unless disabled with "") is a local path or in the Hugging Face
+    grounder, generator and verifier unless disabled with "") is a local path or in the Hugging Face
     cache, or downloads once the hub answers within `timeout_s`; otherwise the tiny
     checkpoints stand in for all of them.
 
@@ -74,7 +74,7 @@ def config_roles_real(config: EngineConfig) -> dict[str, bool]:
     """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
     from vlm_engine.checkpoints import checkpoint_is_real
 
-    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator"}
+    kinds = {"clip": "embedder", "grounder": "grounder", "generator": "generator", "verifier": "verifier"}
     real = {kinds[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
     if config.reader == "rapidocr":
         real["reader"] = True  # its models ship inside the rapidocr wheel
