@@ -42,6 +42,10 @@ def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
         ({"REVIEW_SAMPLE_RATE": 1.5}, ["moderation.E005"]),
         ({"ALLOWED_IMAGE_FORMATS": ["JPEG", "SVG"]}, ["moderation.E006"]),
         ({"MODELS": ["clip"]}, ["moderation.E007"]),
+        ({"MODELS": {"verifier_weight": 1.5}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier_weight": "0.3"}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier": None}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier": "", "verifier_weight": 0}}, []),
     ],
 )
 def test_configuration_errors_have_stable_ids(override, expected):  # type: ignore[no-untyped-def]
