@@ -78,7 +78,8 @@ def _bridgetower() -> tuple[Any, Any]:
     # Its PIL processor resizes the shortest edge, then crops to `crop_size`'s shortest edge.
     image_processor = BridgeTowerImageProcessorPil(size={"shortest_edge": size}, crop_size={"shortest_edge": size},
                                                    size_divisor=8)
-    processor = BridgeTowerProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = BridgeTowerProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer)
     return BridgeTowerForImageAndTextRetrieval(config), processor
 
 
@@ -87,10 +88,12 @@ def _vilt() -> tuple[Any, Any]:
 
     tokenizer = _bert_tokenizer(40)
     size = TINY_VERIFIER_IMAGE_SIZE
-    config = ViltConfig(**_COMMON, vocab_size=len(tokenizer), max_position_embeddings=40, image_size=size,
+    config = ViltConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        vocab_size=len(tokenizer), max_position_embeddings=40, image_size=size,
                         patch_size=8, initializer_range=_INITIALIZER_RANGE, pad_token_id=tokenizer.pad_token_id)
-    image_processor = ViltImageProcessorPil(size={"shortest_edge": size}, size_divisor=8)
-    processor = ViltProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    image_processor = ViltImageProcessorPil(size={"shortest_edge": size})
+    processor = ViltProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer)
     return ViltForImageAndTextRetrieval(config), processor
 
 
@@ -108,7 +111,8 @@ def _flava() -> tuple[Any, Any]:
         hidden_size=32, projection_dim=32, init_codebook=False, initializer_range=_INITIALIZER_RANGE)
     image_processor = FlavaImageProcessorPil(size={"height": size, "width": size},
                                              crop_size={"height": size, "width": size})
-    processor = FlavaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = FlavaProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer)
     return FlavaForPreTraining(config), processor
 
 
@@ -126,7 +130,8 @@ def _blip2() -> tuple[Any, Any]:
                         "pad_token_id": tokenizer.pad_token_id},
         num_query_tokens=4, image_text_hidden_size=32, initializer_range=_INITIALIZER_RANGE)
     image_processor = BlipImageProcessorPil(size={"height": size, "width": size})
-    processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = Blip2Processor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=image_processor, tokenizer=tokenizer)
     return Blip2ForImageTextRetrieval(config), processor
 
 
