@@ -51,7 +51,7 @@ CLIENT_THREADS = 32
 def env_for(batch_size: int, extra_settings: dict[str, Any] | None = None) -> dict[str, str]:
     # Tiny CLIP only: the figure is the platform's own overhead, not the models'.
     settings = {"PROFILE": "tiny", "THROTTLE_RATE": None, "QUEUED_STALE_AFTER": 5,
-                "MODELS": {"grounder": "", "generator": ""}, **(extra_settings or {})}
+                "MODELS": {"grounder": "", "generator": "", "verifier": ""}, **(extra_settings or {})}
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DJANGO_SECURE_SSL_REDIRECT": "0",
             "DATABASE_URL": BENCH_DB_URL, "CELERY_BROKER_URL": BROKER,
