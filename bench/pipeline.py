@@ -104,7 +104,8 @@ def _wait_http(url: str, *, timeout: float) -> None:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        # Refused before gunicorn listens; accepted but unanswered while its workers still boot.
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.2)
     raise BenchmarkFailed(f"{url} did not come up")
