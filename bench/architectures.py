@@ -84,9 +84,18 @@ OWLV2_L14 = DualEncoder(Tower(1024, 4096, 24, 16), Tower(768, 3072, 12, 12), ima
                         projection=768)  # google/owlv2-large-patch14-ensemble
 SMOLVLM_256M = Generator(Tower(768, 3072, 12, 12), Tower(576, 1536, 30, 9, kv_heads=3), image_size=512,
                          patch_size=16, scale_factor=4)  # HuggingFaceTB/SmolVLM-256M-Instruct
+# Salesforce/blip-itm-base-coco: ViT-B/16 at 384, BERT-base text encoder cross-attending to it.
+BLIP_ITM_BASE = DualEncoder(Tower(768, 3072, 12, 12), Tower(768, 3072, 12, 12), image_size=384, patch_size=16,
+                            projection=256)
+# Salesforce/blip-itm-large-coco: ViT-L/16 at 384, the same BERT-base text encoder.
+BLIP_ITM_LARGE = DualEncoder(Tower(1024, 4096, 24, 16), Tower(768, 3072, 12, 12), image_size=384, patch_size=16,
+                             projection=256)
 SMOLVLM_2B = Generator(Tower(1152, 4304, 27, 16), Tower(2048, 8192, 24, 32, kv_heads=32), image_size=384,
                        patch_size=14, scale_factor=3, rope_theta=273_768.0)  # HuggingFaceTB/SmolVLM-Instruct
 
+# The verifier of each profile (vlm_engine.config's default), kept apart from PROFILE_ARCHITECTURES so that
+# the benchmarks comparing the three pipeline roles do not build it.
+VERIFIER_ARCHITECTURES = {"small": ("blip-itm-base-coco", BLIP_ITM_BASE), "large": ("blip-itm-large-coco", BLIP_ITM_LARGE)}
 # Profile -> role -> (cache directory name, shape); the roles and profiles of vlm_engine.config.
 PROFILE_ARCHITECTURES: dict[str, dict[str, tuple[str, DualEncoder | Generator]]] = {
     "small": {"clip": ("clip-vit-base-patch32", CLIP_B32), "grounder": ("owlv2-base-patch16", OWLV2_B16),
@@ -114,6 +123,26 @@ def clip_build(shape: DualEncoder) -> tuple[Any, Any]:
                         projection_dim=shape.projection)
     torch.manual_seed(SEED)
     return CLIPModel(config), processor
+
+
+def blip_itm_build(shape: DualEncoder) -> tuple[Any, Any]:
+    """A random-weight BlipForImageTextRetrieval of `shape` and its processor (resize to the input side)."""
+    import torch
+    from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessorPil, BlipProcessor
+
+    from vlm_engine.tiny_verifier import _bert_tokenizer
+
+    tokenizer = _bert_tokenizer(512)
+    side = shape.image_size
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": side, "width": side}),
+                              tokenizer=tokenizer)
+    text = {**shape.text.config(), "vocab_size": len(tokenizer), "max_position_embeddings": 512,
+            "encoder_hidden_size": shape.vision.hidden, "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id}
+    config = BlipConfig(text_config=text, vision_config=_vision_tower(shape), image_text_hidden_size=shape.projection)
+    torch.manual_seed(SEED)
+    return BlipForImageTextRetrieval(config), processor
 
 
 def owlv2_build(shape: DualEncoder) -> tuple[Any, Any]:
@@ -184,6 +213,8 @@ def architecture_build(profile: str, role: str, *, image_splitting: bool = False
     Raises:
         KeyError: an unknown profile or role.
     """
+    if role == "verifier":
+        return blip_itm_build(VERIFIER_ARCHITECTURES[profile][1])
     _, shape = PROFILE_ARCHITECTURES[profile][role]
     if isinstance(shape, Generator):
         return idefics3_build(shape, image_splitting=image_splitting)

@@ -31,7 +31,7 @@ DISTINCT_IMAGES = 4  # decoding costs the same for each; fewer distinct files ke
 
 def environment() -> dict[str, str]:
     server = ADMIN_URL.rsplit("/", 1)[0]
-    settings = {"PROFILE": "tiny", "MODELS": {"grounder": "", "generator": ""}}
+    settings = {"PROFILE": "tiny", "MODELS": {"grounder": "", "generator": "", "verifier": ""}}
     return {"DJANGO_SETTINGS_MODULE": "demo.settings.production", "DJANGO_SECRET_KEY": "bench-" * 10,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"{server}/{DB_NAME}",
             "MODERATION_VAR_DIR": str(VAR / "decode-ahead"), "MODERATION_SETTINGS_JSON": json.dumps(settings),
@@ -107,7 +107,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     engine = Engine.from_config(EngineConfig.for_profile(
-        "small", clip=str(architecture_write("small", "clip")), grounder="", generator="", batch_size=args.batch_size))
+        "small", clip=str(architecture_write("small", "clip")), grounder="", generator="", verifier="",
+        batch_size=args.batch_size))
     count = args.batches * args.batch_size
     posts_create(count)
 

@@ -132,19 +132,24 @@ def stopwatch(into: dict[str, float], stage: str) -> Iterator[None]:
 class Reference:
     """The transformers pipelines, fp32 and batch 1, called per post as their documentation shows."""
 
-    def __init__(self, classifier: Any, detector: Any, generator: Any, *, max_new_tokens: int) -> None:
+    def __init__(self, classifier: Any, detector: Any, generator: Any, *, max_new_tokens: int,
+                 verifier: tuple[Any, Any] | None = None) -> None:
         self.classifier = classifier
         self.detector = detector
         self.generator = generator
         self.max_new_tokens = max_new_tokens
+        self.verifier = verifier  # (BlipForImageTextRetrieval, processor): no pipeline task matches pairs
 
     @classmethod
     def load(cls, models: Mapping[str, Any], *, device: str, max_new_tokens: int = MAX_NEW_TOKENS) -> Reference:
-        """Pipelines over role -> checkpoint path, or role -> (model, processor) already in memory."""
+        """Pipelines over role -> checkpoint path, or role -> (model, processor) already in memory; a
+        "verifier" role, when given, is a BLIP ITM model called as its model card shows."""
         tasks = {"clip": "zero-shot-image-classification", "grounder": "zero-shot-object-detection",
                  "generator": "image-text-to-text"}
         pipes = {role: _pipeline(task, models[role], device) for role, task in tasks.items()}
-        return cls(pipes["clip"], pipes["grounder"], pipes["generator"], max_new_tokens=max_new_tokens)
+        verifier = _verifier_model(models["verifier"], device) if "verifier" in models else None
+        return cls(pipes["clip"], pipes["grounder"], pipes["generator"], max_new_tokens=max_new_tokens,
+                   verifier=verifier)
 
     def post(self, post: PostInput, policy: Policy) -> dict[str, float]:
         """Run every role on one post; returns stage -> milliseconds (decode, clip, ground, generate)."""
@@ -159,6 +164,9 @@ class Reference:
         with stopwatch(stages, "generate"):
             for prompt in post_prompts(post, policy):
                 self.answer(image, prompt)
+        if self.verifier is not None:
+            with stopwatch(stages, "verify"):
+                self.verify(image, [prompt for category in policy.categories for prompt in category.prompts])
         return stages
 
     def warm_up(self, post: PostInput, policy: Policy) -> None:
@@ -168,6 +176,8 @@ class Reference:
         self.classify(image, dataclasses.replace(policy, categories=policy.categories[:1]))
         self.detect(image, ["warm-up phrase"])
         self.answer(image, PROMPTS["caption"])
+        if self.verifier is not None:
+            self.verify(image, ["warm-up prompt"])
 
     def classify(self, image: Image.Image, policy: Policy) -> None:
         """One zero-shot classification per category: its prompts against the benign ones."""
@@ -179,6 +189,19 @@ class Reference:
         """Boxes for every phrase; the pipeline runs the whole model once per phrase."""
         if phrases:
             self.detector(image, candidate_labels=list(phrases), threshold=0.1)
+
+    def verify(self, image: Image.Image, prompts: Sequence[str]) -> list[float]:
+        """P(match) of the image with each prompt, one (image, text) pair per call as the BLIP model card shows."""
+        import torch
+
+        assert self.verifier is not None
+        model, processor = self.verifier
+        matches = []
+        for prompt in prompts:
+            inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
+            with torch.inference_mode():
+                matches.append(float(model(**inputs, use_itm_head=True).itm_score.softmax(-1)[0, 1]))
+        return matches
 
     def answer(self, image: Image.Image, prompt: str) -> str:
         chat = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
@@ -196,6 +219,17 @@ def _pipeline(task: str, model: Any, device: str) -> Any:
     network, processor = model  # already fp32, on `device`
     return pipeline(task, model=network, tokenizer=processor.tokenizer,
                     image_processor=processor.image_processor, processor=processor, device=device)
+
+
+def _verifier_model(model: Any, device: str) -> tuple[Any, Any]:
+    if not isinstance(model, (str, Path)):
+        return tuple(model)  # type: ignore[return-value]
+    from transformers import BlipForImageTextRetrieval
+
+    from vlm_engine.checkpoints import checkpoint_load
+
+    loaded: tuple[Any, Any] = checkpoint_load(BlipForImageTextRetrieval, str(model), device=device, dtype="float32")
+    return loaded
 
 
 def engine_pass(engine: Engine, posts: Sequence[PostInput], policy: Policy, *, repeats: int) -> dict[str, Any]:
@@ -258,7 +292,8 @@ def reference_side(checkpoints: Mapping[str, Any], posts: Sequence[PostInput], p
 def reference_cascade_posts_per_s(per_post: Sequence[Mapping[str, float]], chosen: Sequence[int]) -> float:
     """Reference cascade throughput from per-post stage times: decode+CLIP for all, the rest for `chosen`."""
     total_ms = sum(stages["decode"] + stages["clip"] for stages in per_post)
-    total_ms += sum(per_post[row]["ground"] + per_post[row]["generate"] for row in chosen)
+    total_ms += sum(per_post[row]["ground"] + per_post[row]["generate"] + per_post[row].get("verify", 0.0)
+                    for row in chosen)
     return len(per_post) / (total_ms / 1000.0)
 
 
@@ -297,7 +332,8 @@ def checkpoints_for(quick: bool, models_dir: Path) -> dict[str, Path]:
     from vlm_engine.tiny import tiny_checkpoints_write
 
     tiny = tiny_checkpoints_write(models_dir / "tiny")
-    return {role: tiny / subdir for role, subdir in TINY_SUBDIRS.items()}
+    # The three roles this benchmark compares with their pipelines; bench.verifier measures the verifier.
+    return {role: tiny / TINY_SUBDIRS[role] for role in ("clip", "grounder", "generator")}
 
 
 def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -9,6 +9,8 @@ Per profile, on the same 640x480 JPEG posts and in the same run:
     clip      Engine.analyze with CLIP only   vs zero-shot-image-classification once per category
     ground    Engine.ground, 20 phrases       vs zero-shot-object-detection with the same 20 phrases
     generate  Engine.caption                  vs image-text-to-text with the caption prompt
+    verify    VerifierRole.match, every prompt of every category (each flagged, as at look_closer 0)
+              vs BlipForImageTextRetrieval called per (image, prompt) pair, as its model card shows
   cascade, images/s: Engine.analyze, all roles (look_closer 0) and the cascade (look_closer at the
     median first-pass top score, so about half look closer) vs every pipeline per post
     (bench.engine.Reference, the cascade derived from its per-post stage timings)
@@ -51,6 +53,7 @@ from vlm_engine.engine import Engine
 from vlm_engine.generation import PROMPTS, GeneratorRole
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.types import Policy, PostInput
+from vlm_engine.verification import VERIFIER_FAMILIES, VerifierRole
 
 ROLE_CLASSES: dict[str, Any] = {"clip": ClipRole, "grounder": GrounderRole, "generator": GeneratorRole}
 VERSION_PREFIXES = {"clip": "clip", "grounder": "owlv2", "generator": "vlm"}
@@ -117,11 +120,13 @@ def models_load(profile: str, *, dry_run: bool, tiny_dir: Path, device: str) -> 
     import torch
 
     if dry_run:
-        roles = {role: ROLE_CLASSES[role].load(str(tiny_dir / subdir), device=device, dtype="float32")
-                 for role, subdir in TINY_SUBDIRS.items()}
-        return {role: (loaded.model, loaded.processor) for role, loaded in roles.items()}
+        roles = {role: ROLE_CLASSES[role].load(str(tiny_dir / TINY_SUBDIRS[role]), device=device, dtype="float32")
+                 for role in ROLE_CLASSES}
+        verifier = VerifierRole.load(str(tiny_dir / TINY_SUBDIRS["verifier"]), device=device, dtype="float32")
+        return {**{role: (loaded.model, loaded.processor) for role, loaded in roles.items()},
+                "verifier": (verifier.adapter.model, verifier.adapter.processor)}
     models = {}
-    for role in ROLE_CLASSES:
+    for role in [*ROLE_CLASSES, "verifier"]:
         with torch.device(device):
             model, processor = architecture_build(profile, role)
         models[role] = (model.eval(), processor)
@@ -135,8 +140,12 @@ def engine_build(models: Mapping[str, tuple[Any, Any]], config: EngineConfig) ->
     dtype = getattr(torch, config.dtype)
     roles = {role: ROLE_CLASSES[role](copy.deepcopy(model).to(dtype).eval(), processor,
                                       version=f"{VERSION_PREFIXES[role]}:random@bench", device=config.device)
-             for role, (model, processor) in models.items()}
-    return Engine(config, roles["clip"], grounder=roles["grounder"], generator=roles["generator"])
+             for role, (model, processor) in models.items() if role in ROLE_CLASSES}
+    model, processor = models["verifier"]
+    adapter = VERIFIER_FAMILIES[model.config.model_type](copy.deepcopy(model).to(dtype).eval(), processor,
+                                                         device=config.device)
+    return Engine(config, roles["clip"], grounder=roles["grounder"], generator=roles["generator"],
+                  verifier=VerifierRole(adapter, version="itm:random@bench"))
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -165,15 +174,20 @@ def roles_measure(engine: Engine, reference: Reference, posts: Sequence[PostInpu
     """images/s of each role, engine vs reference, with the reference's ratio target where the issue sets one."""
     clip_only = Engine(dataclasses.replace(engine.config, look_closer=2.0), engine.clip)
     images = {post.key: _image(post) for post in posts[: sizes.reference_posts]}
+    verifier = engine.verifier
+    assert verifier is not None
+    prompts = [prompt for category in policy.categories for prompt in category.prompts]
     engine_calls: dict[str, Callable[[Sequence[PostInput]], object]] = {
         "clip": lambda batch: clip_only.analyze(batch, policy),
         "ground": lambda batch: engine.ground([(post, phrases) for post in batch]),
         "generate": lambda batch: engine.caption([(post, None) for post in batch]),
+        "verify": lambda batch: verifier.match([_image(post) for post in batch], [prompts] * len(batch)),
     }
     reference_calls: dict[str, Callable[[PostInput], object]] = {
         "clip": lambda post: reference.classify(images[post.key], policy),
         "ground": lambda post: reference.detect(images[post.key], phrases),
         "generate": lambda post: reference.answer(images[post.key], PROMPTS["caption"]),
+        "verify": lambda post: reference.verify(images[post.key], prompts),
     }
     return {role: _compared(engine_images_per_s(engine_calls[role], posts, sizes, device),
                             reference_images_per_s(reference_calls[role], posts[: sizes.reference_posts], device),
@@ -204,7 +218,7 @@ def cascade_measure(engine: Engine, reference: Reference, posts: Sequence[PostIn
             for a in clip_only.analyze(batch, policy)]
     threshold = statistics.median(tops)
     cascade = Engine(dataclasses.replace(engine.config, look_closer=threshold), engine.clip,
-                     grounder=engine.grounder, generator=engine.generator)
+                     grounder=engine.grounder, generator=engine.generator, verifier=engine.verifier)
     engine_warm_up(engine, posts[0], policy)
     all_roles = engine_images_per_s(lambda batch: engine.analyze(batch, policy), posts, sizes, device)
     cascaded = engine_images_per_s(lambda batch: cascade.analyze(batch, policy), posts, sizes, device)
@@ -254,6 +268,7 @@ def profile_run(profile: str, args: argparse.Namespace, sizes: Sizes) -> dict[st
     device, dtype = ("cpu", "float32") if args.dry_run else (args.device, "bfloat16")
     models = models_load(profile, dry_run=args.dry_run, tiny_dir=args.tiny_dir, device=device)
     config = EngineConfig(profile=profile, clip="in-memory", grounder="in-memory", generator="in-memory",
+                          verifier="in-memory",
                           device=device, dtype=dtype, batch_size=sizes.batch_size, look_closer=0.0,
                           max_new_tokens=MAX_NEW_TOKENS)
     engine = engine_build(models, config)
@@ -347,7 +362,7 @@ def _gpu_name(args: argparse.Namespace) -> str | None:
 def _profile_line(profile: str, result: Mapping[str, Any]) -> str:
     roles, full, encoder = result["roles"], result["full"], result["clip_encoder"]
     return (f"{profile}: clip {roles['clip']['ratio']:.1f}x, ground {roles['ground']['ratio']:.1f}x, "
-            f"generate {roles['generate']['ratio']:.1f}x, all roles {full['all_roles']['ratio']:.1f}x, "
+            f"generate {roles['generate']['ratio']:.1f}x, verify {roles['verify']['ratio']:.1f}x, all roles {full['all_roles']['ratio']:.1f}x, "
             f"cascade {full['cascade']['ratio']:.1f}x ({full['cascade']['engine']['images_per_s']:.1f} images/s); "
             f"CLIP encoder {encoder['images_per_s']:.0f} images/s = {encoder['fraction_of_peak']:.1%} of peak")
 

@@ -53,7 +53,7 @@ BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/7")
 VAR = ROOT / "var" / "bench"
 CLIENT_THREADS = 32
 MEME_LINE = "WHEN THE BUILD PASSES FIRST TRY"
-NO_LOOK_CLOSER = {"grounder": "", "generator": ""}
+NO_LOOK_CLOSER = {"grounder": "", "generator": "", "verifier": ""}
 
 
 def env_for(batch_size: int, extra_settings: dict[str, Any] | None = None) -> dict[str, str]:

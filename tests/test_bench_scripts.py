@@ -68,7 +68,7 @@ def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:
     assert not (tmp_path / "gpu.json").exists()
     small = document["profiles"]["small"]
     assert small["device"] == "cpu" and small["dtype"] == "float32"
-    for role in ("clip", "ground", "generate"):
+    for role in ("clip", "ground", "generate", "verify"):
         figures = small["roles"][role]
         assert _positive(figures["engine"]["images_per_s"]) and _positive(figures["reference"]["images_per_s"])
         assert _positive(figures["ratio"])
@@ -77,6 +77,20 @@ def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:
     encoder = small["clip_encoder"]
     assert encoder["peak_tflops"] == 989.0
     assert all(_positive(encoder[key]) for key in ("flops_per_image", "images_per_s", "fraction_of_peak"))
+
+
+def test_verifier_quick_reports_its_cost_per_looked_closer_post_beside_the_other_roles(tmp_path: Path) -> None:
+    _run("bench.verifier", "--quick", "--results-dir", str(tmp_path), "--tiny-dir", str(tmp_path / "tiny"))
+    document = json.loads((tmp_path / "verifier.json").read_text())
+    assert document["command"] == (f".venv/bin/python -m bench.verifier --quick --results-dir {tmp_path} "
+                                   f"--tiny-dir {tmp_path / 'tiny'}")
+    assert document["inputs"]["categories"] == 5 and document["inputs"]["prompts"] == 12
+    engine = document["engine"]
+    assert set(engine["ms_per_post"]) == {"clip", "ground", "generate", "verify"}
+    assert all(_positive(ms) for ms in engine["ms_per_post"].values())
+    assert (engine["flagged_categories_per_post"], engine["looked_closer_posts"]) == (5, 2)
+    assert 0 < engine["verify_share_of_looked_closer_post"] < 1
+    assert _positive(document["reference"]["ms_per_post"]) and _positive(document["ratio_reference_over_engine_verify"])
 
 
 @pytest.mark.parametrize(

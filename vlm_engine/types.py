@@ -65,7 +65,10 @@ class Analysis:
     `ocr_words` are the words the OCR reader found (every post with an image, when one is
     configured), with boxes in original-image pixels; `ocr_text` then holds its lines.
     `no_checkpoint` names the role kinds ("embedder", "grounder", "generator", "reader",
-    "text") that ran on random weights: what they produced is noise, not a finding.
+    "text", "verifier") that ran on random weights: what they produced is noise, not a finding.
+
+    `verification` holds the verifier's image–text match of each flagged category, for posts
+    looked at closer (policy order); with a real verifier `scores` already include its share.
     """
 
     key: str
@@ -83,6 +86,7 @@ class Analysis:
     real_roles: tuple[str, ...] = ()  # the role kinds with trained weights
     ocr_words: tuple[Word, ...] = ()
     sentence_embedding: tuple[float, ...] | None = None  # the text role's, of the same text (None: no role or text)
+    verification: tuple[VerifierMatch, ...] = ()
 
 
 class EngineInputError(ValueError):
@@ -119,3 +123,17 @@ class Word:
     text: str
     box: tuple[float, float, float, float]
     score: float
+
+
+@dataclass(frozen=True)
+class VerifierMatch:
+    """The verifier's P(match) between a post's image and one category's best-matching prompt.
+
+    `weight` is the share `match` took in the category's score: the configured verifier weight,
+    or 0.0 when the verifier's weights are random (shown, never counted).
+    """
+
+    category: str
+    match: float
+    prompt: str
+    weight: float

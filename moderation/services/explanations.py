@@ -1,6 +1,7 @@
 """Explanations: one structured record tying a verdict to the evidence behind it."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from moderation.conf import moderation_settings
@@ -13,9 +14,10 @@ SUMMARY_BOXES = 3
 # Which role produced each explanation field: a role on random weights produced noise, which is
 # withheld and replaced by an `unavailable` marker. Scores stay (the verdict needs them) but are marked.
 FIELDS_BY_ROLE = {"embedder": ("scores",), "grounder": ("groundings",),
-                  "generator": ("caption", "answers", "rationale"), "reader": ("ocr_text", "ocr_words")}
+                  "generator": ("caption", "answers", "rationale"), "reader": ("ocr_text", "ocr_words"),
+                  "verifier": ("verification",)}
 WITHHELD = {"groundings": [], "answers": [], "caption": None, "ocr_text": None, "ocr_words": [],
-            "rationale": None}
+            "rationale": None, "verification": []}
 
 
 def unavailable_marker(role: str) -> str:
@@ -40,7 +42,8 @@ def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verd
     ]
     rows.sort(key=lambda r: r["score"], reverse=True)
     unavailable = _unavailable(result)
-    evidence = {**_evidence(result, image_size=image_size), **{k: v for k, v in WITHHELD.items() if k in unavailable}}
+    evidence = {**_evidence(result, image_size=image_size, policy=policy),
+                **{k: v for k, v in WITHHELD.items() if k in unavailable}}
     summary = explanation_summary(rows, verdict_decision, evidence)
     real = list(result.real_roles) if result is not None else []
     summary += _random_scores_sentence(unavailable, real)
@@ -68,7 +71,16 @@ def _unavailable(result: EngineAnalysis | None) -> dict[str, str]:
     return {field: unavailable_marker(role) for role in missing for field in FIELDS_BY_ROLE.get(role, ())}
 
 
-def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | None) -> dict[str, Any]:
+def _verification(result: EngineAnalysis, policy: EnginePolicy) -> list[dict[str, Any]]:
+    """The verifier's match per flagged category, in policy order, with the share it took in the score."""
+    names = {c.slug: c.name for c in policy.categories}
+    return [{"category": m.category, "name": names.get(m.category, m.category), "match": min(max(m.match, 0.0), 1.0),
+             "prompt": model_text_clean(m.prompt), "weight": m.weight}
+            for m in result.verification if m.category in names and math.isfinite(m.match)]
+
+
+def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | None,
+              policy: EnginePolicy) -> dict[str, Any]:
     if result is None:
         return dict(WITHHELD)
     s = moderation_settings
@@ -83,7 +95,7 @@ def _evidence(result: EngineAnalysis | None, *, image_size: tuple[int, int] | No
                               width=width, height=height)
     return {"groundings": groundings, "answers": answers, "caption": model_text_clean(result.caption),
             "ocr_text": model_text_clean(result.ocr_text), "ocr_words": words,
-            "rationale": model_text_clean(result.rationale)}
+            "rationale": model_text_clean(result.rationale), "verification": _verification(result, policy)}
 
 
 def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Mapping[str, Any]) -> str:
@@ -97,7 +109,16 @@ def explanation_summary(rows: list[dict[str, Any]], decision: str, evidence: Map
         top = rows[0] if rows else None
         strongest = f" Strongest signal: {top['name']} at {top['score']:.2f}." if top else ""
         sentence = f"The post was {verb}: no category reached its review threshold.{strongest}"
-    return model_text_clean(sentence + _boxes_sentence(evidence.get("groundings") or [])) or ""
+    return model_text_clean(sentence + _boxes_sentence(evidence.get("groundings") or [])
+                            + _verification_sentence(evidence.get("verification") or [])) or ""
+
+
+def _verification_sentence(matches: list[dict[str, Any]]) -> str:
+    if not matches:
+        return ""
+    shown = "; ".join(f"{m['name']} {m['match']:.2f}" for m in matches[:SUMMARY_BOXES])
+    counted = f"weight {matches[0]['weight']:.2f} in the score" if matches[0]["weight"] else "shown only, not counted"
+    return f" Image–text match (verifier, {counted}): {shown}."
 
 
 def _boxes_sentence(groundings: list[dict[str, Any]]) -> str:

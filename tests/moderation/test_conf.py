@@ -64,6 +64,10 @@ def test_valid_settings_pass_checks():  # type: ignore[no-untyped-def]
         ({"TRANSPARENCY_DB_RETRY_DELAYS": []}, ["moderation.E017"]),
         ({"TRANSPARENCY_DB_RETRY_DELAYS": [60, -1]}, ["moderation.E017"]),
         ({"TRANSPARENCY_DB_INTERVAL": 0}, ["moderation.E017"]),
+        ({"MODELS": {"verifier_weight": 1.5}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier_weight": "0.3"}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier": None}}, ["moderation.E024"]),
+        ({"MODELS": {"verifier": "", "verifier_weight": 0}}, []),
     ],
 )
 def test_configuration_errors_have_stable_ids(override, expected):  # type: ignore[no-untyped-def]

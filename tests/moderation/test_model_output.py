@@ -8,7 +8,7 @@ import pytest
 from moderation.services.explanations import explanation_build
 from moderation.services.model_output import (BoxLimits, ModelOutputInvalid, model_boxes_clean,
                                               model_embedding_clean, model_scores_clean, model_text_clean)
-from vlm_engine.types import Analysis, Answer, Category, Grounding, Policy, Word
+from vlm_engine.types import Analysis, Answer, Category, Grounding, Policy, VerifierMatch, Word
 
 LIMITS = BoxLimits(per_phrase=2, per_image=3, merge_iou=0.3)
 
@@ -150,3 +150,26 @@ def test_summary_says_only_the_text_side_of_scores_is_a_finding_when_the_text_ro
     assert explanation["summary"].endswith(
         " The image side of these scores comes from an embedder with random weights (no checkpoint for embedder);"
         " only their text side, from the text role, is a finding.")
+
+
+def test_explanation_shows_the_verifiers_matches_only_from_a_real_checkpoint():  # type: ignore[no-untyped-def]
+    policy = Policy(version="1", benign_prompts=(), categories=(
+        Category(slug="hate", name="Hate", prompts=("x",), review_threshold=0.5, remove_threshold=0.9),
+        Category(slug="spam", name="Spam", prompts=("y",))))
+    matches = (VerifierMatch(category="hate", match=0.8125, prompt="a hateful\x00 meme", weight=0.3),
+               VerifierMatch(category="spam", match=float("nan"), prompt="y", weight=0.3),
+               VerifierMatch(category="gone", match=0.5, prompt="z", weight=0.3))
+    result = Analysis(key="k", scores={"hate": 0.6, "spam": 0.1}, image_embedding=None, text_embedding=None,
+                      model_version="m", timings_ms={}, verification=matches, real_roles=("embedder", "verifier"))
+
+    shown = explanation_build(scores={"hate": 0.6, "spam": 0.1}, policy=policy, verdict_decision="review",
+                              result=result)
+    withheld = explanation_build(scores={"hate": 0.6, "spam": 0.1}, policy=policy, verdict_decision="review",
+                                 result=replace(result, no_checkpoint=("verifier",), real_roles=("embedder",)))
+
+    assert shown["verification"] == [{"category": "hate", "name": "Hate", "match": 0.8125,
+                                      "prompt": "a hateful meme", "weight": 0.3}]
+    assert shown["summary"].endswith(" Image–text match (verifier, weight 0.30 in the score): Hate 0.81.")
+    assert (withheld["verification"], withheld["unavailable"]) == (
+        [], {"verification": "unavailable: no checkpoint for verifier"})
+    assert "Image–text match" not in withheld["summary"]

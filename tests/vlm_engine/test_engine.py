@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 def _clip_only(tiny_dir: Path, **settings: Any) -> EngineConfig:
     """CLIP scoring alone, to compare with CLIP references; test_cascade.py covers the other roles."""
-    return EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", **settings)
+    return EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="", verifier="",
+                                      **settings)
 
 
 @pytest.fixture

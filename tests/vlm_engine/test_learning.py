@@ -290,7 +290,8 @@ class _NoOpinionOnFirst:
 
 @pytest.fixture
 def clip_engine(tiny_dir: Path) -> Engine:
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator=""))
+    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="",
+                                                       verifier=""))
 
 
 def _posts() -> list[PostInput]:

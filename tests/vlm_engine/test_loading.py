@@ -22,7 +22,8 @@ def test_resolve_tiny_writes_checkpoints_and_warns(tmp_path: Path) -> None:
         f"{tmp_path}/generator",
     )
     assert notice == f"NOTICE: {TINY_NOTICE}"
-    for role in ("clip", "owlv2", "generator"):
+    assert config.verifier == f"{tmp_path}/verifier"
+    for role in ("clip", "owlv2", "generator", "verifier"):
         assert (tmp_path / role / "model.safetensors").is_file()
 
 
@@ -38,8 +39,8 @@ def test_resolve_falls_back_to_tiny_when_offline(tiny_dir: Path, monkeypatch: py
                                               text=PACKAGED_TEXT)
     assert notice == (
         "NOTICE: the 'small' models could not be loaded (openai/clip-vit-base-patch32, "
-        "google/owlv2-base-patch16-ensemble, HuggingFaceTB/SmolVLM-256M-Instruct are not in the local "
-        f"cache and huggingface.co is unreachable); {TINY_NOTICE}"
+        "google/owlv2-base-patch16-ensemble, HuggingFaceTB/SmolVLM-256M-Instruct, Salesforce/blip-itm-base-coco "
+        f"are not in the local cache and huggingface.co is unreachable); {TINY_NOTICE}"
     )
 
 
@@ -63,7 +64,8 @@ def test_resolve_uses_local_checkpoint_without_network(tiny_dir: Path, monkeypat
         raise AssertionError("a local checkpoint must not probe the network")
 
     monkeypatch.setattr(loading, "hub_reachable", no_network)
-    roles = {"clip": str(tiny_dir / "clip"), "grounder": str(tiny_dir / "owlv2"), "generator": ""}
+    roles = {"clip": str(tiny_dir / "clip"), "grounder": str(tiny_dir / "owlv2"), "generator": "",
+             "verifier": str(tiny_dir / "verifier")}
     config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=roles)
     expected = EngineConfig(profile="small", tiny_dir=str(tiny_dir), reader="rapidocr", text=PACKAGED_TEXT, **roles)
     assert (config, notice) == (expected, None)
@@ -72,7 +74,7 @@ def test_resolve_uses_local_checkpoint_without_network(tiny_dir: Path, monkeypat
 def test_resolve_falls_back_when_the_grounder_is_missing_though_clip_is_cached(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cached = {"openai/clip-vit-base-patch32", "HuggingFaceTB/SmolVLM-256M-Instruct"}
+    cached = {"openai/clip-vit-base-patch32", "HuggingFaceTB/SmolVLM-256M-Instruct", "Salesforce/blip-itm-base-coco"}
     monkeypatch.setattr(loading, "checkpoint_cached", lambda name: name in cached)
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: False)
     config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir))
@@ -86,7 +88,7 @@ def test_resolve_falls_back_when_the_grounder_is_missing_though_clip_is_cached(
 def test_resolve_needs_only_the_enabled_roles(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[str] = []
     monkeypatch.setattr(loading, "checkpoint_cached", lambda name: checked.append(name) or True)
-    overrides = {"grounder": "", "generator": ""}
+    overrides = {"grounder": "", "generator": "", "verifier": ""}
     config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=overrides)
     assert (config.role_checkpoints(), notice) == ({"clip": "openai/clip-vit-base-patch32"}, None)
     assert checked == ["openai/clip-vit-base-patch32"]
@@ -95,7 +97,7 @@ def test_resolve_needs_only_the_enabled_roles(tiny_dir: Path, monkeypatch: pytes
 def test_resolve_fallback_keeps_a_disabled_role_disabled(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loading, "checkpoint_cached", lambda name: False)
     monkeypatch.setattr(loading, "hub_reachable", lambda timeout_s: False)
-    overrides = {"generator": "", "grounder": "google/owlv2-large-patch14-ensemble"}
+    overrides = {"generator": "", "verifier": "", "grounder": "google/owlv2-large-patch14-ensemble"}
     config, _ = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=overrides)
     assert config.role_checkpoints() == {"clip": f"{tiny_dir}/clip", "grounder": f"{tiny_dir}/owlv2"}
 
@@ -108,7 +110,8 @@ def test_resolve_downloads_each_missing_role_after_one_probe(tiny_dir: Path, mon
     monkeypatch.setattr(loading, "checkpoint_download", downloaded.append)
     config, notice = loading.engine_config_resolve("large", tiny_dir=str(tiny_dir), timeout_s=2.0)
     assert (config.profile, notice, probes) == ("large", None, [2.0])
-    assert downloaded == ["google/owlv2-large-patch14-ensemble", "HuggingFaceTB/SmolVLM-Instruct"]
+    assert downloaded == ["google/owlv2-large-patch14-ensemble", "HuggingFaceTB/SmolVLM-Instruct",
+                          "Salesforce/blip-itm-large-coco"]
 
 
 @pytest.mark.parametrize(
@@ -173,8 +176,8 @@ def test_roles_notice_names_real_and_random_roles() -> None:
 def test_config_roles_real_reads_the_marker(tiny_dir: Path) -> None:
     from vlm_engine.loading import config_roles_real
 
-    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), generator="")
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), generator="", verifier="")
     assert config_roles_real(config) == {"embedder": False, "grounder": False}
     with_ocr = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), reader="rapidocr", text=PACKAGED_TEXT)
-    assert config_roles_real(with_ocr) == {"embedder": False, "grounder": False, "generator": False, "reader": True,
-                                           "text": True}
+    assert config_roles_real(with_ocr) == {"embedder": False, "grounder": False, "generator": False,
+                                           "verifier": False, "reader": True, "text": True}

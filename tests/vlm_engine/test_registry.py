@@ -15,12 +15,13 @@ from vlm_engine.reading import OcrReaderRole
 from vlm_engine.registry import (KINDS, UnknownFamily, checkpoint_family, checkpoint_model_type, families,
                                  family_find, family_names, role_create, role_register)
 from vlm_engine.text import PACKAGED_MINILM, TextRole
+from vlm_engine.verification import VerifierRole
 
 
 def test_kinds_and_their_families() -> None:
     assert KINDS == ("embedder", "verifier", "grounder", "generator", "reader", "text")
     assert list(families("embedder")) == ["clip", "altclip", "chinese_clip", "siglip", "siglip2", "align", "flava"]
-    assert families("verifier") == {}
+    assert list(families("verifier")) == ["blip", "bridgetower", "vilt", "blip-2", "flava"]
     assert list(families("grounder")) == ["owlv2"]
     assert list(families("generator")) == ["idefics3", "smolvlm"]
     assert family_names("reader") == ["rapidocr"]
@@ -32,8 +33,8 @@ def test_unknown_model_type_names_the_registered_ones() -> None:
         family_find("embedder", "blip")
     assert str(raised.value) == ("no embedder family is registered for model_type 'blip'; registered: "
                                  "clip, altclip, chinese_clip, siglip, siglip2, align, flava")
-    with pytest.raises(UnknownFamily, match=r"model_type 'blip'; registered: none yet$"):
-        family_find("verifier", "blip")
+    with pytest.raises(UnknownFamily, match=r"model_type 'clip'; registered: blip, bridgetower, vilt, blip-2, flava$"):
+        family_find("verifier", "clip")
 
 
 def test_unknown_kind_is_refused() -> None:
@@ -47,6 +48,7 @@ def test_factory_picks_the_adapter_from_config_json(tiny_dir: Path) -> None:
     clip = role_create("embedder", str(tiny_dir / "clip"), local_files_only=True)
     assert type(clip) is ClipRole and isinstance(clip, EmbedderRole) and clip.kind == "embedder"
     assert type(role_create("generator", str(tiny_dir / "generator"), local_files_only=True)) is GeneratorRole
+    assert type(role_create("verifier", str(tiny_dir / "verifier"), local_files_only=True)) is VerifierRole
 
 
 def test_a_checkpoint_of_another_kind_is_refused_before_loading(tiny_dir: Path) -> None:
@@ -74,15 +76,15 @@ def test_model_type_read_from_a_local_config(tmp_path: Path) -> None:
 def test_register_sets_the_contract_attributes_and_refuses_clashes() -> None:
     saved = {kind: dict(table) for kind, table in registry._FAMILIES.items()}
     try:
-        @role_register("verifier", "blip", auto_class="BlipForImageTextRetrieval", version_prefix="itm")
+        @role_register("verifier", "x_itm", auto_class="BlipForImageTextRetrieval", version_prefix="itm")
         class Verifier(registry.CheckpointRole):
             pass
 
         assert (Verifier.kind, Verifier.auto_class, Verifier.version_prefix) == (
             "verifier", "BlipForImageTextRetrieval", "itm")
-        assert family_find("verifier", "blip").adapter is Verifier
-        with pytest.raises(ValueError, match=r"verifier 'blip' is already registered to Verifier"):
-            role_register("verifier", "blip")(type("Other", (), {}))
+        assert family_find("verifier", "x_itm").adapter is Verifier
+        with pytest.raises(ValueError, match=r"verifier 'x_itm' is already registered to Verifier"):
+            role_register("verifier", "x_itm")(type("Other", (), {}))
         with pytest.raises(ValueError, match=r"unknown role kind 'scorer'"):
             role_register("scorer", "x")
         with pytest.raises(ValueError, match=r"needs at least one model_type or name"):

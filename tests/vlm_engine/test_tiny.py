@@ -45,7 +45,7 @@ def test_tiny_module_command_prints_path_and_matches(tiny_clip_dir: Path, tmp_pa
         [sys.executable, "-m", "vlm_engine.tiny", str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert done.stdout == f"{tmp_path}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "generator", "owlv2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip", "generator", "owlv2", "verifier"]
     # Another process writes the very same files: nothing depends on hash seeds or tie order.
     for name in ("tokenizer.json", "config.json", "model.safetensors"):
         assert (tmp_path / "clip" / name).read_bytes() == (tiny_clip_dir / name).read_bytes(), name

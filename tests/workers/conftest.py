@@ -136,8 +136,9 @@ def engine(tiny_dir):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def scoring_engine(tiny_dir):  # type: ignore[no-untyped-def]
-    """The tiny engine without grounder and generator: scores and embeddings only."""
+    """The tiny engine without grounder, generator and verifier: scores and embeddings only."""
     from vlm_engine.config import EngineConfig
     from vlm_engine.engine import Engine
 
-    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator=""))
+    return Engine.from_config(EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", generator="",
+                                                       verifier=""))
