@@ -428,7 +428,7 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
     try:
         with django_db_blocker.unblock():
             call_command("migrate", database=alias, verbosity=0)
-            call_command("migrate", "moderation", "0019", database=alias, verbosity=0)  # 0023 reversed
+            call_command("migrate", "moderation", "0022", database=alias, verbosity=0)  # 0023 reversed
             dropped = SearchEmbedding._meta.db_table not in connections[alias].introspection.table_names()
             client = get_user_model().objects.db_manager(alias).create_user(username="acme")
             policy = Policy.objects.using(alias).get_or_create(version=1)[0]
