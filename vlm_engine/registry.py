@@ -33,6 +33,8 @@ first look-up); a family added to an existing module needs nothing more than its
 transformers inside functions only: the web process reads the registry (its system checks do)
 without them. Families can also be registered under a plain name instead of a ``model_type``
 (``names=("rapidocr",)``): a checkpoint named exactly so is that family, without a config file.
+A name ending in ``:`` is a prefix (``names=("magic:",)``): every checkpoint name that starts
+with it is that family, and the adapter's ``load`` reads the rest of the name.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ ADAPTER_MODULES = (
     "vlm_engine.reading",
     "vlm_engine.text",
     "vlm_engine.verification",
+    "vlm_engine.magic",
 )
 # Any model_type: a kind's catch-all family (the text role mean-pools any encoder).
 ANY_MODEL_TYPE = "*"
@@ -181,7 +184,7 @@ def checkpoint_family(kind: str, name_or_path: str, *, local_files_only: bool = 
     """
     _kind_check(kind)
     _adapters_import()
-    named = _NAMES[kind].get(name_or_path)
+    named = _named_family(kind, name_or_path)
     if named is not None:
         return named
     if list(_FAMILIES[kind]) == [ANY_MODEL_TYPE]:
@@ -198,7 +201,7 @@ def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
     _kind_check(kind)
     _adapters_import()
     config = Path(name_or_path) / "config.json"
-    if not name_or_path or name_or_path in _NAMES[kind] or not config.is_file():
+    if not name_or_path or _named_family(kind, name_or_path) is not None or not config.is_file():
         return None
     try:
         model_type = str(json.loads(config.read_text()).get("model_type", ""))
@@ -294,6 +297,14 @@ class CheckpointRole:
                                 f"{', '.join(_FAMILIES[cls.kind])})")
 
 
+
+
+def _named_family(kind: str, name_or_path: str) -> Family | None:
+    """The family registered under exactly this name, or under the ``prefix:`` it starts with."""
+    exact = _NAMES[kind].get(name_or_path)
+    if exact is not None or ":" not in name_or_path:
+        return exact
+    return _NAMES[kind].get(name_or_path.split(":", 1)[0] + ":")
 
 
 def _kind_check(kind: str) -> None:
