@@ -187,6 +187,16 @@ class MagicRole:
         version = f"{checkpoint_version(cls.version_prefix, lm)}[{weights};{embedder.version}]"  # type: ignore[attr-defined]
         return cls(decoder, version=version, real=checkpoint_is_real(lm) and bool(embedder.real))
 
+    @classmethod
+    def checkpoints(cls, name: str) -> list[str]:
+        """The LM and the embedder a ``magic:`` spec names, for fetching and for judging them real.
+
+        Raises:
+            ValueError: a malformed spec (`magic_spec_parse`).
+        """
+        lm, embedder, _ = magic_spec_parse(name)
+        return [lm, embedder]
+
     def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], *, max_new_tokens: int = 32) -> list[str]:
         """A MaGiC caption for each caption prompt (`PROMPTS`, `conditional_caption_prompt`), "" for any other.
 

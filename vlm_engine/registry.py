@@ -25,7 +25,8 @@ passed as ``tiny=`` so that tests and offline demos can build it. The contract o
   attributes on the instance;
 - the methods of its kind (see ``EmbedderRole`` in ``vlm_engine.embedders`` for embedders,
   ``GrounderRole.ground``, ``GeneratorRole.generate``); a verifier scores P(match) per
-  (image, text) pair.
+  (image, text) pair. A generator that only captions sets ``answers_unavailable`` to the
+  reason (a str): the engine then asks it for captions alone and refuses questions with it.
 
 A new module holding adapters (``vlm_engine.verification`` for the verifier families, say)
 appends its dotted name to ``ADAPTER_MODULES``, so that the registry imports it (lazily, on the
@@ -34,7 +35,9 @@ transformers inside functions only: the web process reads the registry (its syst
 without them. Families can also be registered under a plain name instead of a ``model_type``
 (``names=("rapidocr",)``): a checkpoint named exactly so is that family, without a config file.
 A name ending in ``:`` is a prefix (``names=("magic:",)``): every checkpoint name that starts
-with it is that family, and the adapter's ``load`` reads the rest of the name.
+with it is that family, and the adapter's ``load`` reads the rest of the name; such an adapter
+lists the checkpoints its name stands for in a ``checkpoints(name) -> list[str]`` classmethod, so
+that they are fetched and judged real or random like any other (``checkpoint_parts``).
 """
 
 from __future__ import annotations
@@ -211,6 +214,19 @@ def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
     except (OSError, ValueError, AttributeError) as err:
         return f"{config} is not a readable model config: {err}"
     return None
+
+
+def checkpoint_parts(kind: str, name_or_path: str) -> list[str]:
+    """The checkpoints a configured `kind` name stands for: itself, or those a ``prefix:`` family's name lists.
+
+    Raises:
+        ValueError: a ``prefix:`` family refuses the name as malformed.
+    """
+    _kind_check(kind)
+    _adapters_import()
+    named = _named_family(kind, name_or_path)
+    listed = getattr(named.adapter, "checkpoints", None) if named is not None else None
+    return [name_or_path] if listed is None else list(listed(name_or_path))
 
 
 def role_create(kind: str, name_or_path: str, *, device: str = "cpu", dtype: str = "float32",

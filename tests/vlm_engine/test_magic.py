@@ -16,6 +16,7 @@ from vlm_engine.magic import (ANSWERS_UNAVAILABLE, MagicDecoder, MagicRole, Magi
 from vlm_engine.registry import checkpoint_family, role_create
 from vlm_engine.tiny import tiny_clip_write
 from vlm_engine.tiny_magic import tiny_causal_lm_write
+from vlm_engine.types import EngineInputError, Policy, PostInput
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +152,45 @@ def test_the_generator_role_captions_through_the_registry(lm_dir: Path, tmp_path
     assert role.answers_unavailable == ANSWERS_UNAVAILABLE
     with pytest.raises(ValueError, match="2 images but 1 prompts"):
         role.generate([RED, BLUE], [PROMPTS["caption"]])
+
+
+@pytest.fixture
+def magic_engine(tiny_dir: Path, lm_dir: Path) -> Any:
+    from vlm_engine.config import EngineConfig
+    from vlm_engine.engine import Engine
+
+    spec = f"magic:{lm_dir}?embedder={tiny_dir / 'clip'}&k=6"
+    config = EngineConfig.for_profile("tiny", tiny_dir=str(tiny_dir), grounder="", verifier="", generator=spec,
+                                      look_closer=0.0, max_new_tokens=6)
+    return Engine.from_config(config)
+
+
+def test_the_engine_captions_with_magic_and_refuses_questions(magic_engine: Any, policy: Policy) -> None:
+    from tests.vlm_engine.sample_images import image_bytes
+
+    post = PostInput(key="p1", image=image_bytes((32, 32), seed=2), text="hello")
+    [analysis] = magic_engine.analyze([post], policy)
+    [caption] = magic_engine.caption([(post, None)])
+    # Looked at closer, the post gets a caption and nothing a text-only LM cannot give.
+    assert (analysis.caption, analysis.answers, analysis.ocr_text, analysis.rationale) == (caption, (), None, None)
+    assert caption
+    [steered] = magic_engine.caption([(post, "a photo of")])
+    assert steered.startswith("a photo of ")
+    with pytest.raises(EngineInputError, match="cannot answer questions") as raised:
+        magic_engine.ask([(post, "Is there a weapon?")])
+    assert raised.value.code == "role_unavailable"
+
+
+def test_loading_fetches_and_judges_the_lm_and_the_embedder(tiny_dir: Path, lm_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlm_engine import loading
+
+    checked: list[str] = []
+    monkeypatch.setattr(loading, "checkpoint_cached", lambda name: checked.append(name) or True)
+    spec = f"magic:{lm_dir}?embedder=openai/clip-vit-base-patch32"
+    overrides = {"grounder": "", "generator": spec, "verifier": ""}
+    config, notice = loading.engine_config_resolve("small", tiny_dir=str(tiny_dir), overrides=overrides)
+    assert (config.generator, notice) == (spec, None)
+    assert checked == ["openai/clip-vit-base-patch32", str(lm_dir), "openai/clip-vit-base-patch32"]
+    # The tiny LM is random, so the generator's captions are no finding, though the embedder is real.
+    assert loading.config_roles_real(config) == {"embedder": True, "generator": False, "reader": True, "text": True}
