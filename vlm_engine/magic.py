@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -152,11 +152,15 @@ def _degeneration_penalty(hidden: torch.Tensor) -> torch.Tensor:
 
 
 # Its tiny builder writes the LM half; the embedder half is any embedder family's tiny checkpoint.
-@role_register("generator", names=(MAGIC_PREFIX,), version_prefix="magic", tiny=tiny_causal_lm_write)
+@role_register("generator", names=(MAGIC_PREFIX,), auto_class="AutoModelForCausalLM", version_prefix="magic",
+               tiny=tiny_causal_lm_write)
 class MagicRole:
     """Captions by MaGiC decoding: a causal LM and an embedder, no vision-language model."""
 
-    answers_unavailable = ANSWERS_UNAVAILABLE
+    kind: ClassVar[str] = ""  # the registry's three contract attributes, set by role_register
+    auto_class: ClassVar[str] = "AutoModelForCausalLM"
+    version_prefix: ClassVar[str] = ""
+    answers_unavailable: ClassVar[str] = ANSWERS_UNAVAILABLE
 
     def __init__(self, decoder: MagicDecoder, *, version: str, real: bool) -> None:
         self.decoder = decoder
@@ -184,7 +188,7 @@ class MagicRole:
                                            local_files_only=local_files_only)
         decoder = MagicDecoder(model, tokenizer, embedder, settings=settings, device=device)
         weights = f"k={settings.k},alpha={settings.alpha},beta={settings.beta}"
-        version = f"{checkpoint_version(cls.version_prefix, lm)}[{weights};{embedder.version}]"  # type: ignore[attr-defined]
+        version = f"{checkpoint_version(cls.version_prefix, lm)}[{weights};{embedder.version}]"
         return cls(decoder, version=version, real=checkpoint_is_real(lm) and bool(embedder.real))
 
     @classmethod
