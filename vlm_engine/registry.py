@@ -198,13 +198,20 @@ def checkpoint_family(kind: str, name_or_path: str, *, local_files_only: bool = 
 def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
     """Why a local checkpoint cannot serve as a `kind`, read from its config.json; None when it can.
 
-    Only a local directory is judged (no transformers, no network: the web process's system checks
-    call this); a hub id or a missing path gives None, and loading reports it later.
+    Only a local directory, or the form of a ``prefix:`` name, is judged (no transformers, no network:
+    the web process's system checks call this); a hub id or a missing path gives None, and loading
+    reports it later.
     """
     _kind_check(kind)
     _adapters_import()
     config = Path(name_or_path) / "config.json"
-    if not name_or_path or _named_family(kind, name_or_path) is not None or not config.is_file():
+    if name_or_path and _named_family(kind, name_or_path) is not None:
+        try:
+            checkpoint_parts(kind, name_or_path)  # a ``prefix:`` family reads its name: is it well formed?
+        except ValueError as err:
+            return str(err)
+        return None
+    if not name_or_path or not config.is_file():
         return None
     try:
         model_type = str(json.loads(config.read_text()).get("model_type", ""))
