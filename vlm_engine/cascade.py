@@ -99,6 +99,8 @@ class LookCloser:
     ) -> list[Findings]:
         if self.generator is None:
             return [NO_FINDINGS for _ in posts]
+        if getattr(self.generator, "answers_unavailable", None):
+            return self._captions_only(self.generator, images, timings)
         questions = policy_questions(policy)
         names = [category.name for category in policy.categories]
         prompts = [[*self.standing_prompts, *questions, rationale_prompt(names, post.text)] for post in posts]
@@ -112,6 +114,15 @@ class LookCloser:
         reads = len(self.standing_prompts) > 1
         return [_findings_parse(outputs[start : start + stride], questions, reads=reads)
                 for start in range(0, len(outputs), stride)]
+
+    def _captions_only(
+        self, generator: GeneratorRole, images: Sequence[Image.Image], timings: dict[str, float]
+    ) -> list[Findings]:
+        """A captions-only generator (MaGiC) is asked for captions alone: it has no answers, text or rationale."""
+        with stage_timed(timings, "generate"):
+            captions = generator.generate(list(images), [PROMPTS["caption"]] * len(images),
+                                          max_new_tokens=self.max_new_tokens)
+        return [Findings(caption=caption.strip() or None) for caption in captions]
 
 
 def _findings_parse(outputs: Sequence[str], questions: Sequence[str], *, reads: bool) -> Findings:

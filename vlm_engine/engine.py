@@ -185,10 +185,13 @@ class Engine:
 
         Raises:
             EngineInputError: a post has no image ("input_no_image") or a bad one, or the
-                generator is not configured ("role_unavailable").
+                generator is not configured or cannot answer questions ("role_unavailable").
         """
         if not items:
             return []
+        unavailable = getattr(self.generator, "answers_unavailable", None)
+        if unavailable:  # a captions-only generator (MaGiC) says why, rather than answer ""
+            raise EngineInputError(items[0][0].key, str(unavailable), code="role_unavailable")
         generator, decoded = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
         images = [item.image for item in decoded]
         questions = [question for _, question in items]

@@ -59,7 +59,8 @@ def engine_config_resolve(
     config = EngineConfig.for_profile(profile, tiny_dir=tiny_dir, device=device, **settings)
     if profile == "tiny":
         return _tiny_config(config, settings), f"NOTICE: {_TINY_NOTICE}"
-    problem = _checkpoints_obtain(list(config.role_checkpoints().values()), timeout_s)
+    problem = _checkpoints_obtain([part for parts in _role_checkpoint_parts(config).values() for part in parts],
+                                  timeout_s)
     if problem is None:
         return config, None
     notice = f"NOTICE: the {profile!r} models could not be loaded ({problem}); {_TINY_NOTICE}"
@@ -80,7 +81,8 @@ def config_roles_real(config: EngineConfig) -> dict[str, bool]:
     """Role kind -> whether its configured checkpoint holds trained weights, read from the files on disk."""
     from vlm_engine.checkpoints import checkpoint_is_real
 
-    real = {ROLE_KINDS[field]: checkpoint_is_real(name) for field, name in config.role_checkpoints().items()}
+    real = {ROLE_KINDS[field]: all(checkpoint_is_real(part) for part in parts)
+            for field, parts in _role_checkpoint_parts(config).items()}
     if config.reader == "rapidocr":
         real["reader"] = True  # its models ship inside the rapidocr wheel
     elif config.reader == "vlm" and "generator" in real:
@@ -179,7 +181,15 @@ def _tiny_config(config: EngineConfig, settings: Mapping[str, Any]) -> EngineCon
 
 def _uses_tiny_dir(config: EngineConfig) -> bool:
     prefix = config.tiny_dir.rstrip("/") + "/"
-    return bool(config.tiny_dir) and any(name.startswith(prefix) for name in config.role_checkpoints().values())
+    parts = [part for parts in _role_checkpoint_parts(config).values() for part in parts]
+    return bool(config.tiny_dir) and any(part.startswith(prefix) for part in parts)
+
+
+def _role_checkpoint_parts(config: EngineConfig) -> dict[str, list[str]]:
+    """Role field -> the checkpoints on disk it needs (a ``magic:`` generator names an LM and an embedder)."""
+    from vlm_engine.registry import checkpoint_parts
+
+    return {field: checkpoint_parts(ROLE_KINDS[field], name) for field, name in config.role_checkpoints().items()}
 
 
 def _overrides_parse(overrides: Mapping[str, str]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ passed as ``tiny=`` so that tests and offline demos can build it. The contract o
   attributes on the instance;
 - the methods of its kind (see ``EmbedderRole`` in ``vlm_engine.embedders`` for embedders,
   ``GrounderRole.ground``, ``GeneratorRole.generate``); a verifier scores P(match) per
-  (image, text) pair.
+  (image, text) pair. A generator that only captions sets ``answers_unavailable`` to the
+  reason (a str): the engine then asks it for captions alone and refuses questions with it.
 
 A new module holding adapters (``vlm_engine.verification`` for the verifier families, say)
 appends its dotted name to ``ADAPTER_MODULES``, so that the registry imports it (lazily, on the
@@ -33,6 +34,10 @@ first look-up); a family added to an existing module needs nothing more than its
 transformers inside functions only: the web process reads the registry (its system checks do)
 without them. Families can also be registered under a plain name instead of a ``model_type``
 (``names=("rapidocr",)``): a checkpoint named exactly so is that family, without a config file.
+A name ending in ``:`` is a prefix (``names=("magic:",)``): every checkpoint name that starts
+with it is that family, and the adapter's ``load`` reads the rest of the name; such an adapter
+lists the checkpoints its name stands for in a ``checkpoints(name) -> list[str]`` classmethod, so
+that they are fetched and judged real or random like any other (``checkpoint_parts``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ ADAPTER_MODULES = (
     "vlm_engine.reading",
     "vlm_engine.text",
     "vlm_engine.verification",
+    "vlm_engine.magic",
 )
 # Any model_type: a kind's catch-all family (the text role mean-pools any encoder).
 ANY_MODEL_TYPE = "*"
@@ -181,7 +187,7 @@ def checkpoint_family(kind: str, name_or_path: str, *, local_files_only: bool = 
     """
     _kind_check(kind)
     _adapters_import()
-    named = _NAMES[kind].get(name_or_path)
+    named = _named_family(kind, name_or_path)
     if named is not None:
         return named
     if list(_FAMILIES[kind]) == [ANY_MODEL_TYPE]:
@@ -192,13 +198,20 @@ def checkpoint_family(kind: str, name_or_path: str, *, local_files_only: bool = 
 def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
     """Why a local checkpoint cannot serve as a `kind`, read from its config.json; None when it can.
 
-    Only a local directory is judged (no transformers, no network: the web process's system checks
-    call this); a hub id or a missing path gives None, and loading reports it later.
+    Only a local directory, or the form of a ``prefix:`` name, is judged (no transformers, no network:
+    the web process's system checks call this); a hub id or a missing path gives None, and loading
+    reports it later.
     """
     _kind_check(kind)
     _adapters_import()
     config = Path(name_or_path) / "config.json"
-    if not name_or_path or name_or_path in _NAMES[kind] or not config.is_file():
+    if name_or_path and _named_family(kind, name_or_path) is not None:
+        try:
+            checkpoint_parts(kind, name_or_path)  # a ``prefix:`` family reads its name: is it well formed?
+        except ValueError as err:
+            return str(err)
+        return None
+    if not name_or_path or not config.is_file():
         return None
     try:
         model_type = str(json.loads(config.read_text()).get("model_type", ""))
@@ -208,6 +221,19 @@ def checkpoint_family_problem(kind: str, name_or_path: str) -> str | None:
     except (OSError, ValueError, AttributeError) as err:
         return f"{config} is not a readable model config: {err}"
     return None
+
+
+def checkpoint_parts(kind: str, name_or_path: str) -> list[str]:
+    """The checkpoints a configured `kind` name stands for: itself, or those a ``prefix:`` family's name lists.
+
+    Raises:
+        ValueError: a ``prefix:`` family refuses the name as malformed.
+    """
+    _kind_check(kind)
+    _adapters_import()
+    named = _named_family(kind, name_or_path)
+    listed = getattr(named.adapter, "checkpoints", None) if named is not None else None
+    return [name_or_path] if listed is None else list(listed(name_or_path))
 
 
 def role_create(kind: str, name_or_path: str, *, device: str = "cpu", dtype: str = "float32",
@@ -294,6 +320,14 @@ class CheckpointRole:
                                 f"{', '.join(_FAMILIES[cls.kind])})")
 
 
+
+
+def _named_family(kind: str, name_or_path: str) -> Family | None:
+    """The family registered under exactly this name, or under the ``prefix:`` it starts with."""
+    exact = _NAMES[kind].get(name_or_path)
+    if exact is not None or ":" not in name_or_path:
+        return exact
+    return _NAMES[kind].get(name_or_path.split(":", 1)[0] + ":")
 
 
 def _kind_check(kind: str) -> None:

@@ -98,6 +98,16 @@ def test_a_local_checkpoint_of_an_unregistered_family_is_reported(tmp_path):  # 
     ]  # the text role takes any encoder; "" disables the generator
 
 
+def test_a_malformed_magic_generator_is_reported():  # type: ignore[no-untyped-def]
+    with override_settings(MODERATION={"MODELS": {"generator": "magic:gpt2?embedder=clip&beta=-1"}}):
+        errors = [e for e in run_checks() if e.id.startswith("moderation.")]
+    assert [(e.id, e.msg) for e in errors] == [
+        ("moderation.E022", "MODERATION['MODELS']['generator']: MaGiC's beta must not be negative, not -1.0."),
+    ]
+    with override_settings(MODERATION={"MODELS": {"generator": "magic:gpt2?embedder=openai/clip-vit-base-patch32"}}):
+        assert check_ids() == []
+
+
 def test_a_registered_family_passes_the_checks(tmp_path):  # type: ignore[no-untyped-def]
     (tmp_path / "config.json").write_text('{"model_type": "siglip2"}')
     with override_settings(MODERATION={"MODELS": {"clip": str(tmp_path), "grounder": "google/owlv2-base-patch16"}}):
