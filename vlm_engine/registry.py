@@ -51,6 +51,7 @@ ADAPTER_MODULES = (
     "vlm_engine.embedders",
     "vlm_engine.grounding",
     "vlm_engine.generation",
+    "vlm_engine.generators",
     "vlm_engine.reading",
     "vlm_engine.text",
     "vlm_engine.verification",

@@ -128,6 +128,9 @@ class FakeAdHocEngine:
     def roles_real(self):  # type: ignore[no-untyped-def]
         return {"embedder": True, "grounder": True, "generator": True}  # real roles, misbehaving
 
+    def questions_unanswered(self):  # type: ignore[no-untyped-def]
+        return None  # a generator that answers
+
     def ask(self, pairs):  # type: ignore[no-untyped-def]
         return [Answer(question=q, answer="yes\x00\x1b") for _, q in pairs]
 

@@ -1,0 +1,122 @@
+"""Tiny random-weight checkpoints of the task generators (BLIP, GIT, ViT+GPT-2), built offline.
+
+Each writer puts one family's checkpoint under ``directory/<name>`` (unless it is complete there
+already) and returns that path. BLIP and GIT use the tiny BERT WordPiece tokenizer, ViT+GPT-2 a
+byte-level BPE; weights are drawn wider than usual so that greedy output depends on the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlm_engine.tiny import TINY_IMAGE_SIZE
+from vlm_engine.tiny_embedders import _TOWER, TINY_PATCH, _bert_tokenizer, _clip_image_processor, _written
+
+# As the tiny Idefics3's: at 0.02 a random decoder repeats one token whatever the image.
+_INITIALIZER_RANGE = 0.2
+_GPT2_TOKEN = "<|endoftext|>"  # GPT-2's one special token: start, end and padding
+
+
+def _tower(**extra: Any) -> dict[str, Any]:
+    return {**_TOWER, "initializer_range": _INITIALIZER_RANGE, **extra}
+
+
+def _vision() -> dict[str, Any]:
+    return _tower(image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH)
+
+
+def _bert_decoder(tokenizer: Any) -> dict[str, Any]:
+    """A BERT-style text decoder's ids: starts at [CLS], ends at [SEP], pads with [PAD]."""
+    return _tower(vocab_size=len(tokenizer), max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                  bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+
+
+def _blip_parts() -> tuple[Any, Any]:
+    from transformers import BlipConfig, BlipImageProcessorPil, BlipProcessor
+
+    tokenizer = _bert_tokenizer()
+    side = TINY_IMAGE_SIZE
+    processor = BlipProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        image_processor=BlipImageProcessorPil(size={"height": side, "width": side}), tokenizer=tokenizer)
+    text = {**_bert_decoder(tokenizer), "sep_token_id": tokenizer.sep_token_id}
+    config = BlipConfig(text_config=text, vision_config=_vision(), projection_dim=32, image_text_hidden_size=32)
+    return config, processor
+
+
+def tiny_blip_write(directory: str | Path) -> Path:
+    """BLIP captioning (``BlipForConditionalGeneration``) under ``directory/blip``."""
+
+    def build() -> tuple[Any, Any]:
+        from transformers import BlipForConditionalGeneration
+
+        config, processor = _blip_parts()
+        return BlipForConditionalGeneration(config), processor
+
+    return _written(directory, "blip", build)
+
+
+def tiny_blip_vqa_write(directory: str | Path) -> Path:
+    """BLIP VQA (``BlipForQuestionAnswering``) under ``directory/blip-vqa``: the same model_type, told
+    apart by the config's ``architectures``."""
+
+    def build() -> tuple[Any, Any]:
+        from transformers import BlipForQuestionAnswering
+
+        config, processor = _blip_parts()
+        return BlipForQuestionAnswering(config), processor
+
+    return _written(directory, "blip-vqa", build)
+
+
+def tiny_git_write(directory: str | Path) -> Path:
+    """GIT (``GitForCausalLM``) under ``directory/git``: a ViT's tokens, then text, in one decoder."""
+
+    def build() -> tuple[Any, Any]:
+        from transformers import GitConfig, GitForCausalLM, GitProcessor
+
+        tokenizer = _bert_tokenizer()
+        processor = GitProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+            image_processor=_clip_image_processor(), tokenizer=tokenizer)
+        return GitForCausalLM(GitConfig(vision_config=_vision(), **_bert_decoder(tokenizer))), processor
+
+    return _written(directory, "git", build)
+
+
+class ImageProcessorAndTokenizer:
+    """What a ``VisionEncoderDecoderModel`` checkpoint holds instead of a joint processor."""
+
+    def __init__(self, image_processor: Any, tokenizer: Any) -> None:
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.image_processor.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        # Nothing joint to configure; the file marks the checkpoint complete like the others.
+        (Path(directory) / "processor_config.json").write_text("{}\n")
+
+
+def tiny_vit_gpt2_write(directory: str | Path) -> Path:
+    """ViT + GPT-2 (``VisionEncoderDecoderModel``, VirTex-like) under ``directory/vit-gpt2``."""
+
+    def build() -> tuple[Any, Any]:
+        from transformers import (GPT2Config, PreTrainedTokenizerFast, ViTConfig, ViTImageProcessorPil,
+                                  VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+
+        from vlm_engine.tiny_generator import tiny_byte_level_tokenizer
+
+        tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
+            tokenizer_object=tiny_byte_level_tokenizer((_GPT2_TOKEN,), unk_token=_GPT2_TOKEN),
+            bos_token=_GPT2_TOKEN, eos_token=_GPT2_TOKEN, pad_token=_GPT2_TOKEN, model_max_length=64)
+        side = TINY_IMAGE_SIZE
+        image_processor = ViTImageProcessorPil(size={"height": side, "width": side})
+        token = tokenizer.get_vocab()[_GPT2_TOKEN]
+        encoder = ViTConfig(**_vision())
+        decoder = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, vocab_size=len(tokenizer),
+                             bos_token_id=token, eos_token_id=token, initializer_range=_INITIALIZER_RANGE)
+        config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+        config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = token
+        return VisionEncoderDecoderModel(config=config), ImageProcessorAndTokenizer(image_processor, tokenizer)
+
+    return _written(directory, "vit-gpt2", build)
