@@ -1,4 +1,4 @@
-"""Generator families that caption or answer by their own task, not by instruction: BLIP, GIT, ViT+GPT-2.
+"""Generator families that caption or answer by their own task, not by instruction: BLIP, BLIP-2, GIT, ViT+GPT-2.
 
 Unlike the chat generator (``vlm_engine.generation.GeneratorRole``) these checkpoints take no
 instruction: a captioner continues an optional prefix ("a photo of"), a VQA model answers a
@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from vlm_engine.registry import CheckpointRole, role_register
-from vlm_engine.tiny_generators import ImageProcessorAndTokenizer, tiny_blip_write, tiny_git_write, tiny_vit_gpt2_write
+from vlm_engine.registry import CheckpointRole, UnknownFamily, role_register
+from vlm_engine.tiny_generators import (ImageProcessorAndTokenizer, tiny_blip2_write, tiny_blip_write, tiny_git_write,
+                                        tiny_vit_gpt2_write)
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,36 @@ class TaskGenerator(CheckpointRole):
     def family(self) -> str:
         """The registered family's name, as messages name it (``blip``, ``git``…)."""
         return self.version_prefix
+
+    @classmethod
+    def load(cls, name_or_path: str, *, device: str, dtype: str,
+             local_files_only: bool = False) -> TaskGenerator:
+        """Load a checkpoint with the adapter for the head it was saved with (config ``architectures``).
+
+        Raises:
+            OSError: the checkpoint cannot be found or read.
+            UnknownFamily: not a model_type of this family, or saved with a head that does not
+                generate (a BLIP or BLIP-2 image–text matching checkpoint: a verifier).
+        """
+        from transformers import AutoConfig
+
+        cls._model_type_check(name_or_path, local_files_only)
+        saved = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only).architectures or []
+        heads = cls._heads()
+        found = [heads[name] for name in saved if name in heads]
+        if heads and saved and not found:
+            raise UnknownFamily(f"{name_or_path} is a {', '.join(saved)} checkpoint; the {cls.version_prefix} "
+                                f"generator takes {', '.join(heads)}")
+        adapter = found[0] if found else next(iter(heads.values()), cls)
+        # The shared load, bound to the adapter chosen (this load would choose again).
+        loaded: TaskGenerator = super(TaskGenerator, adapter).load(
+            name_or_path, device=device, dtype=dtype, local_files_only=local_files_only)
+        return loaded
+
+    @classmethod
+    def _heads(cls) -> dict[str, type[TaskGenerator]]:
+        """Saved head (an ``architectures`` entry) -> the adapter serving it; empty: any head of the model_type."""
+        return {}
 
     def caption(self, images: Sequence[Image.Image], prefixes: Sequence[str | None], *,
                 max_new_tokens: int = 32) -> list[str]:
@@ -144,23 +175,8 @@ class BlipGenerator(TaskGenerator):
     ``BlipForQuestionAnswering`` one answers questions; the config's ``architectures`` says which."""
 
     @classmethod
-    def load(cls, name_or_path: str, *, device: str, dtype: str,  # type: ignore[override]
-             local_files_only: bool = False) -> TaskGenerator:
-        """Load a BLIP checkpoint as a captioner, or as a VQA model when it was saved as one.
-
-        Raises:
-            OSError: the checkpoint cannot be found or read.
-            UnknownFamily: the checkpoint is not a BLIP model.
-        """
-        cls._model_type_check(name_or_path, local_files_only)
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
-        adapter = BlipAnswerer if "BlipForQuestionAnswering" in (config.architectures or ()) else BlipCaptioner
-        # The shared load, bound to the subclass (BlipGenerator.load would choose again).
-        loaded: TaskGenerator = super(BlipGenerator, adapter).load(  # type: ignore[misc]  # mypy: a class as 2nd arg
-            name_or_path, device=device, dtype=dtype, local_files_only=local_files_only)
-        return loaded
+    def _heads(cls) -> dict[str, type[TaskGenerator]]:
+        return {"BlipForConditionalGeneration": BlipCaptioner, "BlipForQuestionAnswering": BlipAnswerer}
 
     def _prompt_ids(self, task: str, text: str | None) -> list[int]:
         # As BLIP's processor: [CLS] text [SEP]. Its generate makes the first id [DEC] when captioning,
@@ -231,3 +247,34 @@ class VisionEncoderDecoderGenerator(TaskGenerator):
                                                         decoder_attention_mask=ids.new_ones(ids.shape),
                                                         do_sample=False, max_new_tokens=max_new_tokens))
         return self._decoded(output, 0)
+
+
+# BLIP-2's VQA prompt, as its paper and model card ask its OPT checkpoints.
+BLIP2_QUESTION = "Question: {question} Answer:"
+
+
+@role_register("generator", "blip-2", auto_class="Blip2ForConditionalGeneration", version_prefix="blip-2",
+               tiny=tiny_blip2_write)
+class Blip2Generator(TaskGenerator):
+    """BLIP-2: a frozen image encoder, a Q-Former whose query tokens prompt a frozen LM. With a
+    decoder-only LM (OPT) a caption continues the image tokens (+ a prefix) and an answer continues
+    `BLIP2_QUESTION`; an encoder-decoder LM (Flan-T5) returns only the new text."""
+
+    answers_questions: ClassVar[bool] = True
+
+    @classmethod
+    def _heads(cls) -> dict[str, type[TaskGenerator]]:
+        return {"Blip2ForConditionalGeneration": Blip2Generator}
+
+    def _prompt_ids(self, task: str, text: str | None) -> list[int]:
+        # As Blip2Processor: one image token per query token, then the text as the tokenizer encodes it.
+        tokenizer = self._tokenizer()
+        image_ids = [self.model.config.image_token_id] * self.model.config.num_query_tokens
+        if task == "answer":
+            text = BLIP2_QUESTION.format(question=(text or "").strip())
+        return [*image_ids, *(tokenizer(text).input_ids if text else [tokenizer.bos_token_id])]
+
+    def _kept_from(self, task: str, prompt_width: int) -> int:
+        if task == "caption" or not self.model.config.use_decoder_only_language_model:
+            return 0  # the image tokens and the start token are special: decoding drops them
+        return prompt_width

@@ -1,8 +1,8 @@
-"""Tiny random-weight checkpoints of the task generators (BLIP, GIT, ViT+GPT-2), built offline.
+"""Tiny random-weight checkpoints of the task generators (BLIP, BLIP-2, GIT, ViT+GPT-2), built offline.
 
 Each writer puts one family's checkpoint under ``directory/<name>`` (unless it is complete there
-already) and returns that path. BLIP and GIT use the tiny BERT WordPiece tokenizer, ViT+GPT-2 a
-byte-level BPE; weights are drawn wider than usual so that greedy output depends on the image.
+already) and returns that path. BLIP and GIT use the tiny BERT WordPiece tokenizer, ViT+GPT-2 and
+BLIP-2's OPT a byte-level BPE; weights are drawn wider than usual so that greedy output depends on the image.
 """
 
 from __future__ import annotations
@@ -83,6 +83,43 @@ def tiny_git_write(directory: str | Path) -> Path:
     return _written(directory, "git", build)
 
 
+def _byte_level(specials: tuple[str, ...], **roles: str) -> Any:
+    """A fast tokenizer on the tiny byte-level BPE, `specials` kept whole, `roles` naming them (bos_token=…)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from vlm_engine.tiny_generator import tiny_byte_level_tokenizer
+
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
+        tokenizer_object=tiny_byte_level_tokenizer(specials, unk_token=roles["unk_token"]), model_max_length=128,
+        **roles)
+
+
+def tiny_blip2_write(directory: str | Path) -> Path:
+    """BLIP-2 with a tiny OPT (``Blip2ForConditionalGeneration``) under ``directory/blip-2``: 4 query tokens."""
+
+    def build() -> tuple[Any, Any]:
+        from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
+
+        tokenizer = _byte_level(("<pad>", "</s>", "<unk>", "<image>"), bos_token="</s>", eos_token="</s>",
+                                pad_token="<pad>", unk_token="<unk>")
+        side, queries = TINY_IMAGE_SIZE, 4
+        processor = Blip2Processor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+            image_processor=BlipImageProcessorPil(size={"height": side, "width": side}), tokenizer=tokenizer,
+            num_query_tokens=queries)
+        ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+        opt = {"model_type": "opt", "hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "vocab_size": len(tokenizer), "max_position_embeddings": 128, "word_embed_proj_dim": 32,
+               "init_std": _INITIALIZER_RANGE, **ids}
+        config = Blip2Config(vision_config=_vision(), qformer_config=_tower(encoder_hidden_size=32,
+                                                                         vocab_size=len(tokenizer)),
+                             text_config=opt, num_query_tokens=queries,
+                             image_token_index=tokenizer.get_vocab()["<image>"])
+        return Blip2ForConditionalGeneration(config), processor
+
+    return _written(directory, "blip-2", build)
+
+
 class ImageProcessorAndTokenizer:
     """What a ``VisionEncoderDecoderModel`` checkpoint holds instead of a joint processor."""
 
@@ -101,14 +138,10 @@ def tiny_vit_gpt2_write(directory: str | Path) -> Path:
     """ViT + GPT-2 (``VisionEncoderDecoderModel``, VirTex-like) under ``directory/vit-gpt2``."""
 
     def build() -> tuple[Any, Any]:
-        from transformers import (GPT2Config, PreTrainedTokenizerFast, ViTConfig, ViTImageProcessorPil,
-                                  VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+        from transformers import GPT2Config, ViTConfig, ViTImageProcessorPil, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
 
-        from vlm_engine.tiny_generator import tiny_byte_level_tokenizer
-
-        tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
-            tokenizer_object=tiny_byte_level_tokenizer((_GPT2_TOKEN,), unk_token=_GPT2_TOKEN),
-            bos_token=_GPT2_TOKEN, eos_token=_GPT2_TOKEN, pad_token=_GPT2_TOKEN, model_max_length=64)
+        tokenizer = _byte_level((_GPT2_TOKEN,), bos_token=_GPT2_TOKEN, eos_token=_GPT2_TOKEN, pad_token=_GPT2_TOKEN,
+                                unk_token=_GPT2_TOKEN)
         side = TINY_IMAGE_SIZE
         image_processor = ViTImageProcessorPil(size={"height": side, "width": side})
         token = tokenizer.get_vocab()[_GPT2_TOKEN]

@@ -1,4 +1,4 @@
-"""Tests for the task generator families (BLIP, GIT, ViT+GPT-2): the engine's greedy tokens are transformers' own."""
+"""Tests for the task generator families (BLIP, BLIP-2, GIT, ViT+GPT-2): the engine's greedy tokens are transformers' own."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ from PIL import Image
 from tests.vlm_engine.sample_images import image_bytes
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
-from vlm_engine.generators import (BlipAnswerer, BlipCaptioner, GitGenerator, QuestionsUnanswered, TaskGenerator,
-                                   VisionEncoderDecoderGenerator)
-from vlm_engine.registry import family_names, role_create
-from vlm_engine.tiny_generators import tiny_blip_vqa_write, tiny_blip_write, tiny_git_write, tiny_vit_gpt2_write
+from vlm_engine.generators import (BLIP2_QUESTION, Blip2Generator, BlipAnswerer, BlipCaptioner, GitGenerator,
+                                   QuestionsUnanswered, TaskGenerator, VisionEncoderDecoderGenerator)
+from vlm_engine.registry import UnknownFamily, family_names, role_create
+from vlm_engine.tiny_verifier import tiny_verifier_write
+from vlm_engine.tiny_generators import (tiny_blip2_write, tiny_blip_vqa_write, tiny_blip_write, tiny_git_write,
+                                        tiny_vit_gpt2_write)
 from vlm_engine.types import EngineInputError, Policy, PostInput
 
 pytestmark = pytest.mark.slow
 
 TOKENS = 6
 WRITERS: dict[str, Callable[[str | Path], Path]] = {
-    "blip": tiny_blip_write, "blip-vqa": tiny_blip_vqa_write, "git": tiny_git_write, "vit-gpt2": tiny_vit_gpt2_write}
+    "blip": tiny_blip_write, "blip-vqa": tiny_blip_vqa_write, "git": tiny_git_write, "vit-gpt2": tiny_vit_gpt2_write,
+    "blip-2": tiny_blip2_write}
 # Prefixes and questions of different token lengths, so a batch mixes lengths.
 PREFIXES: list[str | None] = [None, "a photo of", None, "a"]
 QUESTIONS = ["is there a cat?", "what", "is this a gun or a knife?", "who"]
@@ -50,16 +53,24 @@ def _images() -> list[Image.Image]:
 
 
 def test_the_families_are_registered_generators() -> None:
-    assert {"idefics3", "smolvlm", "blip", "git", "vision-encoder-decoder"} <= set(family_names("generator"))
+    assert {"idefics3", "smolvlm", "blip", "git", "vision-encoder-decoder", "blip-2"} <= set(family_names("generator"))
 
 
 def test_each_checkpoint_loads_as_its_adapter(loaded: dict[str, TaskGenerator]) -> None:
     kinds = {name: type(role) for name, role in loaded.items()}
     assert kinds == {"blip": BlipCaptioner, "blip-vqa": BlipAnswerer, "git": GitGenerator,
-                     "vit-gpt2": VisionEncoderDecoderGenerator}
+                     "vit-gpt2": VisionEncoderDecoderGenerator, "blip-2": Blip2Generator}
     assert {name: role.answers_questions for name, role in loaded.items()} == {
-        "blip": False, "blip-vqa": True, "git": True, "vit-gpt2": False}
+        "blip": False, "blip-vqa": True, "git": True, "vit-gpt2": False, "blip-2": True}
     assert all(not role.real and not role.instructed for role in loaded.values())
+
+
+@pytest.mark.parametrize(("family", "head"), [("blip", "BlipForImageTextRetrieval"),
+                                              ("blip-2", "Blip2ForImageTextRetrieval")])
+def test_a_matching_checkpoint_of_the_same_model_type_is_no_generator(tmp_path: Path, family: str, head: str) -> None:
+    itm = tiny_verifier_write(tmp_path, family)
+    with pytest.raises(UnknownFamily, match=f"is a {head} checkpoint; the {family} generator takes"):
+        role_create("generator", str(itm), local_files_only=True)
 
 
 def _decoded(tokenizer: Any, sequence: Any) -> str:
@@ -69,7 +80,7 @@ def _decoded(tokenizer: Any, sequence: Any) -> str:
 def _reference_caption(name: str, role: TaskGenerator, image: Image.Image, prefix: str | None) -> str:
     """What transformers' own greedy generate says, one image at a time, as its documentation calls it."""
     model, processor = role.model, role.processor
-    if name == "blip":
+    if name in ("blip", "blip-2"):
         inputs = processor(images=image, text=prefix, return_tensors="pt")
         return _decoded(processor.tokenizer, model.generate(**inputs, do_sample=False, max_new_tokens=TOKENS)[0])
     pixels = processor.image_processor(images=image, return_tensors="pt").pixel_values
@@ -85,7 +96,7 @@ def _reference_caption(name: str, role: TaskGenerator, image: Image.Image, prefi
     return _decoded(processor.tokenizer, output[0])
 
 
-@pytest.mark.parametrize("name", ["blip", "git", "vit-gpt2"])
+@pytest.mark.parametrize("name", ["blip", "git", "vit-gpt2", "blip-2"])
 def test_captions_equal_transformers_generate(loaded: dict[str, TaskGenerator], name: str) -> None:
     role, images = loaded[name], _images()
     expected = [_reference_caption(name, role, image, prefix) for image, prefix in zip(images, PREFIXES)]
@@ -104,13 +115,17 @@ def _reference_answer(name: str, role: TaskGenerator, image: Image.Image, questi
     if name == "blip-vqa":
         inputs = processor(images=image, text=question, return_tensors="pt")
         return _decoded(processor.tokenizer, model.generate(**inputs, do_sample=False, max_new_tokens=TOKENS)[0])
+    if name == "blip-2":
+        inputs = processor(images=image, text=BLIP2_QUESTION.format(question=question), return_tensors="pt")
+        output = model.generate(**inputs, do_sample=False, max_new_tokens=TOKENS)
+        return _decoded(processor.tokenizer, output[0, inputs.input_ids.shape[1]:])
     pixels = processor(images=image, return_tensors="pt").pixel_values
     ids = torch.tensor([[processor.tokenizer.cls_token_id, *processor(text=question, add_special_tokens=False).input_ids]])
     output = model.generate(pixel_values=pixels, input_ids=ids, do_sample=False, max_new_tokens=TOKENS)
     return _decoded(processor.tokenizer, output[0, ids.shape[1]:])
 
 
-@pytest.mark.parametrize("name", ["blip-vqa", "git"])
+@pytest.mark.parametrize("name", ["blip-vqa", "git", "blip-2"])
 def test_answers_equal_transformers_generate(loaded: dict[str, TaskGenerator], name: str) -> None:
     role, images = loaded[name], _images()
     expected = [_reference_answer(name, role, image, question) for image, question in zip(images, QUESTIONS)]
