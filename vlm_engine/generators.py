@@ -1,4 +1,4 @@
-"""Generator families that caption or answer by their own task, not by instruction: BLIP, BLIP-2, GIT, ViT+GPT-2.
+"""Generator families beside SmolVLM: BLIP, BLIP-2, GIT and ViT+GPT-2 by their own task, Idefics v1 by instruction.
 
 Unlike the chat generator (``vlm_engine.generation.GeneratorRole``) these checkpoints take no
 instruction: a captioner continues an optional prefix ("a photo of"), a VQA model answers a
@@ -8,6 +8,9 @@ questions (a pure captioner) says so with ``QuestionsUnanswered`` instead of cap
 Their ``generate`` (the chat role's entry point) answers the prompts as questions. Padding
 changes the output of all three (BLIP's question encoder and GIT's positions see it), so each
 call runs one ``generate`` per prompt length: a batch gives exactly what one-at-a-time does.
+
+Idefics v1 (Flamingo's open reproduction: gated cross-attention into a frozen LM) follows
+instructions, as SmolVLM does, and is served as the chat generator with its own prompt format.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
+from vlm_engine.generation import GeneratorRole
 from vlm_engine.registry import CheckpointRole, UnknownFamily, role_register
 from vlm_engine.tiny_generators import (ImageProcessorAndTokenizer, tiny_blip2_write, tiny_blip_write, tiny_git_write,
-                                        tiny_vit_gpt2_write)
+                                        tiny_idefics_write, tiny_vit_gpt2_write)
 
 if TYPE_CHECKING:
     import torch
@@ -278,3 +282,20 @@ class Blip2Generator(TaskGenerator):
         if task == "caption" or not self.model.config.use_decoder_only_language_model:
             return 0  # the image tokens and the start token are special: decoding drops them
         return prompt_width
+
+
+def idefics_prompt(image: Image.Image, prompt: str) -> list[Any]:
+    """One Idefics-instruct turn: the user's image and instruction, then the assistant's cue."""
+    return ["User:", image, f"{prompt}<end_of_utterance>", "\nAssistant:"]
+
+
+@role_register("generator", "idefics", auto_class="IdeficsForVisionText2Text", version_prefix="idefics",
+               tiny=tiny_idefics_write)
+class IdeficsGenerator(GeneratorRole):
+    """Idefics v1: the chat generator's batched, left-padded greedy generation, with Idefics' prompt
+    lists (text and images interleaved) in place of a chat template."""
+
+    def _preprocess(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
+        # The end-of-utterance token is written into the prompt, so the processor must not add its own.
+        return self.processor(text=[idefics_prompt(image, prompt) for image, prompt in zip(images, prompts)],
+                              padding=True, add_end_of_utterance_token=False, return_tensors="pt")

@@ -153,3 +153,32 @@ def tiny_vit_gpt2_write(directory: str | Path) -> Path:
         return VisionEncoderDecoderModel(config=config), ImageProcessorAndTokenizer(image_processor, tokenizer)
 
     return _written(directory, "vit-gpt2", build)
+
+
+def tiny_idefics_write(directory: str | Path) -> Path:
+    """Idefics v1 (``IdeficsForVisionText2Text``) under ``directory/idefics``: a cross-attention block
+    after every LM layer, no perceiver resampler.
+
+    Its gates start at ``alpha_initializer``: "zeros" would shut the image out and "normal" raises
+    with float gates, so they start open ("ones").
+    """
+
+    def build() -> tuple[Any, Any]:
+        from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsImageProcessorPil, IdeficsProcessor
+
+        tokenizer = _byte_level(("<s>", "</s>", "<unk>", "<fake_token_around_image>", "<image>", "<end_of_utterance>"),
+                                bos_token="<s>", eos_token="</s>", pad_token="<unk>", unk_token="<unk>")
+        side = TINY_IMAGE_SIZE
+        processor = IdeficsProcessor(  # type: ignore[no-untyped-call]  # unannotated in transformers
+            image_processor=IdeficsImageProcessorPil(image_size=side), tokenizer=tokenizer, image_size=side)
+        vision = {"embed_dim": 32, "image_size": side, "patch_size": TINY_PATCH, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "intermediate_size": 64}
+        config = IdeficsConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, cross_layer_interval=1, vision_config=vision,
+                               perceiver_config={"use_resampler": False}, alpha_initializer="ones",
+                               initializer_range=_INITIALIZER_RANGE, max_position_embeddings=256,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                               pad_token_id=tokenizer.pad_token_id)
+        return IdeficsForVisionText2Text(config), processor
+
+    return _written(directory, "idefics", build)

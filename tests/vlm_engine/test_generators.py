@@ -1,4 +1,4 @@
-"""Tests for the task generator families (BLIP, BLIP-2, GIT, ViT+GPT-2): the engine's greedy tokens are transformers' own."""
+"""Tests for the generator families beside SmolVLM (BLIP, BLIP-2, GIT, ViT+GPT-2, Idefics v1): the engine's greedy tokens are transformers' own."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from tests.vlm_engine.sample_images import image_bytes
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
 from vlm_engine.generators import (BLIP2_QUESTION, Blip2Generator, BlipAnswerer, BlipCaptioner, GitGenerator,
-                                   QuestionsUnanswered, TaskGenerator, VisionEncoderDecoderGenerator)
+                                   IdeficsGenerator, QuestionsUnanswered, TaskGenerator, VisionEncoderDecoderGenerator,
+                                   idefics_prompt)
 from vlm_engine.registry import UnknownFamily, family_names, role_create
 from vlm_engine.tiny_verifier import tiny_verifier_write
 from vlm_engine.tiny_generators import (tiny_blip2_write, tiny_blip_vqa_write, tiny_blip_write, tiny_git_write,
-                                        tiny_vit_gpt2_write)
+                                        tiny_idefics_write, tiny_vit_gpt2_write)
 from vlm_engine.types import EngineInputError, Policy, PostInput
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow
 TOKENS = 6
 WRITERS: dict[str, Callable[[str | Path], Path]] = {
     "blip": tiny_blip_write, "blip-vqa": tiny_blip_vqa_write, "git": tiny_git_write, "vit-gpt2": tiny_vit_gpt2_write,
-    "blip-2": tiny_blip2_write}
+    "blip-2": tiny_blip2_write, "idefics": tiny_idefics_write}
 # Prefixes and questions of different token lengths, so a batch mixes lengths.
 PREFIXES: list[str | None] = [None, "a photo of", None, "a"]
 QUESTIONS = ["is there a cat?", "what", "is this a gun or a knife?", "who"]
@@ -42,7 +43,7 @@ def tiny_generators_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_generators_dir: Path) -> dict[str, TaskGenerator]:
+def loaded(tiny_generators_dir: Path) -> dict[str, Any]:
     return {name: role_create("generator", str(tiny_generators_dir / name), local_files_only=True)
             for name in WRITERS}
 
@@ -53,16 +54,17 @@ def _images() -> list[Image.Image]:
 
 
 def test_the_families_are_registered_generators() -> None:
-    assert {"idefics3", "smolvlm", "blip", "git", "vision-encoder-decoder", "blip-2"} <= set(family_names("generator"))
+    assert {"idefics3", "smolvlm", "blip", "git", "vision-encoder-decoder", "blip-2", "idefics"} <= set(family_names("generator"))
 
 
-def test_each_checkpoint_loads_as_its_adapter(loaded: dict[str, TaskGenerator]) -> None:
+def test_each_checkpoint_loads_as_its_adapter(loaded: dict[str, Any]) -> None:
     kinds = {name: type(role) for name, role in loaded.items()}
     assert kinds == {"blip": BlipCaptioner, "blip-vqa": BlipAnswerer, "git": GitGenerator,
-                     "vit-gpt2": VisionEncoderDecoderGenerator, "blip-2": Blip2Generator}
-    assert {name: role.answers_questions for name, role in loaded.items()} == {
-        "blip": False, "blip-vqa": True, "git": True, "vit-gpt2": False, "blip-2": True}
-    assert all(not role.real and not role.instructed for role in loaded.values())
+                     "vit-gpt2": VisionEncoderDecoderGenerator, "blip-2": Blip2Generator, "idefics": IdeficsGenerator}
+    assert {name: (role.answers_questions, role.instructed) for name, role in loaded.items()} == {
+        "blip": (False, False), "blip-vqa": (True, False), "git": (True, False), "vit-gpt2": (False, False),
+        "blip-2": (True, False), "idefics": (True, True)}
+    assert not any(role.real for role in loaded.values())
 
 
 @pytest.mark.parametrize(("family", "head"), [("blip", "BlipForImageTextRetrieval"),
@@ -97,7 +99,7 @@ def _reference_caption(name: str, role: TaskGenerator, image: Image.Image, prefi
 
 
 @pytest.mark.parametrize("name", ["blip", "git", "vit-gpt2", "blip-2"])
-def test_captions_equal_transformers_generate(loaded: dict[str, TaskGenerator], name: str) -> None:
+def test_captions_equal_transformers_generate(loaded: dict[str, Any], name: str) -> None:
     role, images = loaded[name], _images()
     expected = [_reference_caption(name, role, image, prefix) for image, prefix in zip(images, PREFIXES)]
     captions = role.caption(images, PREFIXES, max_new_tokens=TOKENS)
@@ -126,7 +128,7 @@ def _reference_answer(name: str, role: TaskGenerator, image: Image.Image, questi
 
 
 @pytest.mark.parametrize("name", ["blip-vqa", "git", "blip-2"])
-def test_answers_equal_transformers_generate(loaded: dict[str, TaskGenerator], name: str) -> None:
+def test_answers_equal_transformers_generate(loaded: dict[str, Any], name: str) -> None:
     role, images = loaded[name], _images()
     expected = [_reference_answer(name, role, image, question) for image, question in zip(images, QUESTIONS)]
     answers = role.answer(images, QUESTIONS, max_new_tokens=TOKENS)
@@ -137,18 +139,33 @@ def test_answers_equal_transformers_generate(loaded: dict[str, TaskGenerator], n
     assert role.generate(images, QUESTIONS, max_new_tokens=TOKENS) == answers  # no instructions: prompts are questions
 
 
-def test_blip_vqa_captions_by_asking_what_is_pictured(loaded: dict[str, TaskGenerator]) -> None:
+def test_blip_vqa_captions_by_asking_what_is_pictured(loaded: dict[str, Any]) -> None:
     role, images = loaded["blip-vqa"], _images()[:2]
     asked = role.answer(images, ["what is in the picture?"] * 2, max_new_tokens=TOKENS)
     assert role.caption(images, [None, "a photo of"], max_new_tokens=TOKENS) == asked
 
 
 @pytest.mark.parametrize(("name", "family"), [("blip", "blip"), ("vit-gpt2", "vit-gpt2")])
-def test_a_pure_captioner_answers_no_questions(loaded: dict[str, TaskGenerator], name: str, family: str) -> None:
+def test_a_pure_captioner_answers_no_questions(loaded: dict[str, Any], name: str, family: str) -> None:
     with pytest.raises(QuestionsUnanswered, match=f"^{family} answers no questions$"):
         loaded[name].answer(_images()[:1], ["is there a cat?"])
     with pytest.raises(QuestionsUnanswered):
         loaded[name].generate(_images()[:1], ["Describe this image in one sentence."])
+
+
+def test_idefics_generates_as_transformers_does(loaded: dict[str, Any]) -> None:
+    role, images = loaded["idefics"], _images()[:3]
+    prompts = ["Describe this image in one sentence.", "Is there a cat?", "Is this a gun or a knife in a photo?"]
+    expected = []
+    for image, prompt in zip(images, prompts):
+        inputs = role.processor(text=[idefics_prompt(image, prompt)], add_end_of_utterance_token=False,
+                                return_tensors="pt")
+        output = role.model.generate(**inputs, do_sample=False, max_new_tokens=TOKENS)
+        expected.append(_decoded(role.processor.tokenizer, output[0, inputs.input_ids.shape[1]:]))
+    answers = role.generate(images, prompts, max_new_tokens=TOKENS)  # one left-padded batch
+    assert answers == expected
+    assert len(set(answers)) == 3 and all(answers)
+    assert role.answer(images, prompts, max_new_tokens=TOKENS) == answers
 
 
 def _engine(tiny_dir: Path, generator: Path) -> Engine:
@@ -158,7 +175,7 @@ def _engine(tiny_dir: Path, generator: Path) -> Engine:
 
 
 def test_the_engine_captions_with_a_captioner_and_says_it_cannot_answer(
-    tiny_dir: Path, tiny_generators_dir: Path, loaded: dict[str, TaskGenerator], policy: Policy
+    tiny_dir: Path, tiny_generators_dir: Path, loaded: dict[str, Any], policy: Policy
 ) -> None:
     engine = _engine(tiny_dir, tiny_generators_dir / "vit-gpt2")
     posts = [PostInput(key=f"p{seed}", image=image_bytes((32, 32), seed=seed)) for seed in range(2)]
@@ -175,7 +192,7 @@ def test_the_engine_captions_with_a_captioner_and_says_it_cannot_answer(
 
 
 def test_the_engine_asks_a_vqa_family_the_policy_questions(
-    tiny_dir: Path, tiny_generators_dir: Path, loaded: dict[str, TaskGenerator], policy: Policy
+    tiny_dir: Path, tiny_generators_dir: Path, loaded: dict[str, Any], policy: Policy
 ) -> None:
     engine = _engine(tiny_dir, tiny_generators_dir / "git")
     post = PostInput(key="p", image=image_bytes((32, 32), seed=5))
