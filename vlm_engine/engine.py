@@ -104,8 +104,9 @@ class Engine:
         roles: dict[str, EmbedderRole | GrounderRole | Generator | OcrReaderRole | TextRole | VerifierRole | None] = {
             "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
             "text": self.text, "verifier": self.verifier}
-        if self.reader is None and self.config.reader == VLM_READER:
-            roles["reader"] = self.generator  # the generator reads, as well as its weights allow
+        if self.reader is None and self.config.reader == VLM_READER and self.generator is not None \
+                and self.generator.instructed:
+            roles["reader"] = self.generator  # the generator reads, as well as its weights allow (a captioner cannot)
         return {kind: bool(role.real) for kind, role in roles.items() if role is not None}
 
     def decode(self, posts: Sequence[PostInput]) -> list[DecodedImage | None]:

@@ -24,8 +24,9 @@ passed as ``tiny=`` so that tests and offline demos can build it. The contract o
 - ``version`` (str) and ``real`` (bool: False for random weights, whose output is withheld)
   attributes on the instance;
 - the methods of its kind (see ``EmbedderRole`` in ``vlm_engine.embedders`` for embedders,
-  ``GrounderRole.ground``, ``GeneratorRole.generate``); a verifier scores P(match) per
-  (image, text) pair.
+  ``GrounderRole.ground``, the ``Generator`` protocol in ``vlm_engine.generation`` for generators:
+  ``caption``, ``answer``, ``generate``, and whether it answers questions and follows
+  instructions); a verifier scores P(match) per (image, text) pair.
 
 A new module holding adapters (``vlm_engine.verification`` for the verifier families, say)
 appends its dotted name to ``ADAPTER_MODULES``, so that the registry imports it (lazily, on the

@@ -183,6 +183,7 @@ def test_the_engine_captions_with_a_captioner_and_says_it_cannot_answer(
     expected = loaded["vit-gpt2"].caption(images, [None, "a photo of"], max_new_tokens=engine.config.max_new_tokens)
     assert engine.caption([(posts[0], None), (posts[1], "a photo of")]) == expected
     assert engine.questions_unanswered() == "vit-gpt2 answers no questions"
+    assert engine.roles_real() == {"embedder": False, "generator": False}  # a captioner is no "vlm" reader
     with pytest.raises(EngineInputError) as raised:
         engine.ask([(posts[0], "is there a cat?")])
     assert (raised.value.code, raised.value.key, raised.value.message) == (
