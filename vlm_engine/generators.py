@@ -6,8 +6,8 @@ question. So each adapter serves ``caption`` and ``answer`` directly, and one th
 questions (a pure captioner) says so with ``QuestionsUnanswered`` instead of captioning a question.
 
 Their ``generate`` (the chat role's entry point) answers the prompts as questions. Padding
-changes the output of all three (BLIP's question encoder and GIT's positions see it), so each
-call runs one ``generate`` per prompt length: a batch gives exactly what one-at-a-time does.
+changes their output (BLIP's question encoder and GIT's positions see it), so each call runs
+one ``generate`` per prompt length: a batch gives exactly what one-at-a-time does.
 
 Idefics v1 (Flamingo's open reproduction: gated cross-attention into a frozen LM) follows
 instructions, as SmolVLM does, and is served as the chat generator with its own prompt format.
