@@ -115,7 +115,6 @@ class LookCloser:
         return [_findings_parse(outputs[start : start + stride], questions, reads=reads)
                 for start in range(0, len(outputs), stride)]
 
-
     def _caption_and_answer(self, generator: Generator, images: Sequence[Image.Image], questions: list[str],
                             timings: dict[str, float]) -> list[Findings]:
         """A family that follows no instructions (BLIP, GIT…): a caption, and the policy questions
@@ -124,11 +123,11 @@ class LookCloser:
         with stage_timed(timings, "generate"):
             captions = generator.caption(images, [None] * len(images), max_new_tokens=self.max_new_tokens)
             answers = generator.answer([image for image in images for _ in asked], asked * len(images),
-                                            max_new_tokens=self.max_new_tokens) if asked else []
+                                       max_new_tokens=self.max_new_tokens) if asked else []
         per_post = len(asked)
         return [Findings(caption=caption.strip() or None,
-                         answers=tuple(Answer(question=q, answer=a.strip()) for q, a in
-                                       zip(asked, answers[row * per_post:(row + 1) * per_post])))
+                         answers=tuple(Answer(question=question, answer=answer.strip()) for question, answer
+                                       in zip(asked, answers[row * per_post:(row + 1) * per_post])))
                 for row, caption in enumerate(captions)]
 
 
