@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from vlm_engine.generation import PROMPTS, GeneratorRole, rationale_prompt
+from vlm_engine.generation import PROMPTS, Generator, rationale_prompt
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.timing import stage_timed
 from vlm_engine.types import Answer, Grounding, Policy, PostInput
@@ -57,7 +57,7 @@ class LookCloser:
     def __init__(
         self,
         grounder: GrounderRole | None,
-        generator: GeneratorRole | None,
+        generator: Generator | None,
         *,
         threshold: float,
         max_new_tokens: int,
@@ -99,8 +99,8 @@ class LookCloser:
     ) -> list[Findings]:
         if self.generator is None:
             return [NO_FINDINGS for _ in posts]
-        if getattr(self.generator, "answers_unavailable", None):
-            return self._captions_only(self.generator, images, timings)
+        if not self.generator.instructed:
+            return self._caption_and_answer(self.generator, images, policy_questions(policy), timings)
         questions = policy_questions(policy)
         names = [category.name for category in policy.categories]
         prompts = [[*self.standing_prompts, *questions, rationale_prompt(names, post.text)] for post in posts]
@@ -115,14 +115,20 @@ class LookCloser:
         return [_findings_parse(outputs[start : start + stride], questions, reads=reads)
                 for start in range(0, len(outputs), stride)]
 
-    def _captions_only(
-        self, generator: GeneratorRole, images: Sequence[Image.Image], timings: dict[str, float]
-    ) -> list[Findings]:
-        """A captions-only generator (MaGiC) is asked for captions alone: it has no answers, text or rationale."""
+    def _caption_and_answer(self, generator: Generator, images: Sequence[Image.Image], questions: list[str],
+                            timings: dict[str, float]) -> list[Findings]:
+        """A family that follows no instructions (BLIP, GIT…): a caption, and the policy questions
+        answered if it answers questions; it reads no text and argues no rationale."""
+        asked = questions if generator.answers_questions else []
         with stage_timed(timings, "generate"):
-            captions = generator.generate(list(images), [PROMPTS["caption"]] * len(images),
-                                          max_new_tokens=self.max_new_tokens)
-        return [Findings(caption=caption.strip() or None) for caption in captions]
+            captions = generator.caption(images, [None] * len(images), max_new_tokens=self.max_new_tokens)
+            answers = generator.answer([image for image in images for _ in asked], asked * len(images),
+                                       max_new_tokens=self.max_new_tokens) if asked else []
+        per_post = len(asked)
+        return [Findings(caption=caption.strip() or None,
+                         answers=tuple(Answer(question=question, answer=answer.strip()) for question, answer
+                                       in zip(asked, answers[row * per_post:(row + 1) * per_post])))
+                for row, caption in enumerate(captions)]
 
 
 def _findings_parse(outputs: Sequence[str], questions: Sequence[str], *, reads: bool) -> Findings:

@@ -56,7 +56,7 @@ class EngineConfig:
     text_weight: float = 0.5  # weight of the post-text embedding in the joint embedding
     tiny_dir: str = ""  # where the tiny checkpoints live
     grounder: str = ""  # model id or local path of a registered grounder (OWLv2); "" disables grounding
-    generator: str = ""  # a registered generator: Idefics3/SmolVLM id or path, or a "magic:" spec; "" disables it
+    generator: str = ""  # a registered generator (SmolVLM, Idefics, BLIP, BLIP-2, GIT, ViT+GPT-2) or a "magic:" spec; "" disables it
     # A post with an image whose highest category score reaches this is grounded and captioned;
     # 0.0 looks closer at every post with an image (and lets the read text feed the scores).
     look_closer: float = 0.35

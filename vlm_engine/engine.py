@@ -12,7 +12,7 @@ from PIL import Image
 from vlm_engine.cascade import NO_FINDINGS, Findings, LookCloser, classifier_text
 from vlm_engine.embedders import EmbedderRole
 from vlm_engine.config import EngineConfig
-from vlm_engine.generation import PROMPTS, GeneratorRole, conditional_caption_prompt
+from vlm_engine.generation import Generator
 from vlm_engine.grounding import GrounderRole
 from vlm_engine.imaging import DecodedImage, ImageRejected, image_decode
 from vlm_engine.reading import NO_READING, RAPIDOCR, VLM_READER, OcrReaderRole, Reading
@@ -49,7 +49,7 @@ class Engine:
         clip: EmbedderRole,
         *,
         grounder: GrounderRole | None = None,
-        generator: GeneratorRole | None = None,
+        generator: Generator | None = None,
         reader: OcrReaderRole | None = None,
         text: TextRole | None = None,
         verifier: VerifierRole | None = None,
@@ -101,11 +101,12 @@ class Engine:
 
         Only configured roles are listed, the embedder first.
         """
-        roles: dict[str, EmbedderRole | GrounderRole | GeneratorRole | OcrReaderRole | TextRole | VerifierRole | None] = {
+        roles: dict[str, EmbedderRole | GrounderRole | Generator | OcrReaderRole | TextRole | VerifierRole | None] = {
             "embedder": self.clip, "grounder": self.grounder, "generator": self.generator, "reader": self.reader,
             "text": self.text, "verifier": self.verifier}
-        if self.reader is None and self.config.reader == VLM_READER:
-            roles["reader"] = self.generator  # the generator reads, as well as its weights allow
+        if self.reader is None and self.config.reader == VLM_READER and self.generator is not None \
+                and self.generator.instructed:
+            roles["reader"] = self.generator  # the generator reads, as well as its weights allow (a captioner cannot)
         return {kind: bool(role.real) for kind, role in roles.items() if role is not None}
 
     def decode(self, posts: Sequence[PostInput]) -> list[DecodedImage | None]:
@@ -185,17 +186,18 @@ class Engine:
 
         Raises:
             EngineInputError: a post has no image ("input_no_image") or a bad one, or the
-                generator is not configured or cannot answer questions ("role_unavailable").
+                generator is not configured or answers no questions ("role_unavailable";
+                `questions_unanswered` says which beforehand).
         """
         if not items:
             return []
-        unavailable = getattr(self.generator, "answers_unavailable", None)
-        if unavailable:  # a captions-only generator (MaGiC) says why, rather than answer ""
-            raise EngineInputError(items[0][0].key, str(unavailable), code="role_unavailable")
+        unanswered = self.questions_unanswered()
+        if unanswered is not None:
+            raise EngineInputError(items[0][0].key, unanswered, code="role_unavailable")
         generator, decoded = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
         images = [item.image for item in decoded]
         questions = [question for _, question in items]
-        answers = generator.generate(images, questions, max_new_tokens=self.config.max_new_tokens)
+        answers = generator.answer(images, questions, max_new_tokens=self.config.max_new_tokens)
         return [Answer(question=question, answer=answer) for (_, question), answer in zip(items, answers)]
 
     def ground(self, items: Sequence[tuple[PostInput, Sequence[str]]]) -> list[list[Grounding]]:
@@ -230,8 +232,14 @@ class Engine:
             return []
         generator, decoded = self._adhoc_inputs(self.generator, "generator", [post for post, _ in items])
         images = [item.image for item in decoded]
-        prompts = [PROMPTS["caption"] if prefix is None else conditional_caption_prompt(prefix) for _, prefix in items]
-        return generator.generate(images, prompts, max_new_tokens=self.config.max_new_tokens)
+        return generator.caption(images, [prefix for _, prefix in items], max_new_tokens=self.config.max_new_tokens)
+
+    def questions_unanswered(self) -> str | None:
+        """Why `ask` cannot answer with the configured generator ("blip answers no questions": a pure
+        captioner), or None when it can or there is no generator (`ask` then says that)."""
+        if self.generator is None or self.generator.answers_questions:
+            return None
+        return getattr(self.generator, "answers_unavailable", None) or f"{self.generator.family} answers no questions"
 
     def embed_query(self, text: str) -> tuple[float, ...]:
         """L2-normalised CLIP text embedding of a search query, comparable to image embeddings."""

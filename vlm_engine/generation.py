@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from PIL import Image
 
@@ -45,15 +45,59 @@ def rationale_prompt(category_names: Sequence[str], post_text: str) -> str:
     )
 
 
+class Generator(Protocol):
+    """What the engine asks of any generator family: captions, answers, and (if `instructed`) instructions.
+
+    `answers_questions` False (a pure captioner): `answer` raises
+    ``vlm_engine.generators.QuestionsUnanswered``. `instructed` False: the family follows no
+    instruction (no reading, no rationale); `generate` then answers its prompts as questions.
+    """
+
+    answers_questions: ClassVar[bool]
+    instructed: ClassVar[bool]
+    version: str
+    real: bool
+
+    @property
+    def family(self) -> str: ...
+
+    def caption(self, images: Sequence[Image.Image], prefixes: Sequence[str | None], *,
+                max_new_tokens: int = 32) -> list[str]: ...
+
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str], *,
+               max_new_tokens: int = 32) -> list[str]: ...
+
+    def generate(self, images: Sequence[Image.Image], prompts: Sequence[str], *,
+                 max_new_tokens: int = 32) -> list[str]: ...
+
+
 # Idefics3 is SmolVLM's architecture; "smolvlm" is the model_type of SmolVLM2 checkpoints.
 @role_register("generator", "idefics3", "smolvlm", auto_class="AutoModelForImageTextToText", version_prefix="vlm",
                tiny=tiny_generator_write)
 class GeneratorRole(CheckpointRole):
     """A loaded image-text-to-text checkpoint; each call is preprocess → generate (device) → decode (str)."""
 
+    answers_questions: ClassVar[bool] = True
+    instructed: ClassVar[bool] = True
+
     def _setup(self) -> None:
         # Decoder-only generation appends after the prompt, so prompts must end flush right.
         self.processor.tokenizer.padding_side = "left"
+
+    @property
+    def family(self) -> str:
+        return self.version_prefix
+
+    def caption(self, images: Sequence[Image.Image], prefixes: Sequence[str | None], *,
+                max_new_tokens: int = 32) -> list[str]:
+        """Captions asked by instruction; a prefix becomes `conditional_caption_prompt`."""
+        prompts = [PROMPTS["caption"] if prefix is None else conditional_caption_prompt(prefix) for prefix in prefixes]
+        return self.generate(images, prompts, max_new_tokens=max_new_tokens)
+
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str], *,
+               max_new_tokens: int = 32) -> list[str]:
+        """The questions sent as they are (`generate`)."""
+        return self.generate(images, questions, max_new_tokens=max_new_tokens)
 
     def generate(
         self, images: Sequence[Image.Image], prompts: Sequence[str], *, max_new_tokens: int = 32

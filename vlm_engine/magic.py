@@ -161,6 +161,8 @@ class MagicRole:
     auto_class: ClassVar[str] = "AutoModelForCausalLM"
     version_prefix: ClassVar[str] = ""
     answers_unavailable: ClassVar[str] = ANSWERS_UNAVAILABLE
+    answers_questions: ClassVar[bool] = False  # the `Generator` protocol of vlm_engine.generation
+    instructed: ClassVar[bool] = False
 
     def __init__(self, decoder: MagicDecoder, *, version: str, real: bool) -> None:
         self.decoder = decoder
@@ -216,11 +218,33 @@ class MagicRole:
         embeddings = self._image_embeddings([images[index] for index in wanted])
         captions = [""] * len(prompts)
         for index in wanted:
-            captions[index] = self.caption(embeddings[id(images[index])], starts[index] or "",
-                                           max_new_tokens=max_new_tokens)
+            captions[index] = self._caption_one(embeddings[id(images[index])], starts[index] or "",
+                                                max_new_tokens=max_new_tokens)
         return captions
 
-    def caption(self, image_embedding: np.ndarray, start: str, *, max_new_tokens: int) -> str:
+    @property
+    def family(self) -> str:
+        return "magic"
+
+    def caption(self, images: Sequence[Image.Image], prefixes: Sequence[str | None], *,
+                max_new_tokens: int = 32) -> list[str]:
+        """A MaGiC caption of each image, continuing its prefix where one is given."""
+        embeddings = self._image_embeddings(images)
+        return [self._caption_one(embeddings[id(image)], prefix or "", max_new_tokens=max_new_tokens)
+                for image, prefix in zip(images, prefixes)]
+
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str], *,
+               max_new_tokens: int = 32) -> list[str]:
+        """Never: MaGiC answers no questions.
+
+        Raises:
+            QuestionsUnanswered: always, with the reason.
+        """
+        from vlm_engine.generators import QuestionsUnanswered
+
+        raise QuestionsUnanswered(ANSWERS_UNAVAILABLE)
+
+    def _caption_one(self, image_embedding: np.ndarray, start: str, *, max_new_tokens: int) -> str:
         """The caption continuing `start` ("" starts from the LM's start-of-text token), `start` included."""
         tokenizer = self.decoder.tokenizer
         prompt_ids = tokenizer(start, add_special_tokens=False).input_ids if start.strip() else [tokenizer.bos_token_id]

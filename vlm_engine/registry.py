@@ -24,9 +24,10 @@ passed as ``tiny=`` so that tests and offline demos can build it. The contract o
 - ``version`` (str) and ``real`` (bool: False for random weights, whose output is withheld)
   attributes on the instance;
 - the methods of its kind (see ``EmbedderRole`` in ``vlm_engine.embedders`` for embedders,
-  ``GrounderRole.ground``, ``GeneratorRole.generate``); a verifier scores P(match) per
-  (image, text) pair. A generator that only captions sets ``answers_unavailable`` to the
-  reason (a str): the engine then asks it for captions alone and refuses questions with it.
+  ``GrounderRole.ground``, the ``Generator`` protocol in ``vlm_engine.generation`` for generators:
+  ``caption``, ``answer``, ``generate``, and whether it answers questions and follows
+  instructions; a captioner may set ``answers_unavailable`` to say why it answers no questions);
+  a verifier scores P(match) per (image, text) pair.
 
 A new module holding adapters (``vlm_engine.verification`` for the verifier families, say)
 appends its dotted name to ``ADAPTER_MODULES``, so that the registry imports it (lazily, on the
@@ -56,6 +57,7 @@ ADAPTER_MODULES = (
     "vlm_engine.embedders",
     "vlm_engine.grounding",
     "vlm_engine.generation",
+    "vlm_engine.generators",
     "vlm_engine.reading",
     "vlm_engine.text",
     "vlm_engine.verification",

@@ -81,6 +81,10 @@ def _tiny_generator_processor() -> Idefics3Processor:
 
 
 def _tiny_generator_tokenizer() -> Tokenizer:
+    return tiny_byte_level_tokenizer((_BOS, _EOS, _PAD, _UNK, *_IMAGE_TOKENS), unk_token=_UNK)
+
+
+def tiny_byte_level_tokenizer(specials: tuple[str, ...], *, unk_token: str) -> Tokenizer:
     """Byte-level BPE on the tiny CLIP vocabulary: lossless for any text, special tokens kept whole.
 
     The CLIP merges end words with `</w>`; here a space stays its own `Ġ` token, so
@@ -89,10 +93,9 @@ def _tiny_generator_tokenizer() -> Tokenizer:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab, merges = tiny_vocab_and_merges()
-    specials = (_BOS, _EOS, _PAD, _UNK, *_IMAGE_TOKENS)
     for token in specials:
         vocab.setdefault(token, len(vocab))
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token=_UNK))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token=unk_token))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.Sequence([decoders.Replace("</w>", ""), decoders.ByteLevel()])
     tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in specials])

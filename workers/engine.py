@@ -38,7 +38,7 @@ class UnavailableEngine:
     def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise EngineUnavailable(self.reason)
 
-    decode = analyze = ask = ground = caption = embed_query = _fail
+    decode = analyze = ask = ground = caption = embed_query = questions_unanswered = _fail
 
 
 def engine_get() -> Engine:

@@ -9,7 +9,7 @@ from moderation.conf import moderation_settings
 from moderation.models import EngineRequest
 from moderation.services.model_output import LABEL_LIMIT, BoxLimits, model_boxes_clean, model_text_clean
 from moderation.services.analysis import post_engine_inputs
-from moderation.services.explanations import unavailable_marker
+from moderation.services.explanations import unavailable_because, unavailable_marker
 from moderation.services.requests import request_claim_batch, request_complete, request_fail
 from vlm_engine.engine import Engine
 from vlm_engine.types import EngineInputError
@@ -74,6 +74,10 @@ def _run_kind(engine: Engine, kind: str, group: Sequence[EngineRequest]) -> list
         # Random weights answer with noise: say so instead of presenting it as an answer.
         empty: Any = [] if field == "groundings" else None
         return [{field: empty, "unavailable": unavailable_marker(role)} for _ in group]
+    unanswered = engine.questions_unanswered() if kind == Kind.QUESTION else None
+    if unanswered is not None:
+        # A pure captioner (BLIP captioning, ViT+GPT-2) would caption the question: say it cannot answer.
+        return [{"answer": None, "unavailable": unavailable_because(unanswered)} for _ in group]
     inputs = post_engine_inputs(posts=[r.post for r in group])
     if kind == Kind.QUESTION:
         answers = engine.ask([(i, r.params["question"]) for i, r in zip(inputs, group)])

@@ -22,7 +22,12 @@ WITHHELD = {"groundings": [], "answers": [], "caption": None, "ocr_text": None, 
 
 def unavailable_marker(role: str) -> str:
     """What the API and the review page say instead of the output of a role without a real checkpoint."""
-    return f"unavailable: no checkpoint for {role}"
+    return unavailable_because(f"no checkpoint for {role}")
+
+
+def unavailable_because(reason: str) -> str:
+    """What the API says instead of an output the configured model cannot give ("blip answers no questions")."""
+    return f"unavailable: {reason}"
 
 
 def explanation_build(*, scores: Mapping[str, float], policy: EnginePolicy, verdict_decision: str,

@@ -23,7 +23,7 @@ def test_kinds_and_their_families() -> None:
     assert list(families("embedder")) == ["clip", "altclip", "chinese_clip", "siglip", "siglip2", "align", "flava"]
     assert list(families("verifier")) == ["blip", "bridgetower", "vilt", "blip-2", "flava"]
     assert list(families("grounder")) == ["owlv2"]
-    assert list(families("generator")) == ["idefics3", "smolvlm"]
+    assert list(families("generator")) == ["idefics3", "smolvlm", "blip", "git", "vision-encoder-decoder", "blip-2", "idefics"]
     assert family_names("reader") == ["rapidocr"]
     assert family_names("text") == ["*", PACKAGED_MINILM]
 

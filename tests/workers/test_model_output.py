@@ -128,6 +128,9 @@ class FakeAdHocEngine:
     def roles_real(self):  # type: ignore[no-untyped-def]
         return {"embedder": True, "grounder": True, "generator": True}  # real roles, misbehaving
 
+    def questions_unanswered(self):  # type: ignore[no-untyped-def]
+        return None  # a generator that answers
+
     def ask(self, pairs):  # type: ignore[no-untyped-def]
         return [Answer(question=q, answer="yes\x00\x1b") for _, q in pairs]
 
@@ -155,3 +158,29 @@ def test_ad_hoc_answers_are_stored_clean(settings):  # type: ignore[no-untyped-d
     assert results[grounding.pk] == ("done", {"groundings": [{"phrase": "bat", "box": [0.0, 0.0, 64.0, 30.0],
                                                               "score": 0.5}]}, "fake")
     assert results[caption.pk] == ("done", {"caption": "caption"}, "fake")
+
+
+class CaptionerAdHocEngine(FakeAdHocEngine):
+    """An engine whose (real) generator is a pure captioner: it captions, and answers no questions."""
+
+    def questions_unanswered(self):  # type: ignore[no-untyped-def]
+        return "vit-gpt2 answers no questions"
+
+    def ask(self, pairs):  # type: ignore[no-untyped-def]
+        pytest.fail("a captioner was asked a question")
+
+
+def test_a_captioner_says_it_answers_no_questions(settings):  # type: ignore[no-untyped-def]
+    from moderation.models import EngineRequest
+    from moderation.services.requests import post_caption_request, post_question_ask
+    from workers.requests import requests_drain
+
+    post = post_with_image(size=(64, 48))
+    question = post_question_ask(client=post.client, post_id=post.pk, question="Is there a weapon?")
+    caption = post_caption_request(client=post.client, post_id=post.pk)
+
+    assert requests_drain(engine=CaptionerAdHocEngine, batch_size=8) == 2
+
+    results = {r.pk: (r.state, r.result) for r in EngineRequest.objects.all()}
+    assert results == {question.pk: ("done", {"answer": None, "unavailable": "unavailable: vit-gpt2 answers no questions"}),
+                       caption.pk: ("done", {"caption": "caption"})}
