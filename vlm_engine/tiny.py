@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vlm_engine.checkpoints import checkpoint_complete, checkpoint_save
 
@@ -149,6 +149,20 @@ def main(argv: list[str]) -> int:
     print(tiny_checkpoints_write(argv[0]))
     return 0
 
+
+
+def tiny_checkpoint_written(directory: str | Path, name: str, build: Callable[[], tuple[Any, Any]]) -> Path:
+    """`directory/name`: the (model, processor) of `build`, random weights seeded with TINY_SEED, saved
+    unless a complete checkpoint is already there."""
+    import torch
+
+    target = Path(directory) / name
+    if checkpoint_complete(target):
+        return target
+    torch.manual_seed(TINY_SEED)
+    model, processor = build()
+    checkpoint_save(model, processor, target)
+    return target
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

@@ -10,12 +10,10 @@ always builds a ``Siglip2Tokenizer`` for siglip2 checkpoints).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlm_engine.checkpoints import checkpoint_complete, checkpoint_save
-from vlm_engine.tiny import TINY_IMAGE_SIZE, TINY_SEED, TINY_WORDS
+from vlm_engine.tiny import TINY_IMAGE_SIZE, TINY_WORDS, tiny_checkpoint_written
 
 TINY_PATCH = 8
 TINY_PROJECTION = 32
@@ -28,19 +26,6 @@ SIGMOID_LOGIT_SCALE = 2.302585092994046
 SIGMOID_LOGIT_BIAS = -2.0
 _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-def _written(directory: str | Path, name: str, build: Callable[[], tuple[Any, Any]]) -> Path:
-    """`directory/name`, built and saved unless already complete; random weights seeded."""
-    import torch
-
-    target = Path(directory) / name
-    if checkpoint_complete(target):
-        return target
-    torch.manual_seed(TINY_SEED)
-    model, processor = build()
-    checkpoint_save(model, processor, target)
-    return target
 
 
 def _wordpiece_vocab() -> dict[str, int]:
@@ -89,7 +74,7 @@ def tiny_siglip_write(directory: str | Path) -> Path:
         config = SiglipConfig(text_config=text, vision_config=_vision_tower())
         return _sigmoid_calibrated(SiglipModel(config)), processor
 
-    return _written(directory, "siglip", build)
+    return tiny_checkpoint_written(directory, "siglip", build)
 
 
 def _sigmoid_calibrated(model: Any) -> Any:
@@ -141,7 +126,7 @@ def tiny_siglip2_write(directory: str | Path) -> Path:
         vision = {**_TOWER, "patch_size": TINY_PATCH, "num_patches": 16}
         return _sigmoid_calibrated(Siglip2Model(Siglip2Config(text_config=text, vision_config=vision))), processor
 
-    return _written(directory, "siglip2", build)
+    return tiny_checkpoint_written(directory, "siglip2", build)
 
 
 def tiny_align_write(directory: str | Path) -> Path:
@@ -164,7 +149,7 @@ def tiny_align_write(directory: str | Path) -> Path:
                              projection_dim=TINY_PROJECTION, temperature_init_value=ALIGN_TEMPERATURE)
         return AlignModel(config), processor
 
-    return _written(directory, "align", build)
+    return tiny_checkpoint_written(directory, "align", build)
 
 
 def _unigram_vocab() -> list[tuple[str, float]]:
@@ -189,7 +174,7 @@ def tiny_altclip_write(directory: str | Path) -> Path:
         config = AltCLIPConfig(text_config=text, vision_config=_vision_tower(), projection_dim=TINY_PROJECTION)
         return AltCLIPModel(config), processor
 
-    return _written(directory, "altclip", build)
+    return tiny_checkpoint_written(directory, "altclip", build)
 
 
 def tiny_chinese_clip_write(directory: str | Path) -> Path:
@@ -208,7 +193,7 @@ def tiny_chinese_clip_write(directory: str | Path) -> Path:
                                    projection_dim=TINY_PROJECTION)
         return ChineseCLIPModel(config), processor
 
-    return _written(directory, "chinese_clip", build)
+    return tiny_checkpoint_written(directory, "chinese_clip", build)
 
 
 def tiny_flava_write(directory: str | Path) -> Path:
@@ -231,5 +216,5 @@ def tiny_flava_write(directory: str | Path) -> Path:
         )
         return FlavaModel(config), processor
 
-    return _written(directory, "flava", build)
+    return tiny_checkpoint_written(directory, "flava", build)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlm_engine.tiny import TINY_IMAGE_SIZE
-from vlm_engine.tiny_embedders import _TOWER, TINY_PATCH, _bert_tokenizer, _clip_image_processor, _written
+from vlm_engine.tiny import TINY_IMAGE_SIZE, tiny_checkpoint_written
+from vlm_engine.tiny_embedders import _TOWER, TINY_PATCH, _bert_tokenizer, _clip_image_processor
 
 # As the tiny Idefics3's: at 0.02 a random decoder repeats one token whatever the image.
 _INITIALIZER_RANGE = 0.2
@@ -53,7 +53,7 @@ def tiny_blip_write(directory: str | Path) -> Path:
         config, processor = _blip_parts()
         return BlipForConditionalGeneration(config), processor
 
-    return _written(directory, "blip", build)
+    return tiny_checkpoint_written(directory, "blip", build)
 
 
 def tiny_blip_vqa_write(directory: str | Path) -> Path:
@@ -66,7 +66,7 @@ def tiny_blip_vqa_write(directory: str | Path) -> Path:
         config, processor = _blip_parts()
         return BlipForQuestionAnswering(config), processor
 
-    return _written(directory, "blip-vqa", build)
+    return tiny_checkpoint_written(directory, "blip-vqa", build)
 
 
 def tiny_git_write(directory: str | Path) -> Path:
@@ -80,7 +80,7 @@ def tiny_git_write(directory: str | Path) -> Path:
             image_processor=_clip_image_processor(), tokenizer=tokenizer)
         return GitForCausalLM(GitConfig(vision_config=_vision(), **_bert_decoder(tokenizer))), processor
 
-    return _written(directory, "git", build)
+    return tiny_checkpoint_written(directory, "git", build)
 
 
 def _byte_level(specials: tuple[str, ...], **roles: str) -> Any:
@@ -117,7 +117,7 @@ def tiny_blip2_write(directory: str | Path) -> Path:
                              image_token_index=tokenizer.get_vocab()["<image>"])
         return Blip2ForConditionalGeneration(config), processor
 
-    return _written(directory, "blip-2", build)
+    return tiny_checkpoint_written(directory, "blip-2", build)
 
 
 class ImageProcessorAndTokenizer:
@@ -152,7 +152,7 @@ def tiny_vit_gpt2_write(directory: str | Path) -> Path:
         config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = token
         return VisionEncoderDecoderModel(config=config), ImageProcessorAndTokenizer(image_processor, tokenizer)
 
-    return _written(directory, "vit-gpt2", build)
+    return tiny_checkpoint_written(directory, "vit-gpt2", build)
 
 
 def tiny_idefics_write(directory: str | Path) -> Path:
@@ -181,4 +181,4 @@ def tiny_idefics_write(directory: str | Path) -> Path:
                                pad_token_id=tokenizer.pad_token_id)
         return IdeficsForVisionText2Text(config), processor
 
-    return _written(directory, "idefics", build)
+    return tiny_checkpoint_written(directory, "idefics", build)

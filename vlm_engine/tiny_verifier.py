@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlm_engine.checkpoints import checkpoint_complete, checkpoint_save
-from vlm_engine.tiny import TINY_SEED, TINY_WORDS
+from vlm_engine.tiny import TINY_WORDS, tiny_checkpoint_written
 
 if TYPE_CHECKING:
     from transformers import BertTokenizer
@@ -155,14 +154,5 @@ def tiny_verifier_write(directory: str | Path, family: str = TINY_VERIFIER_FAMIL
     Raises:
         KeyError: an unknown family.
     """
-    import torch
-
-    build = TINY_VERIFIER_BUILDERS[family]
     name = "verifier" if family == TINY_VERIFIER_FAMILY else f"verifier-{family}"
-    target = Path(directory) / name
-    if checkpoint_complete(target):
-        return target
-    torch.manual_seed(TINY_SEED)
-    model, processor = build()
-    checkpoint_save(model, processor, target)
-    return target
+    return tiny_checkpoint_written(directory, name, TINY_VERIFIER_BUILDERS[family])

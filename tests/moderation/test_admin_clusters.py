@@ -8,21 +8,10 @@ from django.urls import reverse
 
 from moderation.models import Post, PostState, ReviewDecision
 from moderation.services.reviews import review_decide
-from tests.factories import UserFactory, post_in_review, staff_member
+from tests.factories import UserFactory, post_in_review
 from tests.moderation.test_clusters import OTHER, hashed, pdq
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def reviewer(groups):  # type: ignore[no-untyped-def]
-    return staff_member("rita", "Reviewer")
-
-
-@pytest.fixture
-def reviewer_client(client, reviewer):  # type: ignore[no-untyped-def]
-    client.force_login(reviewer)
-    return client
 
 
 @pytest.fixture

@@ -15,17 +15,6 @@ from tests.factories import UserFactory, image_bytes, post_in_review, staff_memb
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def reviewer(groups):  # type: ignore[no-untyped-def]
-    return staff_member("rita", "Reviewer")
-
-
-@pytest.fixture
-def reviewer_client(client, reviewer):  # type: ignore[no-untyped-def]
-    client.force_login(reviewer)
-    return client
-
-
 def _submitted(client_user, size=(640, 480)) -> Post:  # type: ignore[no-untyped-def]
     upload = SimpleUploadedFile("p.png", image_bytes("PNG", size=size), "image/png")
     return post_submit(client=client_user, text="a post", image=upload)[0]
