@@ -240,7 +240,9 @@ def test_two_submitters_at_once_send_each_statement_once(client_user, database):
     [t.start() for t in threads]
     [t.join(timeout=60) for t in threads]
 
-    assert sorted(r["submitted"] for r in results) == [50, 100]
+    # How the rows split between the two depends on which one locks each row first (SKIP LOCKED);
+    # what must hold is that together they sent every statement exactly once.
+    assert len(results) == 2 and sum(r["submitted"] for r in results) == 150
     assert len(database.puids_sent()) == len(set(database.puids_sent())) == 150
     assert states() == {"submitted": 150}
 
