@@ -16,7 +16,7 @@ from moderation.models import EngineRequest, Post
 from moderation.selectors.posts import clip_version
 from moderation.errors import ServiceError
 from moderation.services.requests import requests_wakeup
-from moderation.services.search_pgvector import pgvector_supports, search_index_candidates
+from moderation.services.search_pgvector import VECTOR_MAX_DIMENSIONS, pgvector_version, search_index_candidates
 
 POLL_INTERVAL_S = 0.05
 # Scores closer than this may be ordered differently by pgvector and NumPy (float32 sums).
@@ -77,9 +77,11 @@ def search_posts(*, client: AbstractBaseUser, query: str, k: int) -> list[Search
 def search_nearest(*, client_id: Any, clip: str, vector: np.ndarray, k: int, using: str) -> list[SearchHit]:
     """The ``k`` nearest searchable posts of one client to ``vector``, on database ``using``."""
     posts = searchable_posts(client_id=client_id, clip=clip, using=using)
-    if not pgvector_supports(dimensions=len(vector), using=using):
+    pgvector = pgvector_version(using=using)  # pgvector_supports, with the version kept for the candidate query
+    if pgvector is None or not 0 < len(vector) <= VECTOR_MAX_DIMENSIONS:
         return nearest_exact(rows=_embeddings(posts), vector=vector, k=k)
-    return nearest_pgvector(posts=posts, client_id=client_id, clip=clip, vector=vector, k=k, using=using)
+    return nearest_pgvector(posts=posts, client_id=client_id, clip=clip, vector=vector, k=k, using=using,
+                            pgvector=pgvector)
 
 
 def searchable_posts(*, client_id: Any, clip: str, using: str) -> QuerySet[Post]:
@@ -99,7 +101,7 @@ def _embeddings(posts: QuerySet[Post]) -> list[tuple[Any, bytes]]:
 
 
 def nearest_pgvector(*, posts: QuerySet[Post], client_id: Any, clip: str, vector: np.ndarray, k: int,
-                     using: str) -> list[SearchHit]:
+                     using: str, pgvector: tuple[int, ...] | None = None) -> list[SearchHit]:
     """HNSW candidates rescored by ``nearest_exact``; the exact search where they can't be trusted.
 
     The index is asked for ``2k + 10`` candidates: the margin absorbs HNSW's approximation and
@@ -109,7 +111,8 @@ def nearest_pgvector(*, posts: QuerySet[Post], client_id: Any, clip: str, vector
     exact search answers, so ties break by id exactly as on the exact path.
     """
     limit = 2 * k + 10
-    rows = search_index_candidates(client_id=client_id, clip=clip, vector=vector, limit=limit, using=using)
+    rows = search_index_candidates(client_id=client_id, clip=clip, vector=vector, limit=limit, using=using,
+                                   pgvector=pgvector)
     ranked = nearest_exact(rows=rows, vector=vector, k=limit)
     if len(ranked) < limit or ranked[-1].score >= ranked[k - 1].score - TIE_TOLERANCE:
         return nearest_exact(rows=_embeddings(posts), vector=vector, k=k)

@@ -13,6 +13,15 @@ row whatever its CLIP, so re-analysis with another model, deletion (``ON DELETE 
 from the post) and purging touch one row, in the writer's transaction, and a new size needs
 only an index, not a table. Sizes without an index are still stored and searched, by a scan.
 
+Partitions: the table is hash-partitioned on the client (``SEARCH_INDEX_PARTITIONS`` partitions,
+each with its own HNSW graphs). Every search is within one client, and a filter that keeps 1 row
+in 100 is what an HNSW scan does worst: it walks the graph through the other clients' rows, and
+pgvector's iterative scan keeps going until it has found enough of this client's, or gives up.
+With the partition pruned at plan time, the scan walks a graph where this client's rows are a
+large share (all of them for a client alone in its partition), so it stops early and its
+candidates are the client's true neighbours. pgvector's own advice for filtering on many
+values is partitioning.
+
 Rows are written by ``analysis_record_batch``/``analysis_record_known`` (``search_index_record``),
 removed with the post by the database and by retention (``search_index_remove``), never
 copied at query time.
@@ -39,6 +48,9 @@ EF_SEARCH_MAX = 1000
 EF_SEARCH_MIN = 100
 # Rows per INSERT when the index is filled from existing analyses.
 COPY_BATCH = 2000
+# Hash partitions of the table by client; fixed when the table is created (a change means a rebuild:
+# ``manage.py moderation_search_index --rebuild``). 0 creates a plain table.
+SEARCH_INDEX_PARTITIONS = 32
 
 
 def pgvector_version(*, using: str) -> tuple[int, ...] | None:
@@ -79,8 +91,8 @@ def search_index_record(*, analyses: Sequence[Analysis], client_ids: Sequence[An
     kept = {row.post_id for row in rows}
     search_index_remove(post_ids=[a.post_id for a in analyses if a.post_id not in kept], using=using)
     SearchEmbedding.objects.using(using).bulk_create(
-        rows, update_conflicts=True, unique_fields=["post"],
-        update_fields=["analysis", "client", "clip_version", "dimensions", "embedding"])
+        rows, update_conflicts=True, unique_fields=["post", "client"],  # the partitioned table's key
+        update_fields=["analysis", "clip_version", "dimensions", "embedding"])
 
 
 def _indexable(embedding: bytes | memoryview | None) -> np.ndarray | None:
@@ -109,13 +121,14 @@ def search_index_remove(*, post_ids: Iterable[Any], using: str) -> int:
 
 
 def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, limit: int,
-                            using: str) -> list[tuple[Any, bytes]]:
+                            using: str, pgvector: tuple[int, ...] | None = None) -> list[tuple[Any, bytes]]:
     """Up to ``limit`` (post id, embedding bytes) of the client's nearest posts by HNSW.
 
     Approximate: HNSW may miss a neighbour, so callers ask for more than they need and rescore.
     The client filter runs inside the index scan: ``hnsw.iterative_scan`` (pgvector 0.8) keeps
     scanning until ``limit`` rows of this client are found (or ``hnsw.max_scan_tuples``), and
     ``hnsw.ef_search`` is raised to at least the limit. Order is relaxed: the caller rescores.
+    ``pgvector``: the extension's version where the caller has just read it (one query fewer).
     """
     dimensions = len(vector)
     nearest = CosineDistance(Cast("embedding", VectorField(dimensions=dimensions)), np.asarray(vector, dtype="<f4"))
@@ -124,20 +137,22 @@ def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, li
             # The analysis' bytes, not the vector column: a bytea arrives hex-encoded, a vector as decimal text.
             .order_by(nearest).values_list("post_id", "analysis__image_embedding")[:limit])
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)",
+        iterative = (pgvector or pgvector_version(using=using) or ()) >= (0, 8)
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)"
+                       + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else ""),
                        (str(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * limit))),))
-        if (pgvector_version(using=using) or ()) >= (0, 8):
-            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         return [(post_id, bytes(embedding)) for post_id, embedding in rows]
 
 
-def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> bool:
+def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor,
+                         partitions: int = SEARCH_INDEX_PARTITIONS) -> bool:
     """Create the index where pgvector is (creating the extension if this role may) and fill it from
     the current analyses; returns whether it was created. Nothing happens on other databases or
     where the table already exists.
 
-    The database side of migration 0023 (``apps`` its historical models) and of
+    The database side of migrations 0023 and 0024 (``apps`` their historical models) and of
     ``manage.py moderation_search_index``, for a database that got the extension after migrating.
+    ``partitions``: hash partitions by client (see the module's docstring); 0 for a plain table.
     """
     connection = schema_editor.connection
     model = apps.get_model("moderation", "SearchEmbedding")
@@ -145,16 +160,67 @@ def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor)
     if (connection.vendor != "postgresql" or table in connection.introspection.table_names()
             or not _vector_extension_ensure(connection)):
         return False
-    schema_editor.create_model(model)
+    if partitions:
+        _partitioned_table_create(model, schema_editor, partitions=partitions)
+    else:
+        schema_editor.create_model(model)
     # Inline, not TOASTed: a 512-float vector is just over the 2 kB TOAST threshold, and reading each
-    # one back out of line doubles the cost of ranking a client's rows.
+    # one back out of line doubles the cost of ranking a client's rows. On a partitioned table
+    # this reaches every partition.
     schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN")
     # The database deletes a post's row with the post (or its analysis): Django never has to know this table exists.
     for column, target in (("post_id", "moderation_post"), ("analysis_id", "moderation_analysis")):
         schema_editor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fk FOREIGN KEY ({column}) "
                               f"REFERENCES {target} (id) ON DELETE CASCADE")
     _current_embeddings_copy(apps, model, using=connection.alias)
+    if partitions:
+        # After the rows: an HNSW graph is built faster in one pass than row by row. On the partitioned
+        # table each index is one per partition, created and attached by PostgreSQL.
+        for index in model._meta.indexes:
+            schema_editor.add_index(model, index)
     return True
+
+
+def search_index_rebuild(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor, partitions: int,
+                         always: bool = False) -> bool:
+    """Drop the search table and build it again with ``partitions`` partitions (0: plain), filled from
+    the current analyses; returns whether it was rebuilt. Only where the table exists, and unless
+    ``always``, only where its partitioning differs (a plain table and a partitioned one; the count
+    of partitions is not compared)."""
+    connection = schema_editor.connection
+    table = apps.get_model("moderation", "SearchEmbedding")._meta.db_table
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (table,))
+        row = cursor.fetchone()
+    if row is None or (not always and (row[0] == "p") == bool(partitions)):
+        return False
+    schema_editor.execute(f"DROP TABLE {schema_editor.quote_name(table)}")
+    return search_index_install(apps=apps, schema_editor=schema_editor, partitions=partitions)
+
+
+def _partitioned_table_create(model: Any, schema_editor: BaseDatabaseSchemaEditor, *, partitions: int) -> None:
+    """The table, hash-partitioned by client, without indexes.
+
+    A partitioned table's primary key must hold the partition key: (post, client). A post has one
+    client for life, so the post alone stays unique, as Django's model says.
+    """
+    connection = schema_editor.connection
+    quote = schema_editor.quote_name
+    table = model._meta.db_table
+    columns = []
+    for field in model._meta.local_concrete_fields:
+        check = field.db_check(connection)
+        columns.append(f"{quote(field.column)} {field.db_type(connection)} NOT NULL"
+                       + (f" CHECK ({check})" if check else ""))
+    pk_columns = ", ".join(quote(model._meta.get_field(name).column) for name in ("post", "client"))
+    schema_editor.execute(f"CREATE TABLE {quote(table)} ({', '.join(columns)}, "
+                          f"CONSTRAINT {quote(table + '_pkey')} PRIMARY KEY ({pk_columns})) "
+                          f"PARTITION BY HASH ({quote(model._meta.get_field('client').column)})")
+    for remainder in range(partitions):
+        schema_editor.execute(f"CREATE TABLE {quote(f'{table}_p{remainder}')} PARTITION OF {quote(table)} "
+                              f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder})")
 
 
 def _vector_extension_ensure(connection: BaseDatabaseWrapper) -> bool:

@@ -31,8 +31,8 @@ from moderation.models import Analysis, Policy, Post, PostState, SearchEmbedding
 from moderation.services.analysis import analysis_record_batch
 from moderation.services.retention import post_content_purge
 from moderation.services.search import TIE_TOLERANCE, nearest_exact, search_nearest
-from moderation.services.search_pgvector import (pgvector_supports, pgvector_version, search_index_candidates,
-                                                 search_index_ready, search_index_record)
+from moderation.services.search_pgvector import (SEARCH_INDEX_PARTITIONS, pgvector_supports, pgvector_version,
+                                                 search_index_candidates, search_index_ready, search_index_record)
 from tests.conftest import require_service
 from vlm_engine.types import Analysis as EngineAnalysis
 
@@ -177,6 +177,17 @@ def index_rows(*post_ids: Any) -> dict[str, tuple[Any, Any, str, int, bytes]]:
     return {str(p): (a, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, a, c, clip, d, e in rows}
 
 
+def hnsw_scans(cursor: Any, plan: str, dimensions: int) -> list[str]:
+    """The partitions whose HNSW index of ``dimensions`` ``plan`` scans; the plan touches no other partition."""
+    cursor.execute("SELECT c.relname, t.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                   "JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_class t ON t.oid = x.indrelid "
+                   "WHERE i.inhparent = %s::regclass", (f"moderation_search_hnsw_{dimensions}",))
+    partitions = dict(cursor.fetchall())
+    scanned = [table for index, table in partitions.items() if f"Index Scan using {index} " in plan]
+    assert all(f" on {table} " not in plan for table in partitions.values() if table not in scanned)
+    return scanned
+
+
 def test_pgvector_backend_is_chosen_on_postgresql_with_the_extension(pg: Corpus) -> None:
     assert pgvector_version(using=ALIAS) >= (0, 8)
     assert (pgvector_supports(dimensions=DIM, using=ALIAS), pgvector_supports(dimensions=16_001, using=ALIAS)) == (
@@ -191,8 +202,17 @@ def test_migration_creates_the_index_table_its_hnsw_indexes_and_cascades(pg: Cor
         cursor.execute("SELECT conname, confdeltype FROM pg_constraint "
                        "WHERE conrelid = 'moderation_searchembedding'::regclass AND contype = 'f' ORDER BY conname")
         foreign_keys = cursor.fetchall()
+        cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'moderation_searchembedding'::regclass")
+        [partitions] = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+                       "WHERE c.relname LIKE 'moderation_search_hnsw_%%' GROUP BY c.relname ORDER BY c.relname")
+        partition_hnsw = [n for (n,) in cursor.fetchall()]
+        cursor.execute("SELECT client_id, tableoid::regclass::text FROM moderation_searchembedding GROUP BY 1, 2")
+        owners = dict(cursor.fetchall())
 
     assert hnsw == ["moderation_search_hnsw_1024", "moderation_search_hnsw_512", "moderation_search_hnsw_768"]
+    assert partitions == SEARCH_INDEX_PARTITIONS and partition_hnsw == [SEARCH_INDEX_PARTITIONS] * 3
+    assert len(set(owners.values())) == 2  # the two clients' rows live in different partitions
     assert foreign_keys == [("moderation_searchembedding_analysis_id_fk", "c"),
                             ("moderation_searchembedding_post_id_fk", "c")]
 
@@ -267,7 +287,8 @@ def test_hnsw_index_scan_alone_finds_the_exact_top_k(pg: Corpus, k: int) -> None
             cursor.execute(f"EXPLAIN {candidate_sql}")
             plan = "\n".join(line for (line,) in cursor.fetchall())
 
-            assert f"moderation_search_hnsw_{DIM}" in plan
+            # One partition's HNSW graph answers: the client's, pruned at plan time.
+            assert len(hnsw_scans(cursor, plan, DIM)) == 1
             assert nearest_exact(rows=rows, vector=vector, k=k) == nearest_exact(rows=own, vector=vector, k=k)
 
 
@@ -370,8 +391,9 @@ def test_rows_of_another_size_are_stored_and_searched_through_their_own_index(ro
                                                  using=ALIAS)
         cursor.execute(f"EXPLAIN {next(q['sql'] for q in captured.captured_queries if '<=>' in q['sql'])}")
         plan = "\n".join(line for (line,) in cursor.fetchall())
+        scans = hnsw_scans(cursor, plan, 768)
 
-    assert "moderation_search_hnsw_768" in plan
+    assert len(scans) == 1
     assert sorted((str(p), e) for p, e in candidates) == sorted(rows)
     assert (search_nearest(client_id=client.pk, clip="clip:vit-l@1", vector=vectors[2], k=2, using=ALIAS)
             == nearest_exact(rows=rows, vector=vectors[2], k=2))
@@ -444,6 +466,12 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
             rows = SearchEmbedding.objects.using(alias).order_by("clip_version").values_list(
                 "post_id", "client_id", "clip_version", "dimensions", "embedding")
             copied = [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows]
+            kinds = [table_kind(alias)]
+            # 0024 on the table an earlier 0023 made (plain): rebuilt partitioned, with the same rows.
+            for target in ("0024", "0023", "0024"):
+                call_command("migrate", "moderation", target, database=alias, verbosity=0)
+                kinds.append(table_kind(alias))
+                assert [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows] == copied
             # A database whose extension came after 0023: the command builds what the migration would have.
             with connections[alias].cursor() as cursor:
                 cursor.execute(f"DROP TABLE {SearchEmbedding._meta.db_table}")
@@ -452,6 +480,13 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
             rebuilt = [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows]
             again = StringIO()
             call_command("moderation_search_index", "--database", alias, stdout=again)
+            with connections[alias].cursor() as cursor:
+                cursor.execute(f"DROP TABLE {SearchEmbedding._meta.db_table}")
+                cursor.execute("CREATE TABLE moderation_searchembedding (post_id uuid)")  # not what it should be
+            forced = StringIO()
+            call_command("moderation_search_index", "--database", alias, "--rebuild", stdout=forced)
+            forced_rows = [(p, c, clip, d, np.asarray(e, dtype="<f4").tobytes()) for p, c, clip, d, e in rows]
+            kinds.append(table_kind(alias))
     finally:
         connections[alias].close()
         del connections[alias]
@@ -462,3 +497,11 @@ def test_migration_copies_the_current_embeddings_of_existing_posts(pg_server: An
     assert dropped and rebuilt == copied
     assert out.getvalue() == "Created the search index and filled it from the current analyses.\n"
     assert again.getvalue() == "The search index exists already.\n"
+    assert forced.getvalue() == "Rebuilt the search index from the current analyses.\n" and forced_rows == copied
+    assert kinds == ["p", "p", "r", "p", "p"]  # "p": partitioned, "r": a plain table
+
+
+def table_kind(alias: str) -> str:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('moderation_searchembedding')")
+        return cursor.fetchone()[0]
