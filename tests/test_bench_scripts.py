@@ -163,4 +163,5 @@ def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Pat
     assert _positive(document["index_build_s"]) and _positive(document["load_s"])
     assert all(_positive(value) for value in document["sizes"].values())
     assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8)
-    assert "Index Scan using moderation_search_hnsw_512" in document["candidate_query_plans"]["hnsw_forced"]
+    assert "Index Scan using moderation_search_hnsw_512_p" in document["candidate_query_plans"]["hnsw_forced"]
+    assert document["sizes"]["search_table_partitions"] == 32

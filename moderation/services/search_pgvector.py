@@ -174,11 +174,38 @@ def search_index_install(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor,
                               f"REFERENCES {target} (id) ON DELETE CASCADE")
     _current_embeddings_copy(apps, model, using=connection.alias)
     if partitions:
-        # After the rows: an HNSW graph is built faster in one pass than row by row. On the partitioned
-        # table each index is one per partition, created and attached by PostgreSQL.
+        # After the rows: an HNSW graph is built faster in one pass than row by row.
         for index in model._meta.indexes:
-            schema_editor.add_index(model, index)
+            search_index_add(model, index, schema_editor, partitions=partitions)
     return True
+
+
+def search_index_add(model: Any, index: Any, schema_editor: BaseDatabaseSchemaEditor, *, partitions: int) -> None:
+    """Create ``index`` on the search table; on a partitioned one, one index per partition named
+    ``<index>_p<n>`` and attached to ``index``, so that a plan names the graph it walks (PostgreSQL
+    would name them after the column)."""
+    if not partitions:
+        schema_editor.add_index(model, index)
+        return
+    table, quote = model._meta.db_table, schema_editor.quote_name
+    parent = index.create_sql(model, schema_editor)
+    parent.parts["table"] = f"ONLY {quote(table)}"  # the partitioned index alone, invalid until all are attached
+    schema_editor.execute(parent)
+    for remainder in range(partitions):
+        name = f"{index.name}_p{remainder}"
+        child = index.create_sql(model, schema_editor)
+        child.rename_table_references(table, f"{table}_p{remainder}")
+        child.parts["name"] = quote(name)
+        schema_editor.execute(child)
+        schema_editor.execute(f"ALTER INDEX {quote(index.name)} ATTACH PARTITION {quote(name)}")
+
+
+def search_index_partitions(*, using: str) -> int:
+    """How many partitions the search table of ``using`` has (0: a plain table, or none)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s)",
+                       (SearchEmbedding._meta.db_table,))
+        return int(cursor.fetchone()[0])
 
 
 def search_index_rebuild(*, apps: Apps, schema_editor: BaseDatabaseSchemaEditor, partitions: int,

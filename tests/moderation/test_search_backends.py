@@ -178,13 +178,16 @@ def index_rows(*post_ids: Any) -> dict[str, tuple[Any, Any, str, int, bytes]]:
 
 
 def hnsw_scans(cursor: Any, plan: str, dimensions: int) -> list[str]:
-    """The partitions whose HNSW index of ``dimensions`` ``plan`` scans; the plan touches no other partition."""
+    """The indexes of the HNSW index of ``dimensions`` that ``plan`` scans, one per partition; the plan
+    touches no other partition."""
     cursor.execute("SELECT c.relname, t.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                    "JOIN pg_index x ON x.indexrelid = c.oid JOIN pg_class t ON t.oid = x.indrelid "
                    "WHERE i.inhparent = %s::regclass", (f"moderation_search_hnsw_{dimensions}",))
     partitions = dict(cursor.fetchall())
-    scanned = [table for index, table in partitions.items() if f"Index Scan using {index} " in plan]
-    assert all(f" on {table} " not in plan for table in partitions.values() if table not in scanned)
+    assert sorted(partitions) == sorted(f"moderation_search_hnsw_{dimensions}_p{n}"
+                                        for n in range(SEARCH_INDEX_PARTITIONS))
+    scanned = [index for index in partitions if f"Index Scan using {index} " in plan]
+    assert all(f" on {table} " not in plan for index, table in partitions.items() if index not in scanned)
     return scanned
 
 
