@@ -74,9 +74,10 @@ class TransparencyReport:
     median_appeal_decision_s: float | None
 
     def as_dict(self) -> dict[str, Any]:
+        # The period under the names the command's options and the CSV's columns use.
         body = asdict(self)
-        body["first"], body["last"] = self.first.isoformat(), self.last.isoformat()
-        return body
+        del body["first"], body["last"]
+        return {"from": self.first.isoformat(), "to": self.last.isoformat(), **body}
 
     def csv_rows(self) -> list[dict[str, Any]]:
         rows = [{"section": "notices", **asdict(n)} for n in self.notices]

@@ -238,6 +238,7 @@ def test_the_command_writes_the_same_figures_as_json_and_csv(rows):  # type: ign
 
     assert json.loads(as_json.getvalue()) == json.loads(json.dumps(report.as_dict()))
     assert json.loads(as_json.getvalue())["client"] == "acme"
+    assert list(json.loads(as_json.getvalue()))[:2] == ["from", "to"]  # as the options and the CSV name them
     lines = list(csv.DictReader(io.StringIO(as_csv.getvalue())))
     assert {(r["from"], r["to"], r["client"]) for r in lines} == {("2026-03-01", "2026-03-31", "acme")}
     assert [(r["category"], r["reporter_type"], int(r["value"])) for r in lines if r["section"] == "notices"] == [
