@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from moderation.services.search_pgvector import SEARCH_INDEX_PARTITIONS
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.slow
@@ -164,4 +165,4 @@ def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Pat
     assert all(_positive(value) for value in document["sizes"].values())
     assert tuple(map(int, document["pgvector"].split("."))) >= (0, 8)
     assert "Index Scan using moderation_search_hnsw_512_p" in document["candidate_query_plans"]["hnsw_forced"]
-    assert document["sizes"]["search_table_partitions"] == 32
+    assert document["sizes"]["search_table_partitions"] == SEARCH_INDEX_PARTITIONS

@@ -49,8 +49,11 @@ EF_SEARCH_MIN = 100
 # Rows per INSERT when the index is filled from existing analyses.
 COPY_BATCH = 2000
 # Hash partitions of the table by client; fixed when the table is created (a change means a rebuild:
-# ``manage.py moderation_search_index --rebuild``). 0 creates a plain table.
-SEARCH_INDEX_PARTITIONS = 32
+# ``manage.py moderation_search_index --rebuild``). 0 creates a plain table. More partitions than a site
+# has large clients, so that most share theirs with few others: at 100,000 rows and 100 clients, 128
+# partitions answered in 0.7 of the time 32 did (one HNSW round instead of two for crowded partitions).
+# A small client's rows are ranked exactly through the client index wherever the planner finds it cheaper.
+SEARCH_INDEX_PARTITIONS = 128
 
 
 def pgvector_version(*, using: str) -> tuple[int, ...] | None:
