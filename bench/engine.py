@@ -24,6 +24,12 @@ embed their prompts and phrases) are excluded. --quick runs the tiny checkpoints
 Then one row per other embedder family (--families; bench/families.py): the engine scoring the
 batch with that embedder alone against the transformers reference per post and category, on the
 published base checkpoint's shape with random weights (the tiny checkpoint with --quick).
+
+And one row per generator family and MaGiC (--generators; bench/generators.py): the engine's
+batched captions and answers against transformers' own greedy generate per post and prompt, on
+the same shapes (or stated reductions), with whether both sides' greedy tokens are identical.
+With --quick these rows use 64x48 posts, which the engine decodes whole as the reference does
+(a 640x480 JPEG it would decode in draft mode at twice the tiny embedder's side, other pixels).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from bench import common
 from bench.architectures import MODELS_DIR, profile_write
 from bench.common import BenchmarkFailed, ratio, results_write, summary
 from bench.families import FAMILY_SHAPES, families_rows
+from bench.generators import GENERATOR_SHAPES, QUICK_IMAGE_SIZE, generators_rows
 from vlm_engine.cascade import policy_phrases, policy_questions
 from vlm_engine.config import EngineConfig
 from vlm_engine.engine import Engine
@@ -74,8 +81,8 @@ def post_jpeg(seed: int, size: tuple[int, int] = IMAGE_SIZE) -> bytes:
     return buffer.getvalue()
 
 
-def bench_posts(count: int, *, first_seed: int = 1) -> list[PostInput]:
-    return [PostInput(key=f"post-{seed}", image=post_jpeg(seed), text=f"look at this photo number {seed}")
+def bench_posts(count: int, *, first_seed: int = 1, size: tuple[int, int] = IMAGE_SIZE) -> list[PostInput]:
+    return [PostInput(key=f"post-{seed}", image=post_jpeg(seed, size), text=f"look at this photo number {seed}")
             for seed in range(first_seed, first_seed + count)]
 
 
@@ -349,6 +356,10 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="embedder families with a row of their own, comma-separated ('' for none)")
     parser.add_argument("--families-only", action="store_true",
                         help="only the family rows, written to <results-dir>/engine-families.json")
+    parser.add_argument("--generators", default=",".join(GENERATOR_SHAPES),
+                        help="generator families (and magic) with a row of their own, comma-separated ('' for none)")
+    parser.add_argument("--generators-only", action="store_true",
+                        help="only the generator rows, written to <results-dir>/engine-generators.json")
     return parser.parse_args(argv)
 
 
@@ -359,14 +370,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     policy = bench_policy(phrases=args.phrases, questions=args.questions)
     load_before = os.getloadavg()
     wanted = [family for family in args.families.split(",") if family]
-    if args.families_only:
-        families_main(args, command, wanted, posts, policy)
+    generators = [name for name in args.generators.split(",") if name]
+    if args.families_only or args.generators_only:
+        if args.families_only:
+            families_main(args, command, wanted, posts, policy)
+        if args.generators_only:
+            generators_main(args, command, generators, policy)
         return
     checkpoints = checkpoints_for(args.quick, args.models_dir)
     engine = side_run("engine", lambda: engine_side(checkpoints, posts, policy, repeats=args.repeats))
     reference = side_run("reference", lambda: reference_side(checkpoints, posts, policy))
     rows = families_rows(wanted, args.models_dir / "tiny-embedders", posts, policy,
                          warm_up_policy=warm_up_policy(policy), full_size=not args.quick, repeats=args.repeats)
+    generator_rows = generator_rows_run(args, generators, policy)
     payload = {
         "command": command,
         "load_average": {"before": load_before, "after": os.getloadavg()},
@@ -378,12 +394,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "engine": engine,
         "reference": reference,
         "families": rows,
+        "generators": generator_rows,
     }
     failed = [side for side, result in (("engine", engine), ("reference", reference)) if "failed" in result]
     failed += [f"{family} family" for family, row in rows.items() if "failed" in row]
+    failed += [f"{name} generator" for name, row in generator_rows.items() if "failed" in row]
     if not failed:
         payload["ratios"] = {**comparison(engine, reference),
-                             "families": {family: row["ratio"] for family, row in rows.items()}}
+                             "families": {family: row["ratio"] for family, row in rows.items()},
+                             "generators": {name: row["ratio"] for name, row in generator_rows.items()}}
     path = results_write("engine", payload, args.results_dir)
     if failed:
         raise BenchmarkFailed(f"{' and '.join(failed)} side failed; no ratio reported (see {path})")
@@ -408,6 +427,39 @@ def families_main(args: argparse.Namespace, command: str, wanted: Sequence[str],
           f"{', '.join(f'{family} {value:.2f}x' for family, value in payload['ratios'].items())}; wrote {path}")
 
 
+def generator_rows_run(args: argparse.Namespace, wanted: Sequence[str], policy: Policy) -> dict[str, Any]:
+    """The generator rows over their own posts (smaller with --quick, see the module docstring)."""
+    posts = bench_posts(args.posts, size=QUICK_IMAGE_SIZE if args.quick else IMAGE_SIZE)
+    questions = policy_questions(policy)
+    return generators_rows(wanted, args.models_dir / "tiny-generators", posts,
+                           questions[0] if questions else "What is in the picture?", full_size=not args.quick,
+                           max_new_tokens=MAX_NEW_TOKENS, repeats=args.repeats)
+
+
+def generators_main(args: argparse.Namespace, command: str, wanted: Sequence[str], policy: Policy) -> None:
+    """--generators-only: the generator and MaGiC rows alone, in engine-generators.json."""
+    load_before = os.getloadavg()
+    rows = generator_rows_run(args, wanted, policy)
+    payload = {"command": command, "load_average": {"before": load_before, "after": os.getloadavg()},
+               "inputs": {"posts": args.posts, "image_size": list(QUICK_IMAGE_SIZE if args.quick else IMAGE_SIZE),
+                          "max_new_tokens": MAX_NEW_TOKENS, "greedy": True, "full_size": not args.quick},
+               "generators": rows, "ratios": {name: row["ratio"] for name, row in rows.items() if "ratio" in row}}
+    path = results_write("engine-generators", payload, args.results_dir)
+    failed = [name for name, row in rows.items() if "failed" in row]
+    if failed:
+        raise BenchmarkFailed(f"{', '.join(failed)} failed; no ratio for them (see {path})")
+    print(f"generators (engine/reference posts per s): {generators_summary(rows)}; wrote {path}")
+
+
+def generators_summary(rows: Mapping[str, Any]) -> str:
+    """name ratio, and whether the greedy tokens agree (MaGiC: whether its weights at 0 give the reference's)."""
+    def agreement(row: Mapping[str, Any]) -> str:
+        same = row.get("same_greedy_tokens", row.get("weights_zero_equals_reference"))
+        return "same tokens" if same else "TOKENS DIFFER"
+
+    return ", ".join(f"{name} {row['ratio']:.2f}x ({agreement(row)})" for name, row in rows.items()) or "none"
+
+
 def summary_line(payload: Mapping[str, Any], path: Path) -> str:
     engine, reference, ratios = payload["engine"], payload["reference"], payload["ratios"]
     return (f"engine {engine['all_roles']['posts_per_s']:.3f} posts/s all roles, "
@@ -416,7 +468,7 @@ def summary_line(payload: Mapping[str, Any], path: Path) -> str:
             f"{reference['posts_per_s']:.3f} posts/s -> {ratios['all_roles']:.2f}x all roles, "
             f"{ratios['cascade']:.2f}x cascade; embedder families "
             f"{', '.join(f'{family} {value:.2f}x' for family, value in ratios['families'].items()) or 'none'}; "
-            f"wrote {path}")
+            f"generators {generators_summary(payload['generators'])}; wrote {path}")
 
 
 if __name__ == "__main__":

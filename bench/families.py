@@ -70,7 +70,7 @@ SIGMOID_FAMILIES = ("siglip", "siglip2")
 def family_build(family: str, tiny_dir: Path, *, full_size: bool) -> tuple[Any, Any]:
     """(fp32 model, processor) of `family`: its tiny checkpoint, widened to the published shape if `full_size`."""
     import torch
-    from transformers import AutoConfig, AutoModel, AutoProcessor
+    from transformers import AutoModel, AutoProcessor
 
     from vlm_engine.registry import families
 
@@ -81,17 +81,25 @@ def family_build(family: str, tiny_dir: Path, *, full_size: bool) -> tuple[Any, 
     if not full_size:
         return AutoModel.from_pretrained(str(path), local_files_only=True).eval(), processor
     _, config_overrides, image_overrides = FAMILY_SHAPES[family]
+    config = config_widened(path, config_overrides)
+    for name, setting in image_overrides.items():
+        setattr(processor.image_processor, name, setting)
+    torch.manual_seed(0)
+    return AutoModel.from_config(config).eval(), processor
+
+
+def config_widened(path: Path, overrides: dict[str, Any]) -> Any:
+    """The checkpoint's config with `overrides`: attribute -> value, or sub-config name -> {attribute: value}."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    for key, value in config_overrides.items():
+    for key, value in overrides.items():
         if isinstance(value, dict):
             for name, setting in value.items():
                 setattr(getattr(config, key), name, setting)
         else:
             setattr(config, key, value)
-    for name, setting in image_overrides.items():
-        setattr(processor.image_processor, name, setting)
-    torch.manual_seed(0)
-    return AutoModel.from_config(config).eval(), processor
+    return config
 
 
 def family_row(family: str, model: Any, processor: Any, posts: Sequence[Any], policy: Any,

@@ -29,7 +29,7 @@ def _positive(value: Any) -> bool:
 
 def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
     _run("bench.engine", "--quick", "--results-dir", str(tmp_path), "--models-dir", str(tmp_path / "models"),
-         "--families", "siglip,flava")
+         "--families", "siglip,flava", "--generators", "git")
     document = json.loads((tmp_path / "engine.json").read_text())
     assert document["command"].startswith(f".venv/bin/python -m bench.engine --quick --results-dir {tmp_path} ")
     assert document["inputs"]["posts"] == 2 and document["inputs"]["prompts_per_post"] == 4
@@ -49,6 +49,9 @@ def test_engine_quick_writes_both_sides_and_ratios(tmp_path: Path) -> None:
         assert _positive(row["engine_posts_per_s"]) and _positive(row["reference_posts_per_s"])
         assert set(row["engine_timings_ms"]) == {"decode", "embed", "score"}
     assert families["flava"]["max_score_difference"] < 1e-4  # draft-decoded pixels still score alike
+    # And one row per generator family asked for, beside them.
+    assert list(document["generators"]) == list(ratios["generators"]) == ["git"]
+    assert document["generators"]["git"]["same_greedy_tokens"] is True
 
 
 def test_engine_families_only_writes_the_family_rows_alone(tmp_path: Path) -> None:
@@ -60,6 +63,32 @@ def test_engine_families_only_writes_the_family_rows_alone(tmp_path: Path) -> No
     row = document["families"]["align"]
     assert row["checkpoint_shape"] == "kakaobrain/align-base" and document["inputs"]["full_size"] is False
     assert _positive(row["ratio"]) and row["max_score_difference"] < 1e-4
+
+
+def test_engine_generators_only_gives_the_references_greedy_tokens(tmp_path: Path) -> None:
+    _run("bench.engine", "--quick", "--generators-only", "--results-dir", str(tmp_path), "--models-dir",
+         str(tmp_path / "models"), timeout=300)
+    assert not (tmp_path / "engine.json").exists()
+    document = json.loads((tmp_path / "engine-generators.json").read_text())
+    rows = document["generators"]
+    assert list(rows) == list(document["ratios"]) == ["blip", "blip-vqa", "git", "blip-2", "idefics", "vit-gpt2",
+                                                      "magic"]
+    assert document["inputs"] == {"posts": 2, "image_size": [64, 48], "max_new_tokens": 8, "greedy": True,
+                                  "full_size": False}
+    for name, row in rows.items():
+        assert _positive(row["engine_posts_per_s"]) and _positive(row["reference_posts_per_s"]), name
+        assert _positive(row["ratio"]) and _positive(row["parameters"]), name
+        engine, reference = row["outputs"]["engine"], row["outputs"]["reference"]
+        assert len(engine) == len(reference) == 2 and all(text for post in engine for text in post), name
+    # The engine's batched calls give transformers' own greedy tokens, post by post and prompt by prompt.
+    assert all(rows[name]["same_greedy_tokens"] for name in rows if name != "magic")
+    assert [len(rows[name]["outputs"]["engine"][0]) for name in rows] == [2, 1, 2, 2, 2, 2, 1]
+    assert rows["blip"]["outputs"]["engine"][0][1].startswith("a photo of")
+    # MaGiC against its LM's greedy generate: the image steers it away, and with its weights at 0 it is that generate.
+    magic = rows["magic"]
+    assert magic["magic_settings"] == {"k": 45, "alpha": 0.1, "beta": 2.0}
+    assert magic["weights_zero_equals_reference"] is True
+    assert magic["outputs"]["engine"] != magic["outputs"]["reference"]
 
 
 def test_gpu_dry_run_writes_every_measurement(tmp_path: Path) -> None:
