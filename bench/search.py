@@ -312,8 +312,8 @@ def command_arguments(argv: list[str]) -> list[str]:
     """The arguments that shape the figures (where the file goes does not)."""
     kept, skip = [], False
     for arg in argv:
-        if skip or arg.startswith("--results-dir"):
-            skip = arg == "--results-dir"
+        if skip or arg.startswith(("--results-dir", "--out")):
+            skip = arg in ("--results-dir", "--out")
             continue
         kept.append(arg)
     return kept
