@@ -213,6 +213,9 @@ def recall(found: list[str], truth: list[str]) -> float:
 
 def queries_run(args: argparse.Namespace, vectors: np.ndarray, owners: np.ndarray, clients: list[Any],
                 clip: str) -> dict[str, Any]:
+    from django.conf import settings
+    from django.test.utils import override_settings
+
     from moderation.services.search import nearest_exact, search_nearest, searchable_posts
     from moderation.services.search_pgvector import search_index_candidates
 
@@ -230,23 +233,28 @@ def queries_run(args: argparse.Namespace, vectors: np.ndarray, owners: np.ndarra
         out.setdefault("exact", []).append(ms)
         truths.append([h.post_id for h in hits])
     # Steady state: a search index in use is in memory. Other queries of the same kind, not measured.
-    for pick in rng.integers(0, len(vectors), size=args.warmup):
-        search_nearest(client_id=clients[owners[pick]].pk, clip=clip, vector=vectors[pick], k=k, using="default")
+    first, *others = args.ef_search
+    with override_settings(MODERATION={**settings.MODERATION, "SEARCH_EF_SEARCH": first}):
+        for pick in rng.integers(0, len(vectors), size=args.warmup):
+            search_nearest(client_id=clients[owners[pick]].pk, clip=clip, vector=vectors[pick], k=k, using="default")
+    variants = [(False, first), (True, first), *((False, ef) for ef in others)]
     for n, (pick, query, truth) in enumerate(zip(picks, queries, truths)):
         client_id = clients[owners[pick]].pk
-        for forced in ((False, True) if n % 2 else (True, False)):  # each goes first half the time
-            with hnsw_forced(forced):
+        for forced, ef in variants[n % len(variants):] + variants[:n % len(variants)]:  # each goes first in turn
+            with hnsw_forced(forced), override_settings(MODERATION={**settings.MODERATION, "SEARCH_EF_SEARCH": ef}):
                 hits, ms = timed(lambda: search_nearest(client_id=client_id, clip=clip, vector=query, k=k,
                                                         using="default"))
                 rows, hnsw_ms = timed(lambda: search_index_candidates(client_id=client_id, clip=clip, vector=query,
                                                                       limit=k, using="default"))
-            suffix = "_hnsw_forced" if forced else ""
+            suffix = ("_hnsw_forced" if forced else "") + (f"_ef{ef}" if ef != first else "")
             out.setdefault(f"service{suffix}", []).append(ms)
             out.setdefault(f"hnsw_candidates{suffix}", []).append(hnsw_ms)
             out.setdefault(f"service{suffix}_recall", []).append(recall([h.post_id for h in hits], truth))
             out.setdefault(f"hnsw_candidates{suffix}_recall", []).append(recall([str(r[0]) for r in rows], truth))
-    measured: dict[str, Any] = {"k": k, "queries": args.queries, "exact": {"latency_ms": summary(out["exact"])}}
-    for name in ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced"):
+    measured: dict[str, Any] = {"k": k, "queries": args.queries, "ef_search": first,
+                                "exact": {"latency_ms": summary(out["exact"])}}
+    for name in ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced",
+                 *(f"{side}_ef{ef}" for ef in others for side in ("service", "hnsw_candidates"))):
         measured[name] = {"latency_ms": summary(out[name]), "recall_at_k": float(np.mean(out[f"{name}_recall"])),
                           "recall_at_k_min": min(out[f"{name}_recall"])}
     measured["speedup_p50_exact_over_service"] = ratio(summary(out["exact"])["p50"], summary(out["service"])["p50"])
@@ -333,6 +341,9 @@ def main() -> None:
     parser.add_argument("--inserts", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200, help="searches run, not measured, before the measured ones")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--ef-search", type=lambda text: [int(v) for v in text.split(",")], default=[100],
+                        help="SEARCH_EF_SEARCH values, comma-separated: the first for every variant, the others "
+                             "for the service beside it")
     parser.add_argument("--maintenance-work-mem", default="4GB")
     parser.add_argument("--shared-buffers", default="6GB",
                         help="PostgreSQL's page cache; the usual advice is a quarter of the machine's memory")

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from drf_spectacular.openapi import AutoSchema
 
-from moderation.conf import DEFAULTS, moderation_settings
+from moderation.conf import DEFAULTS, EF_SEARCH_MAX, moderation_settings
 from vlm_engine.pdq import PDQ_BITS
 
 PROFILES = ("tiny", "small", "large")
@@ -224,6 +224,10 @@ def _bank_errors() -> list[Error]:
     if not isinstance(distance, int) or isinstance(distance, bool) or not 0 <= distance <= PDQ_BITS:
         errors.append(Error(f"MODERATION['REVIEW_CLUSTER_DISTANCE'] must be an integer from 0 to {PDQ_BITS} "
                             f"(PDQ bits), not {distance!r}.", id="moderation.E019"))
+    ef_search = s.SEARCH_EF_SEARCH
+    if not isinstance(ef_search, int) or isinstance(ef_search, bool) or not 1 <= ef_search <= EF_SEARCH_MAX:
+        errors.append(Error(f"MODERATION['SEARCH_EF_SEARCH'] must be an integer from 1 to {EF_SEARCH_MAX} "
+                            f"(pgvector's hnsw.ef_search), not {ef_search!r}.", id="moderation.E018"))
     return errors
 
 

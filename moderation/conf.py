@@ -8,6 +8,9 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+# pgvector caps ``hnsw.ef_search`` at 1000.
+EF_SEARCH_MAX = 1000
+
 DEFAULTS: dict[str, Any] = {
     # Engine profile: "tiny" (offline random weights), "small" (CPU-friendly real
     # checkpoints) or "large" (GPU quality). "small"/"large" fall back to "tiny",
@@ -97,6 +100,9 @@ DEFAULTS: dict[str, Any] = {
     # (0-256; HMA's match distance by default) are listed on each other's review page, can be
     # decided together, and share one row of the review queue.
     "REVIEW_CLUSTER_DISTANCE": 31,
+    # Search (pgvector): the HNSW candidate list a search walks (``hnsw.ef_search``, 1-1000; raised to
+    # twice the candidates asked for where that is more). Higher finds more true neighbours, slower.
+    "SEARCH_EF_SEARCH": 100,
     # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
     "NOTICE_PRIORITY_BOOST": 1.0,
     # Days after a restricting decision in which its author may appeal it (DSA Art. 20: at least six months).

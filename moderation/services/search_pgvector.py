@@ -38,14 +38,12 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.functions import Cast
 from pgvector.django import CosineDistance, VectorField
 
+from moderation.conf import EF_SEARCH_MAX, moderation_settings
 from moderation.models import Analysis, SearchEmbedding
 from moderation.selectors.posts import clip_version
 
 # The ``vector`` type holds at most 16,000 dimensions; larger embeddings stay on the exact path.
 VECTOR_MAX_DIMENSIONS = 16_000
-# ``hnsw.ef_search`` is capped at 1000 by pgvector.
-EF_SEARCH_MAX = 1000
-EF_SEARCH_MIN = 100
 # Rows per INSERT when the index is filled from existing analyses.
 COPY_BATCH = 2000
 # Hash partitions of the table by client; fixed when the table is created (a change means a rebuild:
@@ -130,7 +128,8 @@ def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, li
     Approximate: HNSW may miss a neighbour, so callers ask for more than they need and rescore.
     The client filter runs inside the index scan: ``hnsw.iterative_scan`` (pgvector 0.8) keeps
     scanning until ``limit`` rows of this client are found (or ``hnsw.max_scan_tuples``), and
-    ``hnsw.ef_search`` is raised to at least the limit. Order is relaxed: the caller rescores.
+    ``hnsw.ef_search`` is ``SEARCH_EF_SEARCH``, raised to twice the limit where that is more. Order is
+    relaxed: the caller rescores.
     ``pgvector``: the extension's version where the caller has just read it (one query fewer).
     """
     dimensions = len(vector)
@@ -143,7 +142,7 @@ def search_index_candidates(*, client_id: Any, clip: str, vector: np.ndarray, li
         iterative = (pgvector or pgvector_version(using=using) or ()) >= (0, 8)
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)"
                        + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else ""),
-                       (str(min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * limit))),))
+                       (str(min(EF_SEARCH_MAX, max(moderation_settings.SEARCH_EF_SEARCH, 2 * limit))),))
         return [(post_id, bytes(embedding)) for post_id, embedding in rows]
 
 

@@ -508,3 +508,25 @@ def table_kind(alias: str) -> str:
     with connections[alias].cursor() as cursor:
         cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass('moderation_searchembedding')")
         return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize(("setting", "k", "expected"), [(100, 5, 100), (250, 5, 250), (100, 200, 820), (250, 600, 1000)])
+def test_the_ef_search_setting_reaches_the_index_scan(pg: Corpus, setting: int, k: int, expected: int) -> None:
+    """``SEARCH_EF_SEARCH``, or twice the 2k + 10 candidates where that is more, capped at pgvector's 1000."""
+    client_id = pg.clients[0].pk
+    vector = queries(pg.rows[client_id], 4)[2]
+    with override_settings(MODERATION={"SEARCH_EF_SEARCH": setting}), \
+            CaptureQueriesContext(connections[ALIAS]) as captured:
+        hits = search_nearest(client_id=client_id, clip=CLIP, vector=vector, k=k, using=ALIAS)
+
+    [configured] = [q["sql"] for q in captured.captured_queries if "hnsw.ef_search" in q["sql"]]
+    assert f"set_config('hnsw.ef_search', '{expected}', true)" in configured
+    assert hits == nearest_exact(rows=pg.rows[client_id], vector=vector, k=k)
+
+
+@pytest.mark.parametrize("value", [0, 1001, "100", True, None])
+def test_the_ef_search_setting_is_checked(value: Any) -> None:
+    from tests.moderation.test_conf import check_ids
+
+    with override_settings(MODERATION={"SEARCH_EF_SEARCH": value}):
+        assert check_ids() == ["moderation.E018"]
