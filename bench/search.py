@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--inserts", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200, help="searches run, not measured, before the measured ones")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--ef-search", type=lambda text: [int(v) for v in text.split(",")], default=[200],
+    parser.add_argument("--ef-search", type=lambda text: [int(v) for v in text.split(",")], default=[100],
                         help="SEARCH_EF_SEARCH values, comma-separated: the first for every variant, the others "
                              "for the service beside it")
     parser.add_argument("--maintenance-work-mem", default="4GB")

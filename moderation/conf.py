@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_CLUSTER_DISTANCE": 31,
     # Search (pgvector): the HNSW candidate list a search walks (``hnsw.ef_search``, 1-1000; raised to
     # twice the candidates asked for where that is more). Higher finds more true neighbours, slower.
-    "SEARCH_EF_SEARCH": 200,
+    "SEARCH_EF_SEARCH": 100,
     # Added once to a post's review priority by a trusted flagger's notice (DSA Art. 22).
     "NOTICE_PRIORITY_BOOST": 1.0,
     # Days after a restricting decision in which its author may appeal it (DSA Art. 20: at least six months).

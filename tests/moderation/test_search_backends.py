@@ -510,9 +510,9 @@ def table_kind(alias: str) -> str:
         return cursor.fetchone()[0]
 
 
-@pytest.mark.parametrize(("setting", "k", "expected"), [(None, 5, 200), (250, 5, 250), (100, 200, 820), (250, 600, 1000)])
+@pytest.mark.parametrize(("setting", "k", "expected"), [(None, 5, 100), (250, 5, 250), (100, 200, 820), (250, 600, 1000)])
 def test_the_ef_search_setting_reaches_the_index_scan(pg: Corpus, setting: int | None, k: int, expected: int) -> None:
-    """``SEARCH_EF_SEARCH`` (default 200), or twice the 2k + 10 candidates where that is more, capped at 1000."""
+    """``SEARCH_EF_SEARCH`` (default 100), or twice the 2k + 10 candidates where that is more, capped at 1000."""
     client_id = pg.clients[0].pk
     vector = queries(pg.rows[client_id], 4)[2]
     with override_settings(MODERATION={} if setting is None else {"SEARCH_EF_SEARCH": setting}), \
